@@ -1,0 +1,67 @@
+"""Generate the retrieval benchmark: photographed crops of real logos, gallery/query split.
+
+Logos are simple-icons brands that are NOT among the bundled demo logos. Every
+sample is an independent rendering (its own colour scheme) "photographed" with
+rotation, perspective, colour jitter, blur, noise, JPEG, occlusion and a
+cluttered surround (see ``pipeline.synth``).
+
+    python benchmarks/make_retrieval_set.py --out benchmarks/out/retrieval
+    -> OUT/gallery/<brand>/{0,1,2}.png and OUT/query/<brand>/{0,1}.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.demo import DEMO_LOGOS
+from pipeline.synth import fetch_simple_icons, load_icons, logo_card, photograph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_titles() -> set[str]:
+    return {p.name for p in DEMO_LOGOS.iterdir() if p.is_dir()} if DEMO_LOGOS.exists() else set()
+
+
+def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path) -> Path:
+    """Write the set under ``out`` (skipped if a set with the same parameters is there)."""
+    params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 1}
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
+        return out
+    rng = np.random.default_rng(seed)
+    excluded = demo_titles()
+    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if _folder(icon.title) not in excluded]
+    chosen = [icons[i] for i in sorted(rng.choice(len(icons), size=classes, replace=False))]
+    for icon in chosen:
+        for split, count in (("gallery", gallery), ("query", queries)):
+            folder = out / split / _folder(icon.title)
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in range(count):
+                photograph(logo_card(icon, rng), rng).save(folder / f"{n}.png")
+    manifest.write_text(json.dumps({"params": params, "slugs": [icon.slug for icon in chosen]}, indent=1))
+    return out
+
+
+def _folder(title: str) -> str:
+    return "".join(c if c.isalnum() or c in " .-_&+'" else "_" for c in title).strip() or "_"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "retrieval")
+    parser.add_argument("--classes", type=int, default=200)
+    parser.add_argument("--gallery", type=int, default=3)
+    parser.add_argument("--queries", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
+    args = parser.parse_args()
+    print(generate(args.out, args.classes, args.gallery, args.queries, args.seed, args.cache))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Command line: ``python -m pipeline [--data-dir DIR] COMMAND`` (also the ``logos`` script).
+
+Output shapes of ``search --json``, ``evaluate --json`` and ``stats --json`` are
+a public contract that other tools parse: keep them stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.detectors import list_detectors
+from pipeline.embedders import EmbedderError, list_embedders
+from pipeline.images import ImageError
+from pipeline.store import StoreError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline",
+                                     description="Find logos on product photos by nearest-neighbour search.")
+    parser.add_argument("--data-dir", type=Path, help="store and index folder (default: $LOGOS_DATA_DIR or ./data)")
+    parser.add_argument("--embedder", help=f"embedding model: {', '.join(list_embedders())} or hf-hub:<repo>")
+    parser.add_argument("--detector", help=f"logo detector: {', '.join(list_detectors())}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cmd = commands.add_parser("import-folder", help="add labelled logos from an ImageFolder tree (LABEL/IMAGE)")
+    cmd.add_argument("folder", type=Path)
+    cmd = commands.add_parser("import-photos", help="detect logos on every photo of a folder, add them unlabelled")
+    cmd.add_argument("folder", type=Path)
+    commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
+    cmd = commands.add_parser("search", help="find and name the logos of a photo")
+    cmd.add_argument("image", type=Path)
+    cmd.add_argument("--box", action="append", type=_box, metavar="X0,Y0,X1,Y1",
+                     help="search this box instead of running the detector (repeatable)")
+    cmd.add_argument("-k", type=int, help="neighbours per logo")
+    cmd.add_argument("--json", action="store_true", help="one JSON line (public format)")
+    cmd = commands.add_parser("stats", help="counts of logos, labels and index")
+    cmd.add_argument("--json", action="store_true")
+    cmd = commands.add_parser("evaluate", help="kNN accuracy of query crops against a gallery (both ImageFolder)")
+    cmd.add_argument("gallery", type=Path)
+    cmd.add_argument("queries", type=Path)
+    cmd.add_argument("--json", action="store_true", help="last line: JSON figures (public format)")
+    cmd = commands.add_parser("demo", help="build the demo store from assets/ if the data folder is empty")
+    cmd.add_argument("--assets", type=Path, default=None, help="demo logos folder (default: bundled)")
+    return parser
+
+
+def _box(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a box is X0,Y0,X1,Y1 numbers, got {text!r}") from None
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"a box is X0,Y0,X1,Y1, got {text!r}")
+    return values
+
+
+def _print_search(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, separators=(",", ":")))
+        return
+    if not result["logos"]:
+        print("no logo found")
+    for number, logo in enumerate(result["logos"], 1):
+        label = logo["label"] or "unknown"
+        print(f"logo {number} at {logo['box']}: {label} (confidence {logo['confidence']:.2f})")
+        for n in logo["neighbours"]:
+            print(f"    #{n['id']:<8} {n['label'] or '-':<30} distance {n['distance']:.3f}")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code (0 ok, 1 bad input, 2 usage)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
+    progress = not args.quiet and sys.stderr.isatty()
+    # imported here so --help answers without loading torch
+    from pipeline.demo import DEMO_LOGOS, build_demo
+    from pipeline.evaluation import evaluate
+    from pipeline.importing import import_folder, import_photos
+    from pipeline.service import LogoService
+
+    try:
+        if args.command == "evaluate":
+            report = evaluate(settings, args.gallery, args.queries, progress=progress)
+            figures = report.to_json()
+            print(json.dumps(figures) if args.json else
+                  "\n".join(f"{key:>10}: {value}" for key, value in figures.items()))
+            return 0
+        service = LogoService(settings)
+        if args.command == "import-folder":
+            print(json.dumps(import_folder(service, args.folder, progress=progress).to_json()))
+        elif args.command == "import-photos":
+            print(json.dumps(import_photos(service, args.folder, progress=progress).to_json()))
+        elif args.command == "build-index":
+            print(json.dumps(service.build_index().__dict__))
+        elif args.command == "search":
+            _print_search(service.search_photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
+        elif args.command == "stats":
+            stats = service.stats().to_json()
+            print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
+        elif args.command == "demo":
+            print(json.dumps(build_demo(service, args.assets or DEMO_LOGOS, progress=progress)))
+    except (ImageError, StoreError, EmbedderError, ValueError, NotADirectoryError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

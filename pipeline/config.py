@@ -1,0 +1,112 @@
+"""All run-time configuration, read from the environment in one place.
+
+Every tunable knob of the pipeline is a field of :class:`Settings`; the CLI, the
+app and the tests build one with :meth:`Settings.from_env` (optionally with
+overrides) and pass it down, so no other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# env var name -> (field name, parser)
+_ENV: dict[str, tuple[str, type]] = {
+    "LOGOS_DATA_DIR": ("data_dir", Path),
+    "LOGOS_EMBEDDER": ("embedder", str),
+    "LOGOS_DETECTOR": ("detector", str),
+    "LOGOS_EMBED_RUNTIME": ("embed_runtime", str),
+    "LOGOS_INDEX_BACKEND": ("index_backend", str),
+    "LOGOS_K": ("k", int),
+    "LOGOS_ANNOY_TREES": ("n_trees", int),
+    "LOGOS_ANNOY_SEARCH_K": ("search_k", int),
+    "LOGOS_MAX_DISTANCE": ("max_distance", float),
+    "LOGOS_MIN_CONFIDENCE": ("min_confidence", float),
+    "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
+    "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
+    "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
+    "LOGOS_BATCH_SIZE": ("batch_size", int),
+    "LOGOS_TORCH_THREADS": ("torch_threads", int),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration of one pipeline instance.
+
+    Attributes:
+        data_dir: Folder holding the store (SQLite + vectors) and the index.
+        embedder: Registry name of the embedding model (see ``pipeline.embedders``).
+        detector: Registry name of the logo detector (see ``pipeline.detectors``).
+        embed_runtime: ``onnxruntime`` (fastest on CPU) or ``torch``; same vectors.
+        index_backend: Registry name of the ANN engine (``annoy`` or ``exact``).
+        k: Neighbours returned per logo and used for the kNN vote.
+        n_trees: Annoy trees; more trees give better recall and a bigger index.
+        search_k: Annoy nodes inspected per query; -1 lets Annoy pick ``n_trees * k``.
+        max_distance: Angular distance (0..2) beyond which the nearest neighbour is
+            too far to name the logo: the prediction becomes ``unknown``.
+        min_confidence: Default share of the vote a label needs; per-label
+            thresholds stored in the store override it.
+        machine_label_weight: Vote weight of a machine-labelled neighbour relative
+            to a human-labelled one (humans outrank machines).
+        max_image_pixels: Uploads with more pixels are refused (decompression bombs).
+        max_upload_bytes: Uploads larger than this are refused before decoding.
+        batch_size: Crops embedded per forward pass.
+        torch_threads: Intra-op threads for torch; 0 keeps torch's default.
+    """
+
+    data_dir: Path = Path("data")
+    embedder: str = "efficientnet-lite0-ms"
+    detector: str = "whole-image"
+    embed_runtime: str = "onnxruntime"
+    index_backend: str = "annoy"
+    k: int = 10
+    n_trees: int = 50
+    search_k: int = -1
+    max_distance: float = 0.9
+    min_confidence: float = 0.3
+    machine_label_weight: float = 0.5
+    max_image_pixels: int = 40_000_000
+    max_upload_bytes: int = 30 * 1024 * 1024
+    batch_size: int = 8
+    torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from environment variables, then apply ``overrides``.
+
+        Args:
+            env: Mapping to read instead of ``os.environ`` (tests pass a dict).
+            **overrides: Field values that win over the environment; ``None``
+                values are ignored so CLI flags can be passed through unconditionally.
+
+        Example:
+            >>> Settings.from_env({"LOGOS_K": "5"}, data_dir="/tmp/x").k
+            5
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for var, (field, parse) in _ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[field] = parse(raw)
+            except ValueError as exc:
+                raise ValueError(f"environment variable {var}={raw!r} is not a valid {parse.__name__}") from exc
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+ENV_VARS: tuple[str, ...] = tuple(_ENV)

@@ -1,0 +1,341 @@
+"""Nearest-neighbour search over the store's vectors.
+
+Two layers:
+
+* **Backends** (:class:`VectorIndex`): one class per engine behind one small
+  interface, looked up by name in a registry (``annoy`` today; ``exact`` is
+  numpy brute force). A new engine plugs in without touching callers.
+* :class:`LogoIndex`: what the service uses. It loads the last built index
+  (memory-mapped), searches logos added since that build exactly in a small
+  in-memory *delta* so an add is visible at once, merges both, and rebuilds by
+  writing a new generation and swapping a pointer file atomically.
+
+All distances are angular distances between unit vectors, ``sqrt(2 - 2 cos)``
+(0 = identical, 2 = opposite), which is what Annoy's ``angular`` metric returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from pipeline.store import LogoStore, ModelMismatchError, StoreError
+from pipeline.util import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+Batches = Iterable[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to build and query an index.
+
+    Attributes:
+        backend: Registry name of the engine (``annoy`` or ``exact``).
+        n_trees: Annoy trees (build time and size grow with it, so does recall).
+        search_k: Annoy nodes inspected per query; -1 means ``n_trees * k``.
+    """
+
+    backend: str = "annoy"
+    n_trees: int = 50
+    search_k: int = -1
+
+
+class VectorIndex(ABC):
+    """A built, immutable nearest-neighbour index over ``(id, unit vector)`` pairs."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def build(cls, batches: Batches, dim: int, path: Path, config: IndexConfig) -> VectorIndex:
+        """Index every vector of ``batches`` and save the result under ``path`` (a file stem)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, dim: int, config: IndexConfig) -> VectorIndex:
+        """Open an index saved by :meth:`build` (memory-mapped where the engine can)."""
+
+    @abstractmethod
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest ``(ids, distances)``, nearest first."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @staticmethod
+    def files(path: Path) -> list[Path]:
+        """Files that :meth:`build` writes for ``path`` (removed when a generation is dropped)."""
+        return [path]
+
+
+_BACKENDS: dict[str, type[VectorIndex]] = {}
+
+
+def register_backend(cls: type[VectorIndex]) -> type[VectorIndex]:
+    """Class decorator adding an engine to the registry under ``cls.name``."""
+    _BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str) -> type[VectorIndex]:
+    """The engine registered as ``name``, with a clear error for unknown names."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown index backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+
+
+def angular_from_cosine(cosine: np.ndarray) -> np.ndarray:
+    """Annoy's angular distance for unit vectors: ``sqrt(2 - 2 cos)``."""
+    return np.sqrt(np.clip(2.0 - 2.0 * cosine, 0.0, 4.0))
+
+
+@register_backend
+class ExactIndex(VectorIndex):
+    """Brute-force search with numpy: exact, fine up to ~100k vectors, used for the delta."""
+
+    name = "exact"
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.vectors = np.asarray(vectors, dtype=np.float32)
+
+    @classmethod
+    def from_batches(cls, batches: Batches, dim: int) -> ExactIndex:
+        id_parts, vector_parts = [np.zeros(0, np.int64)], [np.zeros((0, dim), np.float32)]
+        for ids, vectors in batches:
+            id_parts.append(ids)
+            vector_parts.append(vectors)
+        return cls(np.concatenate(id_parts), np.concatenate(vector_parts))
+
+    @classmethod
+    def build(cls, batches: Batches, dim: int, path: Path, config: IndexConfig) -> ExactIndex:
+        index = cls.from_batches(batches, dim)
+        with open(path, "wb") as handle:
+            np.savez(handle, ids=index.ids, vectors=index.vectors)
+        return index
+
+    @classmethod
+    def load(cls, path: Path, dim: int, config: IndexConfig) -> ExactIndex:
+        with np.load(path) as data:
+            return cls(data["ids"], data["vectors"])
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.ids) == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        distances = angular_from_cosine(self.vectors @ vector)
+        top = np.argpartition(distances, k - 1)[:k] if k < len(distances) else np.arange(len(distances))
+        top = top[np.argsort(distances[top], kind="stable")]
+        return self.ids[top], distances[top].astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@register_backend
+class AnnoyVectorIndex(VectorIndex):
+    """Spotify's Annoy (angular), memory-mapped on load: many processes share one copy."""
+
+    name = "annoy"
+
+    def __init__(self, index: AnnoyIndex, size: int, config: IndexConfig) -> None:
+        self.index = index
+        self.size = size
+        self.config = config
+
+    @classmethod
+    def build(cls, batches: Batches, dim: int, path: Path, config: IndexConfig) -> AnnoyVectorIndex:
+        index = AnnoyIndex(dim, "angular")
+        size = 0
+        for ids, vectors in batches:
+            for logo_id, vector in zip(ids.tolist(), vectors, strict=True):
+                index.add_item(logo_id, vector)
+            size += len(ids)
+        index.build(config.n_trees, n_jobs=-1)
+        index.save(str(path))
+        index.unload()
+        loaded = cls.load(path, dim, config)
+        loaded.size = size
+        return loaded
+
+    @classmethod
+    def load(cls, path: Path, dim: int, config: IndexConfig) -> AnnoyVectorIndex:
+        index = AnnoyIndex(dim, "angular")
+        index.load(str(path))  # mmap: cheap, shared between processes
+        # Annoy reports max id + 1 items; the exact count lives in the generation's info.
+        return cls(index, index.get_n_items(), config)
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.size == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        ids, distances = self.index.get_nns_by_vector(vector.tolist(), k, search_k=self.config.search_k,
+                                                      include_distances=True)
+        return np.asarray(ids, dtype=np.int64), np.asarray(distances, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the current built generation holds."""
+
+    generation: int
+    backend: str
+    model_id: str
+    dim: int
+    max_id: int
+    count: int
+    built_at: float
+    build_seconds: float
+
+
+class LogoIndex:
+    """The store's searchable view: last built index + exact delta of newer logos.
+
+    Thread-safe; notices a rebuild made by another process (it watches the
+    pointer file) and switches to it on the next query.
+    """
+
+    POINTER = "current.json"
+
+    def __init__(self, store: LogoStore, index_dir: Path, config: IndexConfig | None = None) -> None:
+        self.store = store
+        self.index_dir = Path(index_dir)
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.config = config or IndexConfig()
+        get_backend(self.config.backend)
+        self._lock = threading.RLock()
+        self._pointer_stamp: tuple[int, int] | None = None
+        self._built: VectorIndex | None = None
+        self._info: IndexInfo | None = None
+        self._delta = ExactIndex(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+        self._delta_max_id = 0
+
+    # -- generations -------------------------------------------------------------------
+    def _pointer(self) -> Path:
+        return self.index_dir / self.POINTER
+
+    def _stem(self, generation: int, backend: str) -> Path:
+        return self.index_dir / f"{backend}-{generation:06d}.idx"
+
+    def _refresh(self) -> None:
+        """(Re)load the built generation if the pointer changed since we last looked."""
+        pointer = self._pointer()
+        stat = pointer.stat() if pointer.exists() else None
+        stamp = (stat.st_ino, stat.st_mtime_ns) if stat else None
+        if stamp == self._pointer_stamp:
+            return
+        self._pointer_stamp = stamp
+        if stamp is None:
+            self._built, self._info = None, None
+        else:
+            info = IndexInfo(**json.loads(pointer.read_text()))
+            backend = get_backend(info.backend)
+            self._built = backend.load(self._stem(info.generation, info.backend), info.dim, self.config)
+            self._info = info
+        self._delta = ExactIndex(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+        self._delta_max_id = self._info.max_id if self._info else 0
+
+    def _refresh_delta(self) -> None:
+        """Pull logos added since the last look into the exact delta."""
+        newest = self.store.max_id()
+        if newest <= self._delta_max_id:
+            return
+        dim = self.store.dim or 0
+        fresh = ExactIndex.from_batches(self.store.iter_vectors(min_id=self._delta_max_id), dim)
+        if len(self._delta):
+            fresh = ExactIndex(np.concatenate([self._delta.ids, fresh.ids]),
+                               np.concatenate([self._delta.vectors, fresh.vectors]))
+        self._delta = fresh
+        self._delta_max_id = newest
+
+    def info(self) -> IndexInfo | None:
+        with self._lock:
+            self._refresh()
+            return self._info
+
+    def counts(self) -> tuple[int, int]:
+        """``(indexed, pending)``: logos in the built index, and logos only in the delta."""
+        with self._lock:
+            self._refresh()
+            self._refresh_delta()
+            return (self._info.count if self._info else 0), len(self._delta)
+
+    # -- search ------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int, model_id: str) -> list[tuple[int, float]]:
+        """The ``k`` nearest stored logos to ``vector`` as ``(id, distance)``, nearest first.
+
+        Raises:
+            ModelMismatchError: ``vector`` comes from another model than the store's.
+        """
+        store_model = self.store.model_id
+        if store_model is not None and model_id != store_model:
+            raise ModelMismatchError(f"the index holds {store_model} vectors; this query is a {model_id} vector")
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.store.dim is not None and vector.shape[0] != self.store.dim:
+            raise ModelMismatchError(f"query has {vector.shape[0]} dimensions, the index {self.store.dim}")
+        with self._lock:
+            self._refresh()
+            self._refresh_delta()
+            built, delta = self._built, self._delta
+        pairs: dict[int, float] = {}
+        for index in (built, delta):
+            if index is not None and len(index):
+                ids, distances = index.query(vector, k)
+                for logo_id, distance in zip(ids.tolist(), distances.tolist(), strict=True):
+                    pairs[logo_id] = min(distance, pairs.get(logo_id, np.inf))
+        return sorted(pairs.items(), key=lambda pair: (pair[1], pair[0]))[:k]
+
+    # -- build -------------------------------------------------------------------------
+    def rebuild(self) -> IndexInfo:
+        """Index every stored vector as a new generation and switch to it atomically.
+
+        Readers keep using the old generation until the pointer file is replaced;
+        a crash mid-build leaves the old generation current.
+        """
+        model_id, dim = self.store.model_id, self.store.dim
+        if model_id is None or dim is None:
+            raise StoreError("the store is empty: add logos before building the index")
+        backend = get_backend(self.config.backend)
+        previous = self.info()
+        generation = (previous.generation + 1) if previous else 1
+        stem = self._stem(generation, backend.name)
+        max_id = self.store.max_id()
+        started = time.perf_counter()
+        built = backend.build(_upto(self.store.iter_vectors(), max_id), dim, stem, self.config)
+        info = IndexInfo(generation, backend.name, model_id, dim, max_id, len(built), time.time(),
+                         round(time.perf_counter() - started, 3))
+        atomic_write_json(self._pointer(), info.__dict__)
+        if previous is not None:
+            for old in get_backend(previous.backend).files(self._stem(previous.generation, previous.backend)):
+                old.unlink(missing_ok=True)  # open mmaps stay valid until unmapped
+        log.info("built %s index generation %d: %d logos in %.1fs", backend.name, generation, len(built),
+                 info.build_seconds)
+        with self._lock:
+            self._pointer_stamp = None  # force reload of the new generation
+            self._refresh()
+        return info
+
+
+def _upto(batches: Batches, max_id: int) -> Batches:
+    """Only the logos with ``id <= max_id`` (adds racing with a build go to the delta)."""
+    for ids, vectors in batches:
+        keep = ids <= max_id
+        if keep.any():
+            yield ids[keep], vectors[keep]
+        if not keep.all():
+            return
+

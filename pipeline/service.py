@@ -1,0 +1,179 @@
+"""The one object the CLI, the Gradio app, the Dash map and the HTTP API call.
+
+It ties the parts together (photo -> boxes -> crops -> vectors -> neighbours ->
+label) and knows nothing of any user interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from pipeline.config import Settings
+from pipeline.detectors import Detector, GivenBoxesDetector, create_detector
+from pipeline.embedders import Embedder, create_embedder
+from pipeline.images import ImageSource, crop, image_sha256, load_image
+from pipeline.index import IndexConfig, IndexInfo, LogoIndex
+from pipeline.knn import VoteConfig, predict_label
+from pipeline.store import LogoStore, NewLogo, StoreError
+from pipeline.types import Box, Detection, LabelSource, LogoMatch, Neighbour, PhotoSearchResult, Prediction, StoreStats
+
+log = logging.getLogger(__name__)
+
+
+class LogoNotFoundError(StoreError):
+    """A logo id that the store does not hold."""
+
+
+class LogoService:
+    """Search, add and label logos in one data directory.
+
+    Args:
+        settings: Configuration (data directory, models, vote parameters...).
+        embedder: An already created embedder to share (e.g. between a store and
+            a temporary evaluation store); created lazily from ``settings`` if None.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> service = LogoService(Settings(data_dir=tempfile.mkdtemp()))
+        >>> ids = service.add_logos(Image.new("RGB", (64, 64), "red"), labels=["red square"])
+        >>> service.search_photo(Image.new("RGB", (64, 64), "red")).logos[0].prediction.label
+        'red square'
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = LogoStore(settings.data_dir)
+        self.index = LogoIndex(self.store, settings.data_dir / "index",
+                               IndexConfig(settings.index_backend, settings.n_trees, settings.search_k))
+        self.detector: Detector = create_detector(settings.detector)
+        self._embedder = embedder
+        self._embedder_lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use (a second or two)."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    self._embedder = create_embedder(self.settings.embedder, runtime=self.settings.embed_runtime,
+                                                     batch_size=self.settings.batch_size,
+                                                     threads=self.settings.torch_threads)
+        return self._embedder
+
+    # -- helpers -----------------------------------------------------------------------
+    def load(self, source: ImageSource) -> Image.Image:
+        """Decode an upload with this deployment's size limits."""
+        return load_image(source, max_pixels=self.settings.max_image_pixels,
+                          max_bytes=self.settings.max_upload_bytes)
+
+    def vote_config(self) -> VoteConfig:
+        return VoteConfig(self.settings.max_distance, self.settings.min_confidence,
+                          self.settings.machine_label_weight, self.store.thresholds())
+
+    def _neighbours(self, pairs: Sequence[tuple[int, float]]) -> list[Neighbour]:
+        labels = self.store.labels([logo_id for logo_id, _ in pairs])
+        return [Neighbour(logo_id, *labels.get(logo_id, (None, None)), distance)
+                for logo_id, distance in pairs if logo_id in labels]
+
+    def _k(self, k: int | None) -> int:
+        k = self.settings.k if k is None else int(k)
+        if not 1 <= k <= 1000:
+            raise ValueError(f"k must be between 1 and 1000, got {k}")
+        return k
+
+    def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
+        """The kNN label for a set of neighbours, with the store's per-label thresholds."""
+        return predict_label(neighbours, self.vote_config())
+
+    # -- search ------------------------------------------------------------------------
+    def detect(self, image: Image.Image, boxes: Sequence[Box | Sequence[float]] | None = None) -> list[Detection]:
+        """Logo boxes on ``image``: the given ``boxes`` if any, else the configured detector's."""
+        detector = GivenBoxesDetector(boxes) if boxes else self.detector
+        return detector.detect(image)
+
+    def search_embedding(self, vector: np.ndarray, k: int | None = None,
+                         model_id: str | None = None) -> list[Neighbour]:
+        """Neighbours of a vector made by ``model_id`` (default: this service's embedder)."""
+        model_id = model_id or self.embedder.model_id
+        return self._neighbours(self.index.search(vector, self._k(k), model_id))
+
+    def search_crops(self, crops: Sequence[Image.Image], k: int | None = None) -> list[list[Neighbour]]:
+        """Neighbours of each crop, embedded in batches."""
+        vectors = self.embedder.embed(list(crops))
+        return [self.search_embedding(vector, k) for vector in vectors]
+
+    def search_photo(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
+                     k: int | None = None) -> PhotoSearchResult:
+        """Find the logos of a photo and name each from its nearest stored logos.
+
+        Args:
+            image: The photo (path, bytes, file object or PIL image).
+            boxes: Boxes drawn by a person; None runs the configured detector.
+            k: Neighbours per logo (default ``settings.k``).
+        """
+        photo = self.load(image)
+        detections = self.detect(photo, boxes)
+        neighbour_lists = self.search_crops([crop(photo, d.box) for d in detections], k)
+        logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
+                 for d, neighbours in zip(detections, neighbour_lists, strict=True)]
+        return PhotoSearchResult(photo.width, photo.height, logos)
+
+    def search_logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
+        """Neighbours of a stored logo (itself excluded)."""
+        k = self._k(k)
+        try:
+            vector = self.store.vectors([logo_id])[0]
+        except StoreError:
+            raise LogoNotFoundError(f"no logo with id {logo_id}") from None
+        pairs = self.index.search(vector, k + 1, self.store.model_id or "")
+        return self._neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
+
+    # -- writes ------------------------------------------------------------------------
+    def add_crops(self, logos: Sequence[NewLogo]) -> list[int]:
+        """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed)."""
+        if not logos:
+            return []
+        if any(logo.crop is None for logo in logos):
+            raise StoreError("every logo to add needs its crop")
+        vectors = self.embedder.embed([logo.crop for logo in logos])
+        return self.store.add(logos, vectors, self.embedder.model_id)
+
+    def add_logos(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
+                  labels: Sequence[str | None] | None = None, source: LabelSource | str = LabelSource.HUMAN,
+                  image_path: str | None = None) -> list[int]:
+        """Add the logos of one photo (the given boxes, else the detector's), optionally labelled.
+
+        Raises:
+            ValueError: ``labels`` does not have one entry per box.
+        """
+        photo = self.load(image)
+        detections = self.detect(photo, boxes)
+        labels = list(labels) if labels is not None else [None] * len(detections)
+        if len(labels) != len(detections):
+            raise ValueError(f"got {len(labels)} labels for {len(detections)} logos")
+        source = LabelSource.parse(source)
+        image_hash = image_sha256(photo)
+        return self.add_crops([
+            NewLogo(crop=crop(photo, d.box), box=d.box, image_hash=image_hash, image_path=image_path,
+                    label=label, label_source=source if label else None, score=d.score)
+            for d, label in zip(detections, labels, strict=True)
+        ])
+
+    def label(self, ids: Sequence[int], label: str | None, source: LabelSource | str = LabelSource.HUMAN) -> int:
+        """Set or clear the label of stored logos; machine labels never replace human ones."""
+        return self.store.set_label(ids, label, source)
+
+    def build_index(self) -> IndexInfo:
+        """Rebuild the ANN index from every stored vector and switch to it atomically."""
+        return self.index.rebuild()
+
+    def stats(self) -> StoreStats:
+        indexed, pending = self.index.counts()
+        base = self.store.stats()
+        return StoreStats(**{**base.__dict__, "indexed": indexed, "pending": pending})

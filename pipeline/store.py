@@ -1,0 +1,373 @@
+"""The logo store: SQLite (WAL) for records and labels, an append-only float32 file for vectors.
+
+Why two files: labels change often and need transactions; vectors are written
+once, are large, and are read in bulk (index builds, the map), which a
+memory-mapped flat file serves best.
+
+Crash safety (kill -9 at any instant): an add takes SQLite's write lock, writes
+its vectors past the last committed row of the vector file, fsyncs them, and
+only then commits the rows that point at them. A crash before the commit leaves
+unreferenced bytes that the next add overwrites; the committed state is always
+whole.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
+from pipeline.util import chunked
+
+THUMBNAIL_SIZE = 128
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS logos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_hash TEXT,
+    image_path TEXT,
+    x0 REAL, y0 REAL, x1 REAL, y1 REAL,
+    label TEXT,
+    label_source TEXT CHECK (label_source IN ('human', 'machine')),
+    score REAL,
+    model_id TEXT NOT NULL,
+    vector_row INTEGER NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logos_label ON logos(label);
+CREATE INDEX IF NOT EXISTS logos_image_hash ON logos(image_hash);
+CREATE TABLE IF NOT EXISTS thumbnails (logo_id INTEGER PRIMARY KEY, webp BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS label_thresholds (label TEXT PRIMARY KEY, threshold REAL NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot be done; the message is meant for the user."""
+
+
+class ModelMismatchError(StoreError):
+    """Vectors of one embedding model offered to a store (or index) of another."""
+
+
+@dataclass(frozen=True)
+class NewLogo:
+    """A logo to add: where it came from, its crop (for the thumbnail) and an optional label."""
+
+    crop: Image.Image | None = None
+    box: Box | None = None
+    image_hash: str | None = None
+    image_path: str | None = None
+    label: str | None = None
+    label_source: LabelSource | None = None
+    score: float | None = None
+
+
+def clean_label(label: str | None) -> str | None:
+    """Normalise a user label: trimmed, inner whitespace collapsed; empty means no label."""
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise StoreError(f"a label must be text, got {type(label).__name__}")
+    cleaned = " ".join(label.split())
+    if len(cleaned) > 200:
+        raise StoreError("a label must be at most 200 characters")
+    return cleaned or None
+
+
+def _thumbnail(crop: Image.Image) -> bytes:
+    small = crop.convert("RGB")
+    small.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    buffer = io.BytesIO()
+    small.save(buffer, "WEBP", quality=80)
+    return buffer.getvalue()
+
+
+class LogoStore:
+    """Logos, their labels and vectors under one data directory.
+
+    Safe to share between threads (one SQLite connection per thread) and
+    between processes (SQLite's locking serialises writers).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> store = LogoStore(tempfile.mkdtemp())
+        >>> ids = store.add([NewLogo(label="acme", label_source=LabelSource.HUMAN)],
+        ...                 np.eye(1, 4, dtype=np.float32), model_id="demo")
+        >>> store.get(ids)[0].label
+        'acme'
+    """
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.data_dir / "logos.sqlite"
+        self._local = threading.local()
+        self._map_lock = threading.Lock()
+        self._map: tuple[str, int, np.memmap] | None = None
+        self._conn().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+
+    # -- connections -------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's write lock from its first statement."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- meta --------------------------------------------------------------------------
+    def _meta(self, conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def model_id(self) -> str | None:
+        """The embedding model of every vector in the store (None while empty)."""
+        return self._meta(self._conn(), "model_id")
+
+    @property
+    def dim(self) -> int | None:
+        value = self._meta(self._conn(), "dim")
+        return int(value) if value is not None else None
+
+    def _vector_path(self, model_id: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
+        return self.data_dir / "vectors" / f"{safe}.f32"
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, logos: Sequence[NewLogo], vectors: np.ndarray, model_id: str) -> list[int]:
+        """Store logos with their vectors atomically; returns their new ids in order.
+
+        Raises:
+            ModelMismatchError: the store holds vectors of another model or size.
+            StoreError: the vectors do not match the logos or are not finite.
+        """
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(logos):
+            raise StoreError(f"expected {len(logos)} vectors, got an array of shape {vectors.shape}")
+        if not np.isfinite(vectors).all():
+            raise StoreError("vectors must be finite")
+        if not logos:
+            return []
+        rows = []
+        for logo in logos:
+            label = clean_label(logo.label)
+            source = (LabelSource.parse(logo.label_source) if logo.label_source else LabelSource.HUMAN) if label else None
+            box = logo.box
+            rows.append((logo.image_hash, logo.image_path, *(box.to_list() if box else (None,) * 4), label,
+                         source.value if source else None, logo.score))
+        thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
+        now = time.time()
+        with self._transaction() as conn:
+            self._check_model(conn, model_id, vectors.shape[1], claim=True)
+            start = conn.execute("SELECT COALESCE(MAX(vector_row) + 1, 0) FROM logos").fetchone()[0]
+            self._write_vectors(model_id, start, vectors)
+            ids = []
+            for offset, row in enumerate(rows):
+                cursor = conn.execute(
+                    "INSERT INTO logos (image_hash, image_path, x0, y0, x1, y1, label, label_source, score,"
+                    " model_id, vector_row, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, model_id, start + offset, now),
+                )
+                ids.append(int(cursor.lastrowid))
+            conn.executemany("INSERT INTO thumbnails (logo_id, webp) VALUES (?, ?)",
+                             [(i, t) for i, t in zip(ids, thumbs, strict=True) if t is not None])
+        return ids
+
+    def _check_model(self, conn: sqlite3.Connection, model_id: str, dim: int, claim: bool) -> None:
+        stored_model, stored_dim = self._meta(conn, "model_id"), self._meta(conn, "dim")
+        if stored_model is None:
+            if claim:
+                conn.execute("INSERT INTO meta (key, value) VALUES ('model_id', ?), ('dim', ?)", (model_id, str(dim)))
+            return
+        if stored_model != model_id or int(stored_dim or -1) != dim:
+            raise ModelMismatchError(
+                f"this store holds {stored_model} vectors ({stored_dim}-d); refusing {model_id} vectors ({dim}-d). "
+                "Use another data directory, or re-embed the store with the new model."
+            )
+
+    def _write_vectors(self, model_id: str, start_row: int, vectors: np.ndarray) -> None:
+        path = self._vector_path(model_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.pwrite(fd, vectors.tobytes(), start_row * vectors.shape[1] * 4)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def set_label(self, ids: Iterable[int], label: str | None, source: LabelSource | str) -> int:
+        """Label (or, with ``label=None``, unlabel) logos; returns how many changed.
+
+        A machine label never replaces a human one: humans always win.
+        """
+        source = LabelSource.parse(source)
+        label = clean_label(label)
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        guard = " AND (label_source IS NULL OR label_source = 'machine')" if source is LabelSource.MACHINE else ""
+        changed = 0
+        with self._transaction() as conn:
+            for chunk in chunked(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                cursor = conn.execute(
+                    f"UPDATE logos SET label = ?, label_source = ? WHERE id IN ({marks}){guard}",
+                    (label, source.value if label else None, *chunk),
+                )
+                changed += cursor.rowcount
+        return changed
+
+    def set_threshold(self, label: str, threshold: float | None) -> None:
+        """Set (or with None remove) the vote share ``label`` needs to be predicted."""
+        label = clean_label(label)
+        if label is None:
+            raise StoreError("a threshold needs a label")
+        with self._transaction() as conn:
+            if threshold is None:
+                conn.execute("DELETE FROM label_thresholds WHERE label = ?", (label,))
+            else:
+                if not 0.0 <= float(threshold) <= 1.0:
+                    raise StoreError("a confidence threshold is between 0 and 1")
+                conn.execute("INSERT OR REPLACE INTO label_thresholds VALUES (?, ?)", (label, float(threshold)))
+
+    # -- reads -------------------------------------------------------------------------
+    def thresholds(self) -> dict[str, float]:
+        return dict(self._conn().execute("SELECT label, threshold FROM label_thresholds").fetchall())
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM logos").fetchone()[0])
+
+    def max_id(self) -> int:
+        return int(self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM logos").fetchone()[0])
+
+    def get(self, ids: Sequence[int]) -> list[LogoRecord]:
+        """Records for ``ids`` in the given order; unknown ids are skipped."""
+        found: dict[int, LogoRecord] = {}
+        for chunk in chunked([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            for row in self._conn().execute(
+                "SELECT id, image_hash, image_path, x0, y0, x1, y1, label, label_source, score, model_id, created"
+                f" FROM logos WHERE id IN ({marks})", chunk,
+            ):
+                found[row[0]] = _record(row)
+        return [found[int(i)] for i in ids if int(i) in found]
+
+    def labels(self, ids: Sequence[int]) -> dict[int, tuple[str | None, LabelSource | None]]:
+        """Current label and label source of each id (labels change; read them at query time)."""
+        result: dict[int, tuple[str | None, LabelSource | None]] = {}
+        for chunk in chunked([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            for logo_id, label, source in self._conn().execute(
+                f"SELECT id, label, label_source FROM logos WHERE id IN ({marks})", chunk
+            ):
+                result[logo_id] = (label, LabelSource(source) if source else None)
+        return result
+
+    def label_counts(self) -> dict[str, int]:
+        """Every label in use with its number of logos, most common first."""
+        rows = self._conn().execute(
+            "SELECT label, COUNT(*) FROM logos WHERE label IS NOT NULL GROUP BY label ORDER BY COUNT(*) DESC, label"
+        ).fetchall()
+        return dict(rows)
+
+    def has_image(self, image_hash: str) -> bool:
+        """Whether logos of this image (by decoded-pixel hash) are already stored."""
+        row = self._conn().execute("SELECT 1 FROM logos WHERE image_hash = ? LIMIT 1", (image_hash,)).fetchone()
+        return row is not None
+
+    def thumbnail(self, logo_id: int) -> bytes | None:
+        row = self._conn().execute("SELECT webp FROM thumbnails WHERE logo_id = ?", (int(logo_id),)).fetchone()
+        return row[0] if row else None
+
+    def _matrix(self) -> np.memmap | None:
+        """The vector file memory-mapped, re-mapped when it has grown."""
+        model_id, dim = self.model_id, self.dim
+        if model_id is None or dim is None:
+            return None
+        path = self._vector_path(model_id)
+        size = path.stat().st_size if path.exists() else 0
+        rows = size // (dim * 4)
+        with self._map_lock:
+            if self._map is None or self._map[0] != model_id or self._map[1] < rows:
+                matrix = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim)) if rows else None
+                self._map = (model_id, rows, matrix)
+            return self._map[2]
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """Vectors of ``ids`` (all must exist) as a ``[len(ids), dim]`` float32 array."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        rows: dict[int, int] = {}
+        for chunk in chunked(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows.update(self._conn().execute(f"SELECT id, vector_row FROM logos WHERE id IN ({marks})", chunk))
+        missing = [i for i in ids if i not in rows]
+        if missing:
+            raise StoreError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
+        matrix = self._matrix()
+        return np.array(matrix[[rows[i] for i in ids]], dtype=np.float32)
+
+    def iter_vectors(self, min_id: int = 0, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids, vectors)`` batches of every logo with ``id > min_id``, in id order."""
+        conn = self._conn()
+        matrix = self._matrix()
+        last = min_id
+        while True:
+            rows = conn.execute("SELECT id, vector_row FROM logos WHERE id > ? ORDER BY id LIMIT ?",
+                                (last, batch)).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, np.array(matrix[[r[1] for r in rows]], dtype=np.float32)
+            last = int(ids[-1])
+
+    def stats(self) -> StoreStats:
+        """Counts of logos and labels (the index fields are filled in by the service)."""
+        total, labelled, human, machine, labels = self._conn().execute(
+            "SELECT COUNT(*), COUNT(label), SUM(label_source = 'human'), SUM(label_source = 'machine'),"
+            " COUNT(DISTINCT label) FROM logos"
+        ).fetchone()
+        return StoreStats(logos=total, labelled=labelled, human_labelled=human or 0, machine_labelled=machine or 0,
+                          labels=labels, model_id=self.model_id, indexed=0, pending=total)
+
+
+def _record(row: tuple) -> LogoRecord:
+    logo_id, image_hash, image_path, x0, y0, x1, y1, label, source, score, model_id, created = row
+    box = Box(x0, y0, x1, y1) if x0 is not None else None
+    return LogoRecord(logo_id, image_hash, image_path, box, label, LabelSource(source) if source else None,
+                      score, model_id, created)
+

@@ -1,0 +1,163 @@
+"""Dataclasses that cross module lines: boxes, detections, neighbours, results."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class LabelSource(str, Enum):
+    """Who set a logo's label. Human labels always win over machine labels."""
+
+    HUMAN = "human"
+    MACHINE = "machine"
+
+    @classmethod
+    def parse(cls, value: str | LabelSource) -> LabelSource:
+        """Parse a label source, with a clear error for anything else."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in cls)
+            raise ValueError(f"label source must be one of {allowed}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixel coordinates of the original image (x1, y1 exclusive)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @classmethod
+    def from_sequence(cls, values: Sequence[float]) -> Box:
+        """Build a box from ``[x0, y0, x1, y1]``, refusing malformed input."""
+        if isinstance(values, (str, bytes)) or len(values) != 4:
+            raise ValueError(f"a box is [x0, y0, x1, y1], got {values!r}")
+        try:
+            x0, y0, x1, y1 = (float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ValueError(f"box coordinates must be numbers, got {values!r}") from None
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise ValueError(f"box coordinates must be finite, got {values!r}")
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"box must have x1 > x0 and y1 > y0, got {values!r}")
+        return cls(x0, y0, x1, y1)
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def clip(self, width: int, height: int) -> Box | None:
+        """The part of the box inside a ``width`` x ``height`` image, or None if empty."""
+        x0, y0 = max(0.0, self.x0), max(0.0, self.y0)
+        x1, y1 = min(float(width), self.x1), min(float(height), self.y1)
+        if x1 - x0 < 1 or y1 - y0 < 1:
+            return None
+        return Box(x0, y0, x1, y1)
+
+    def to_list(self) -> list[float]:
+        return [round(self.x0, 2), round(self.y0, 2), round(self.x1, 2), round(self.y1, 2)]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A logo found on a photo by a detector."""
+
+    box: Box
+    score: float = 1.0
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A stored logo near a query, with its current label."""
+
+    id: int
+    label: str | None
+    label_source: LabelSource | None
+    distance: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "distance": round(self.distance, 6)}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The kNN label of a query: ``label`` is None when the logo is unknown."""
+
+    label: str | None
+    confidence: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogoMatch:
+    """One logo of a searched photo: where it is, what it probably is, and its neighbours."""
+
+    box: Box
+    prediction: Prediction
+    neighbours: list[Neighbour]
+    detection_score: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "box": self.box.to_list(),
+            "label": self.prediction.label,
+            "confidence": round(self.prediction.confidence, 6),
+            "neighbours": [n.to_json() for n in self.neighbours],
+        }
+
+
+@dataclass(frozen=True)
+class PhotoSearchResult:
+    """Everything ``search_photo`` found, in pixel coordinates of the original image."""
+
+    width: int
+    height: int
+    logos: list[LogoMatch]
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape shared by ``search --json`` and ``POST /api/v1/search``."""
+        return {"logos": [logo.to_json() for logo in self.logos]}
+
+
+@dataclass(frozen=True)
+class LogoRecord:
+    """A stored logo as the store keeps it."""
+
+    id: int
+    image_hash: str | None
+    image_path: str | None
+    box: Box | None
+    label: str | None
+    label_source: LabelSource | None
+    score: float | None
+    model_id: str
+    created: float
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counts that describe a store and its index."""
+
+    logos: int
+    labelled: int
+    human_labelled: int
+    machine_labelled: int
+    labels: int
+    model_id: str | None
+    indexed: int
+    pending: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
