@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +24,21 @@ from pipeline.synth import fetch_simple_icons, load_icons, logo_card, photograph
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def demo_titles() -> set[str]:
-    return {p.name for p in DEMO_LOGOS.iterdir() if p.is_dir()} if DEMO_LOGOS.exists() else set()
+def demo_slugs() -> set[str]:
+    """simple-icons slugs of the bundled demo logos (their clean renders are named SLUG.png)."""
+    return {p.stem for p in DEMO_LOGOS.glob("*/*.png")}
 
 
 def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path) -> Path:
     """Write the set under ``out`` (skipped if a set with the same parameters is there)."""
-    params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 1}
+    params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 2}
     manifest = out / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
         return out
+    shutil.rmtree(out, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    excluded = demo_titles()
-    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if _folder(icon.title) not in excluded]
+    excluded = demo_slugs()
+    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if icon.slug not in excluded]
     chosen = [icons[i] for i in sorted(rng.choice(len(icons), size=classes, replace=False))]
     for icon in chosen:
         for split, count in (("gallery", gallery), ("query", queries)):

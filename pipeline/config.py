@@ -46,7 +46,8 @@ class Settings:
         index_backend: Registry name of the ANN engine (``annoy`` or ``exact``).
         k: Neighbours returned per logo and used for the kNN vote.
         n_trees: Annoy trees; more trees give better recall and a bigger index.
-        search_k: Annoy nodes inspected per query; -1 lets Annoy pick ``n_trees * k``.
+        search_k: Annoy nodes inspected per query (recall vs speed); -1 lets Annoy
+            pick ``n_trees * k``, which misses neighbours on large indexes.
         max_distance: Angular distance (0..2) beyond which the nearest neighbour is
             too far to name the logo: the prediction becomes ``unknown``.
         min_confidence: Default share of the vote a label needs; per-label
@@ -66,7 +67,7 @@ class Settings:
     index_backend: str = "annoy"
     k: int = 10
     n_trees: int = 50
-    search_k: int = -1
+    search_k: int = 10_000
     max_distance: float = 0.9
     min_confidence: float = 0.3
     machine_label_weight: float = 0.5

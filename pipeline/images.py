@@ -82,7 +82,7 @@ def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
         low = float(array.min())
         scale = 65535.0 if peak <= 65535.0 and low >= 0 else peak - low
         array = (array - (0.0 if scale == 65535.0 else low)) / scale * 255.0
-    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
