@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -223,9 +224,11 @@ class Embedder:
         _, height, width = self.data_config["input_size"]
         buffer = io.BytesIO()
         probe = torch.rand(2, 3, height, width) * 2 - 1
-        torch.onnx.export(self.net, (probe,), buffer, input_names=["images"], output_names=["embeddings"],
-                          dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
-                          opset_version=17, dynamo=False)
+        with warnings.catch_warnings():  # the TorchScript exporter announces its own deprecation
+            warnings.simplefilter("ignore")
+            torch.onnx.export(self.net, (probe,), buffer, input_names=["images"], output_names=["embeddings"],
+                              dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                              opset_version=17, dynamo=False)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads > 0:

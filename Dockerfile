@@ -1,0 +1,19 @@
+# Hugging Face Spaces (Docker SDK) or any container host: serves on $PORT (7860).
+FROM python:3.11-slim
+
+RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd -m -u 1000 user
+WORKDIR /home/user/app
+
+COPY requirements.txt .
+# CPU builds of torch (the default PyPI wheels carry CUDA, several GB)
+RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cpu \
+    && pip install --no-cache-dir -r requirements.txt
+
+COPY --chown=user . .
+USER user
+ENV LOGOS_DATA_DIR=/home/user/data HOST=0.0.0.0 PORT=7860 PYTHONUNBUFFERED=1
+EXPOSE 7860
+# Builds the demo store on first start, then serves.
+CMD ["sh", "-c", "python -m pipeline demo && python -m pipeline search assets/logos/Lidl/lidl-photo2.jpg"]

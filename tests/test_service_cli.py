@@ -1,0 +1,120 @@
+"""End to end on real logos: import a folder, build, search photos; the CLI's public JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline.cli import run
+from pipeline.importing import import_folder, import_photos
+from pipeline.service import LogoNotFoundError, LogoService
+from pipeline.types import LabelSource
+from tests.conftest import BRANDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def filled(service: LogoService, gallery_dir: Path) -> LogoService:
+    report = import_folder(service, gallery_dir, progress=False)
+    assert len(report.added) == 3 * len(BRANDS) and not report.failed
+    service.build_index()
+    return service
+
+
+def test_held_out_photos_are_named(filled, query_images):
+    right = sum(filled.search_photo(path).logos[0].prediction.label == brand for brand, path in query_images.items())
+    assert right >= len(BRANDS) - 1
+
+
+def test_search_photo_with_boxes_reports_original_coordinates(filled, query_images):
+    logo = Image.open(query_images["Starbucks"]).convert("RGB")
+    poster = Image.new("RGB", (logo.width * 3, logo.height * 2), "white")
+    poster.paste(logo, (logo.width * 2, logo.height))
+    box = [logo.width * 2, logo.height, logo.width * 3, logo.height * 2]
+    result = filled.search_photo(poster, boxes=[box, [0, 0, 10_000, 20]])
+    assert result.logos[0].box.to_list() == [float(v) for v in box]
+    assert result.logos[0].prediction.label == "Starbucks"
+    assert result.logos[1].box.to_list() == [0.0, 0.0, float(poster.width), 20.0]  # clipped
+    with pytest.raises(ValueError, match="outside"):
+        filled.search_photo(poster, boxes=[[5000, 5000, 6000, 6000]])
+
+
+def test_add_is_searchable_at_once_and_labels_apply(filled, query_images):
+    before = filled.stats()
+    ids = filled.add_logos(query_images["KFC"], labels=["KFC"])
+    stats = filled.stats()
+    assert stats.logos == before.logos + 1 and stats.pending == 1
+    assert filled.search_logo(ids[0], k=3)[0].label == "KFC"
+    neighbours = filled.search_photo(query_images["KFC"]).logos[0].neighbours
+    assert neighbours[0].id == ids[0] and neighbours[0].distance < 1e-3
+    assert filled.label(ids, "Kentucky", LabelSource.MACHINE) == 0  # human label stays
+    assert filled.label(ids, "Kentucky", LabelSource.HUMAN) == 1
+    assert filled.store.get(ids)[0].label == "Kentucky"
+    with pytest.raises(LogoNotFoundError):
+        filled.search_logo(10_000)
+    with pytest.raises(ValueError, match="labels for"):
+        filled.add_logos(query_images["KFC"], labels=["a", "b"])
+
+
+def test_import_skips_duplicates_and_reports_bad_files(service, gallery_dir, tmp_path):
+    broken = tmp_path / "tree" / "Broken"
+    broken.mkdir(parents=True)
+    (broken / "zero.png").write_bytes(b"")
+    (broken / "text.jpg").write_text("hello")
+    assert import_folder(service, gallery_dir, progress=False).added
+    again = import_folder(service, gallery_dir, progress=False)
+    assert again.added == [] and again.duplicates == 3 * len(BRANDS)
+    bad = import_folder(service, tmp_path / "tree", progress=False)
+    assert bad.added == [] and sorted(Path(p).name for p, _ in bad.failed) == ["text.jpg", "zero.png"]
+    photos = import_photos(service, gallery_dir / "Lidl", progress=False)
+    assert photos.duplicates == 3  # same pixels as the labelled import
+
+
+def test_cli_search_json_contract(filled, query_images, capsys):
+    code = run(["--data-dir", str(filled.settings.data_dir), "search", str(query_images["Lidl"]), "--json", "-k", "3"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert list(result) == ["logos"]
+    (logo,) = result["logos"]
+    width, height = Image.open(query_images["Lidl"]).size
+    assert set(logo) == {"box", "label", "confidence", "neighbours"}
+    assert logo["box"] == [0, 0, width, height] and logo["label"] == "Lidl"
+    assert 0 < logo["confidence"] <= 1 and len(logo["neighbours"]) == 3
+    assert all(set(n) == {"id", "label", "distance"} for n in logo["neighbours"])
+    assert [n["distance"] for n in logo["neighbours"]] == sorted(n["distance"] for n in logo["neighbours"])
+
+
+def test_cli_bad_image_is_a_clear_error(filled, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert run(["--data-dir", str(filled.settings.data_dir), "search", str(bad)]) == 1
+    assert capsys.readouterr().err.startswith("error: the file is not an image")
+
+
+def test_cli_end_to_end_in_a_subprocess(gallery_dir, query_images, tmp_path):
+    """import-folder, build-index, stats and evaluate through ``python -m pipeline``."""
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pipeline", "-q", "--data-dir", str(tmp_path / "d"), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert json.loads(cli("import-folder", str(gallery_dir)))["added"] == 3 * len(BRANDS)
+    assert json.loads(cli("build-index"))["count"] == 3 * len(BRANDS)
+    stats = json.loads(cli("stats", "--json"))
+    assert stats["logos"] == stats["indexed"] == 18 and stats["labels"] == len(BRANDS) and stats["pending"] == 0
+    queries = tmp_path / "queries"
+    for brand, path in query_images.items():
+        (queries / brand).mkdir(parents=True)
+        (queries / brand / path.name).write_bytes(path.read_bytes())
+    figures = json.loads(cli("evaluate", str(gallery_dir), str(queries), "--json"))
+    assert {"top1", "recall@5"} <= set(figures)
+    assert figures["queries"] == len(BRANDS) and figures["top1"] >= 0.8 and figures["recall@5"] == 1.0
