@@ -31,6 +31,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
     "LOGOS_BATCH_SIZE": ("batch_size", int),
     "LOGOS_TORCH_THREADS": ("torch_threads", int),
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+    "ADMIN_TOKEN": ("admin_token", str),
 }
 
 
@@ -58,6 +61,10 @@ class Settings:
         max_upload_bytes: Uploads larger than this are refused before decoding.
         batch_size: Crops embedded per forward pass.
         torch_threads: Intra-op threads for torch; 0 keeps torch's default.
+        host: Address the web app listens on.
+        port: Port of the web app (7860, as Hugging Face Spaces expects).
+        admin_token: Token that enables writes in the web app and API; None
+            (the default) makes a deployment read-only.
     """
 
     data_dir: Path = Path("data")
@@ -75,6 +82,9 @@ class Settings:
     max_upload_bytes: int = 30 * 1024 * 1024
     batch_size: int = 8
     torch_threads: int = 0
+    host: str = "0.0.0.0"
+    port: int = 7860
+    admin_token: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -303,6 +303,19 @@ class LogoStore:
         ).fetchall()
         return dict(rows)
 
+    def label_counts_by_source(self) -> dict[str, dict[str, int]]:
+        """``{label: {"human": n, "machine": m}}`` for every label in use."""
+        counts: dict[str, dict[str, int]] = {}
+        for label, source, count in self._conn().execute(
+            "SELECT label, label_source, COUNT(*) FROM logos WHERE label IS NOT NULL GROUP BY label, label_source"
+        ):
+            counts.setdefault(label, {})[source] = count
+        return counts
+
+    def ids(self) -> list[int]:
+        """Every stored logo id, ascending."""
+        return [row[0] for row in self._conn().execute("SELECT id FROM logos ORDER BY id")]
+
     def has_image(self, image_hash: str) -> bool:
         """Whether logos of this image (by decoded-pixel hash) are already stored."""
         row = self._conn().execute("SELECT 1 FROM logos WHERE image_hash = ? LIMIT 1", (image_hash,)).fetchone()
