@@ -15,5 +15,5 @@ COPY --chown=user . .
 USER user
 ENV LOGOS_DATA_DIR=/home/user/data HOST=0.0.0.0 PORT=7860 PYTHONUNBUFFERED=1
 EXPOSE 7860
-# Builds the demo store on first start, then serves.
-CMD ["sh", "-c", "python -m pipeline demo && python -m pipeline search assets/logos/Lidl/lidl-photo2.jpg"]
+# Builds the demo store on first start (about a minute), then serves Gradio, Dash and the API.
+CMD ["python", "app.py"]

@@ -1,0 +1,83 @@
+"""The app as a person uses it: headless Chromium (Debian's, driven by Playwright) against ``python app.py``.
+
+Screenshots are saved under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements-dev.txt)")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_TOKEN": "t",
+           "LOGOS_DATA_DIR": str(tmp_path_factory.mktemp("appdata"))}
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            assert process.poll() is None, log.read_text()
+            time.sleep(1)
+    else:
+        process.kill()
+        pytest.fail("the app did not start in 240 s:\n" + log.read_text())
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1300, "height": 1000})
+        browser.close()
+
+
+def test_upload_photo_shows_boxes_label_and_neighbours(server, page):
+    page.goto(server + "/", wait_until="networkidle")
+    page.set_input_files("input[type=file]", str(ROOT / "assets/logos/Red Bull/redbull-photo2.jpg"))
+    page.get_by_role("button", name="Search", exact=True).click()
+    playwright.expect(page.get_by_text("Logo 1: Red Bull")).to_be_visible(timeout=60_000)
+    playwright.expect(page.get_by_text("1: Red Bull (").first).to_be_visible()  # the box's label on the image
+    captions = page.locator(".gallery-item, [data-testid='gallery'] button, .thumbnail-item")
+    playwright.expect(captions.first).to_be_visible()
+    assert page.get_by_text("1: Red Bull · d=").count() >= 3  # neighbours with labels and distances
+    page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
+
+
+def test_dashboard_renders(server, page):
+    page.goto(server + "/dashboard/", wait_until="networkidle")
+    playwright.expect(page.get_by_text("Logo space")).to_be_visible(timeout=30_000)
+    playwright.expect(page.locator("#labels .main-svg").first).to_be_visible(timeout=30_000)
+    assert "172 logos, 43 labels" in page.locator("#summary").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
