@@ -269,7 +269,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings.from_env()
     service = LogoService(settings)
-    build_demo(service, progress=False)
+    build_demo(service, progress=True)  # first start: a progress bar in the log
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,
              "enabled" if settings.admin_token else "disabled: set ADMIN_TOKEN")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
 from tqdm import tqdm
 
 from pipeline.images import ImageError, crop, image_sha256
@@ -43,8 +44,7 @@ def image_files(root: Path) -> Iterator[Path]:
 
 def labelled_files(root: Path) -> list[tuple[Path, str]]:
     """``(file, label)`` pairs of an ImageFolder tree: each subfolder's name is its files' label."""
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root} is not a folder")
+    root = _require_dir(root)
     return [(path, folder.name) for folder in sorted(p for p in root.iterdir() if p.is_dir())
             for path in image_files(folder)]
 
@@ -54,6 +54,22 @@ def _require_dir(root: Path) -> Path:
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
     return root
+
+
+def _load_new(service: LogoService, path: Path, report: ImportReport,
+              seen: set[str]) -> tuple[Image.Image, str] | None:
+    """Decode ``path`` unless it is broken (recorded in ``report``) or already stored or seen."""
+    try:
+        image = service.load(path)
+    except ImageError as exc:
+        report.failed.append((str(path), str(exc)))
+        return None
+    digest = image_sha256(image)
+    if digest in seen or service.store.has_image(digest):
+        report.duplicates += 1
+        return None
+    seen.add(digest)
+    return image, digest
 
 
 def import_folder(service: LogoService, root: Path, *, source: LabelSource = LabelSource.HUMAN,
@@ -67,21 +83,15 @@ def import_folder(service: LogoService, root: Path, *, source: LabelSource = Lab
         batch: Crops embedded and committed together.
         progress: Show a progress bar on stderr.
     """
-    files = labelled_files(_require_dir(root))
+    files = labelled_files(root)
     report = ImportReport()
     pending: list[NewLogo] = []
     seen: set[str] = set()
-    for path, label in tqdm(files, desc=f"import {root.name}", unit="logo", disable=not progress):
-        try:
-            image = service.load(path)
-        except ImageError as exc:
-            report.failed.append((str(path), str(exc)))
+    for path, label in tqdm(files, desc=f"import {Path(root).name}", unit="logo", disable=not progress):
+        loaded = _load_new(service, path, report, seen)
+        if loaded is None:
             continue
-        digest = image_sha256(image)
-        if digest in seen or service.store.has_image(digest):
-            report.duplicates += 1
-            continue
-        seen.add(digest)
+        image, digest = loaded
         pending.append(NewLogo(crop=image, image_hash=digest, image_path=str(path), label=label,
                                label_source=source))
         if len(pending) >= batch:
@@ -94,17 +104,13 @@ def import_folder(service: LogoService, root: Path, *, source: LabelSource = Lab
 def import_photos(service: LogoService, root: Path, *, progress: bool = True) -> ImportReport:
     """Detect the logos of every photo under ``root`` and add them unlabelled."""
     report = ImportReport()
+    seen: set[str] = set()
     for path in tqdm(list(image_files(_require_dir(root))), desc=f"import {Path(root).name}", unit="photo",
                      disable=not progress):
-        try:
-            photo = service.load(path)
-        except ImageError as exc:
-            report.failed.append((str(path), str(exc)))
+        loaded = _load_new(service, path, report, seen)
+        if loaded is None:
             continue
-        digest = image_sha256(photo)
-        if service.store.has_image(digest):
-            report.duplicates += 1
-            continue
+        photo, digest = loaded
         detections = service.detect(photo)
         report.added += service.add_crops([
             NewLogo(crop=crop(photo, d.box), box=d.box, image_hash=digest, image_path=str(path), score=d.score)
