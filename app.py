@@ -9,6 +9,7 @@ need ``ADMIN_TOKEN`` to be set and given; without it the deployment is read-only
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 from typing import Annotated, Any
@@ -198,7 +199,7 @@ def build_ui(service: LogoService) -> gr.Blocks:
             for n in logo.neighbours:
                 thumb = service.store.thumbnail(n.id)
                 if thumb is not None:
-                    gallery.append((Image.open(__import__("io").BytesIO(thumb)),
+                    gallery.append((Image.open(io.BytesIO(thumb)),
                                     f"{number}: {n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
         if not result.logos:
             lines.append("No logo found on this photo. Draw a box around one and search again.")

@@ -10,6 +10,7 @@ blur, noise, JPEG, occlusion, and a cluttered surround.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -71,7 +72,7 @@ def render_icon(icon: Icon, size: int, colour: str) -> Image.Image:
 
     svg = icon.svg.replace("<svg ", f'<svg fill="#{colour.lstrip("#")}" ', 1)
     png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
-    image = Image.open(__import__("io").BytesIO(png)).convert("RGBA")
+    image = Image.open(io.BytesIO(png)).convert("RGBA")
     bbox = image.getchannel("A").getbbox()
     return image.crop(bbox) if bbox else image
 
