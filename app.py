@@ -20,16 +20,17 @@ from a2wsgi import WSGIMiddleware
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from gradio_image_annotation import image_annotator
 from pydantic import BaseModel, Field
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
 from pipeline.config import Settings
-from pipeline.demo import DEMO_LOGOS, build_demo
-from pipeline.images import ImageError, ImageTooLargeError
+from pipeline.demo import EXAMPLE_PHOTOS, build_demo
+from pipeline.images import ImageError, ImageTooLargeError, crop
 from pipeline.service import LogoNotFoundError, LogoService
 from pipeline.store import ModelMismatchError, StoreError
-from pipeline.types import Box, LabelSource, Neighbour
+from pipeline.types import Box, LabelSource, LogoMatch, Neighbour
 
 log = logging.getLogger("app")
 API = "/api/v1"
@@ -168,84 +169,130 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 # -- Gradio UI ---------------------------------------------------------------------------
-def _parse_boxes(text: str) -> list[list[float]] | None:
-    """``"x0,y0,x1,y1; x0,y0,x1,y1"`` -> boxes (friendly to type by hand)."""
-    parts = [p for p in text.replace("\n", ";").split(";") if p.strip()] if text else []
-    if not parts:
-        return None
-    try:
-        return [Box.from_sequence([float(v) for v in p.split(",")]).to_list() for p in parts]
-    except ValueError as exc:
-        raise gr.Error(f"Boxes: {exc}. Write x0,y0,x1,y1 per box, boxes separated by ';'.") from None
+_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (128, 128, 0)]
+
+
+def _examples() -> list[list[dict[str, Any]]]:
+    """The bundled example photos, with the boxes a person would drag (until a detector finds them)."""
+    truth = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
+    return [[{"image": str(EXAMPLE_PHOTOS / name),
+              "boxes": [{"xmin": round(b[0]), "ymin": round(b[1]), "xmax": round(b[2]), "ymax": round(b[3]),
+                         "label": "", "color": _PALETTE[i % len(_PALETTE)]}
+                        for i, b in enumerate(item["box"] for item in items)]}]
+            for name, items in truth.items()]
+
+
+def _drawn(value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
+    """The photo of an ``image_annotator`` value and the boxes drawn on it (None: let the detector look)."""
+    if not value or value.get("image") is None:
+        raise gr.Error("Drop, paste or pick a photo first.")
+    image = value["image"]
+    for _ in range(int(value.get("orientation") or 0) % 4):  # the user turned it a quarter clockwise
+        image = image.transpose(Image.Transpose.ROTATE_270)
+    boxes = []
+    for box in value.get("boxes") or []:
+        try:
+            boxes.append(Box.from_sequence([box["xmin"], box["ymin"], box["xmax"], box["ymax"]]).to_list())
+        except (KeyError, ValueError):
+            continue  # a zero-size click, not a box
+    return image, boxes or None
+
+
+def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch) -> dict[str, Any]:
+    """What the page shows for one logo: its crop, its label and its nearest stored logos."""
+    thumbs = []
+    for n in logo.neighbours:
+        webp = service.store.thumbnail(n.id)
+        if webp is not None:
+            thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
+    name = logo.prediction.label or "unknown"
+    return {"title": f"Logo {number}: {name}", "confidence": logo.prediction.confidence,
+            "crop": crop(photo, logo.box), "neighbours": thumbs}
 
 
 def build_ui(service: LogoService) -> gr.Blocks:
-    """The upload-and-search page."""
-    examples = [str(p) for p in sorted(DEMO_LOGOS.glob("*/*-photo2.jpg"))[:6]]
+    """The upload-and-search page, the add-to-index page and the map tab."""
 
-    def search(image: Image.Image | None, boxes_text: str, k: float):
-        if image is None:
-            raise gr.Error("Drop or paste a photo first.")
+    def search(value: dict[str, Any] | None, k: float):
+        photo, boxes = _drawn(value)
         try:
-            result = service.search_photo(image, boxes=_parse_boxes(boxes_text), k=int(k))
+            result = service.search_photo(photo, boxes=boxes, k=int(k))
         except (ImageError, ValueError, StoreError) as exc:
             raise gr.Error(str(exc)) from None
-        annotations, gallery, lines = [], [], []
+        annotations, drawn, cards = [], [], []
         for number, logo in enumerate(result.logos, 1):
-            name = logo.prediction.label or "unknown"
-            tag = f"{number}: {name} ({logo.prediction.confidence:.0%})"
-            annotations.append((tuple(int(v) for v in logo.box.to_list()), tag))
-            lines.append(f"**Logo {number}**: {name}, confidence {logo.prediction.confidence:.0%}")
-            for n in logo.neighbours:
-                thumb = service.store.thumbnail(n.id)
-                if thumb is not None:
-                    gallery.append((Image.open(io.BytesIO(thumb)),
-                                    f"{number}: {n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
+            tag = f"{number}: {logo.prediction.label or 'unknown'} ({logo.prediction.confidence:.0%})"
+            x0, y0, x1, y1 = (round(v) for v in logo.box.to_list())
+            annotations.append(((x0, y0, x1, y1), tag))
+            drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
+                          "color": _PALETTE[(number - 1) % len(_PALETTE)]})
+            cards.append(_card(service, number, photo, logo))
         if not result.logos:
-            lines.append("No logo found on this photo. Draw a box around one and search again.")
-        return (image, annotations), "\n\n".join(lines), gallery
+            message = "No logo found on this photo. Drag a box around one and search again."
+        elif service.store.count() == 0:
+            message = "The index is empty: add labelled logos first."
+        else:
+            message = f"{len(result.logos)} logo(s). Drag the boxes to adjust them, or draw new ones, and search again."
+        return (photo, annotations), {"image": photo, "boxes": drawn}, cards, message, result.to_json()
 
-    def add(image: Image.Image | None, boxes_text: str, label: str | None, token: str):
+    def add(value: dict[str, Any] | None, label: str | None, token: str):
         if not service.settings.admin_token:
             raise gr.Error("This deployment is read-only (no ADMIN_TOKEN configured).")
         if not token or not hmac.compare_digest(token, service.settings.admin_token):
             raise gr.Error("Wrong admin token.")
-        if image is None:
-            raise gr.Error("Drop or paste a logo crop or a photo first.")
-        boxes = _parse_boxes(boxes_text)
+        photo, boxes = _drawn(value)
+        label = (label or "").strip() or None
         try:
-            ids = service.add_logos(image, boxes=boxes, labels=[label] * (len(boxes) if boxes else 1))
+            ids = service.add_logos(photo, boxes=boxes, labels=[label] * (len(boxes) if boxes else 1))
         except (ImageError, ValueError, StoreError) as exc:
             raise gr.Error(str(exc)) from None
-        return f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{label or 'unlabelled'}**; searchable now."
+        return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{label or 'unlabelled'}**; searchable now.",
+                gr.Dropdown(choices=sorted(service.store.label_counts())))
 
     with gr.Blocks(title="Logo search") as blocks:
-        gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop; each logo is "
-                    "named by its nearest labelled logos. [Open the map of the logo space](/dashboard/)")
+        gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop, or drag boxes around "
+                    "the logos; each is named by its nearest labelled logos. "
+                    f"[Open the map of the logo space]({DASH_PREFIX})")
         with gr.Tab("Search"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="pil", label="Photo", sources=["upload", "clipboard"])
-                    boxes = gr.Textbox(label="Boxes (optional)", placeholder="x0,y0,x1,y1; x0,y0,x1,y1")
+                    photo = image_annotator(label="Photo: drag a box around a logo (optional)", image_type="pil",
+                                            sources=["upload", "clipboard"], disable_edit_boxes=True,
+                                            show_remove_button=True, box_min_size=8, height=520)
                     k = gr.Slider(1, 30, value=service.settings.k, step=1, label="Neighbours per logo")
                     go = gr.Button("Search", variant="primary")
-                    gr.Examples(examples, inputs=photo, label="Example photos")
+                    gr.Examples(_examples(), inputs=photo, label="Example photos (boxes drawn as a person would)")
                 with gr.Column():
-                    found = gr.AnnotatedImage(label="Logos found")
-                    summary = gr.Markdown()
-            neighbours = gr.Gallery(label="Nearest logos", columns=8, height="auto")
-            go.click(search, [photo, boxes, k], [found, summary, neighbours], api_name="search")
+                    found = gr.AnnotatedImage(label="Logos found", height=520)
+                    message = gr.Markdown()
+            cards = gr.State([])
+            with gr.Accordion("Result as JSON (same as the API and the CLI)", open=False):
+                as_json = gr.JSON()
+
+            @gr.render(inputs=cards)
+            def show(items: list[dict[str, Any]]) -> None:
+                for item in items:
+                    with gr.Row(equal_height=True):
+                        with gr.Column(scale=1, min_width=160):
+                            gr.Image(item["crop"], label=item["title"], height=160, show_label=True)
+                            gr.Markdown(f"**{item['title']}**, confidence {item['confidence']:.0%}")
+                        gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
+                                   columns=10, height="auto", scale=5, allow_preview=True)
+
+            go.click(search, [photo, k], [found, photo, cards, message, as_json], api_name="search")
         with gr.Tab("Add to index"):
             with gr.Row():
-                new_photo = gr.Image(type="pil", label="Logo crop or photo", sources=["upload", "clipboard"])
+                new_photo = image_annotator(label="Logo crop, or a photo with a box around the logo",
+                                            image_type="pil", sources=["upload", "clipboard"],
+                                            disable_edit_boxes=True, show_remove_button=True, height=420)
                 with gr.Column():
-                    new_boxes = gr.Textbox(label="Boxes (optional; default: whole image)")
                     label = gr.Dropdown(sorted(service.store.label_counts()), allow_custom_value=True,
-                                        label="Label", value=None)
+                                        label="Label (pick one or type a new one)", value=None)
                     token = gr.Textbox(label="Admin token", type="password")
                     add_button = gr.Button("Add", variant="primary")
                     added = gr.Markdown()
-            add_button.click(add, [new_photo, new_boxes, label, token], added, api_name="add_logo")
+            add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo")
         with gr.Tab("Map"):
             gr.HTML(f'<iframe src="{DASH_PREFIX}" style="width:100%;height:80vh;border:0"></iframe>')
     return blocks

@@ -5,6 +5,7 @@ Screenshots are saved under ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -63,20 +64,53 @@ def page(server):
         browser.close()
 
 
-def test_upload_photo_shows_boxes_label_and_neighbours(server, page):
-    page.goto(server + "/", wait_until="networkidle")
-    page.set_input_files("input[type=file]", str(ROOT / "assets/logos/Red Bull/redbull-photo2.jpg"))
+def _open(page, server):
+    page.goto(server + "/", wait_until="load")
+    page.get_by_role("button", name="Search", exact=True).wait_for(timeout=30_000)
+
+
+def test_example_photo_shows_boxes_labels_and_neighbours(server, page):
+    _open(page, server)
+    truth = json.loads((ROOT / "assets/examples/examples.json").read_text())["snack-box.jpg"]
+    page.locator("button.gallery-item").first.click()  # the first example photo, boxes already drawn
     page.get_by_role("button", name="Search", exact=True).click()
-    playwright.expect(page.get_by_text("Logo 1: Red Bull")).to_be_visible(timeout=60_000)
-    playwright.expect(page.get_by_text("1: Red Bull (").first).to_be_visible()  # the box's label on the image
-    captions = page.locator(".gallery-item, [data-testid='gallery'] button, .thumbnail-item")
-    playwright.expect(captions.first).to_be_visible()
-    assert page.get_by_text("1: Red Bull · d=").count() >= 3  # neighbours with labels and distances
+    for number, item in enumerate(truth, 1):
+        playwright.expect(page.get_by_text(f"Logo {number}: {item['label']}").first).to_be_visible(timeout=60_000)
+    top = truth[0]["label"]
+    playwright.expect(page.get_by_text(f"1: {top} (").first).to_be_visible()  # the box's label on the photo
+    assert page.get_by_text(f"{top} · d=").count() >= 2  # neighbour thumbnails with labels and distances
     page.screenshot(path=str(ARTIFACTS / "search.png"), full_page=True)
 
 
+def test_drag_a_box_and_search(server, page):
+    _open(page, server)
+    (item,) = json.loads((ROOT / "assets/examples/examples.json").read_text())["close-up.jpg"]
+    page.set_input_files("input[type=file]", str(ROOT / "assets/examples/close-up.jpg"))
+    canvas = page.locator("canvas.canvas-annotator").first
+    canvas.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    frame = canvas.bounding_box()
+    scale = frame["width"] / 1024  # the photo is 1024 px wide and fills the canvas width
+    x0, y0, x1, y1 = (v * scale for v in item["box"])
+    page.mouse.move(frame["x"] + x0, frame["y"] + y0)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + (x0 + x1) / 2, frame["y"] + (y0 + y1) / 2, steps=5)
+    page.mouse.move(frame["x"] + x1, frame["y"] + y1, steps=5)
+    page.mouse.up()
+    page.get_by_role("button", name="Search", exact=True).click()
+    playwright.expect(page.get_by_text(f"Logo 1: {item['label']}").first).to_be_visible(timeout=60_000)
+    assert page.get_by_text("Logo 2:").count() == 0  # one box drawn, one logo searched
+    page.screenshot(path=str(ARTIFACTS / "drag.png"), full_page=True)
+
+
+def test_search_without_a_photo_says_what_to_do(server, page):
+    _open(page, server)
+    page.get_by_role("button", name="Search", exact=True).click()
+    playwright.expect(page.get_by_text("Drop, paste or pick a photo first.").first).to_be_visible(timeout=30_000)
+
+
 def test_dashboard_renders(server, page):
-    page.goto(server + "/dashboard/", wait_until="networkidle")
+    page.goto(server + "/dashboard/", wait_until="load")
     playwright.expect(page.get_by_text("Logo space")).to_be_visible(timeout=30_000)
     playwright.expect(page.locator("#labels .main-svg").first).to_be_visible(timeout=30_000)
     assert "172 logos, 43 labels" in page.locator("#summary").inner_text()
