@@ -183,20 +183,30 @@ def _examples() -> list[list[dict[str, Any]]]:
             for name, items in truth.items()]
 
 
-def _drawn(value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
-    """The photo of an ``image_annotator`` value and the boxes drawn on it (None: let the detector look)."""
-    if not value or value.get("image") is None:
+def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
+    """The photo and the boxes drawn on it, from a raw ``image_annotator`` payload (None: let the detector look).
+
+    The events run with ``preprocess=False`` so that the photo is opened by the
+    pipeline's own loader: a corrupt, huge or non-image file gets its clear message.
+    """
+    image = (value or {}).get("image")
+    path = image.get("path") if isinstance(image, dict) else None
+    if not path:
         raise gr.Error("Drop, paste or pick a photo first.")
-    image = value["image"]
+    try:
+        photo = service.load(path)
+    except ImageError as exc:
+        raise gr.Error(f"This file cannot be used: {exc}") from None
     for _ in range(int(value.get("orientation") or 0) % 4):  # the user turned it a quarter clockwise
-        image = image.transpose(Image.Transpose.ROTATE_270)
+        photo = photo.transpose(Image.Transpose.ROTATE_270)
     boxes = []
     for box in value.get("boxes") or []:
+        scale = float(box.get("scaleFactor") or 1)  # the annotator reports boxes in display pixels
         try:
-            boxes.append(Box.from_sequence([box["xmin"], box["ymin"], box["xmax"], box["ymax"]]).to_list())
-        except (KeyError, ValueError):
+            boxes.append(Box.from_sequence([box[key] / scale for key in ("xmin", "ymin", "xmax", "ymax")]).to_list())
+        except (KeyError, TypeError, ValueError):
             continue  # a zero-size click, not a box
-    return image, boxes or None
+    return photo, boxes or None
 
 
 def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch) -> dict[str, Any]:
@@ -215,7 +225,7 @@ def build_ui(service: LogoService) -> gr.Blocks:
     """The upload-and-search page, the add-to-index page and the map tab."""
 
     def search(value: dict[str, Any] | None, k: float):
-        photo, boxes = _drawn(value)
+        photo, boxes = _drawn(service, value)
         try:
             result = service.search_photo(photo, boxes=boxes, k=int(k))
         except (ImageError, ValueError, StoreError) as exc:
@@ -241,7 +251,7 @@ def build_ui(service: LogoService) -> gr.Blocks:
             raise gr.Error("This deployment is read-only (no ADMIN_TOKEN configured).")
         if not token or not hmac.compare_digest(token, service.settings.admin_token):
             raise gr.Error("Wrong admin token.")
-        photo, boxes = _drawn(value)
+        photo, boxes = _drawn(service, value)
         label = (label or "").strip() or None
         try:
             ids = service.add_logos(photo, boxes=boxes, labels=[label] * (len(boxes) if boxes else 1))
@@ -257,7 +267,7 @@ def build_ui(service: LogoService) -> gr.Blocks:
         with gr.Tab("Search"):
             with gr.Row():
                 with gr.Column():
-                    photo = image_annotator(label="Photo: drag a box around a logo (optional)", image_type="pil",
+                    photo = image_annotator(label="Photo: drag a box around a logo (optional)",
                                             sources=["upload", "clipboard"], disable_edit_boxes=True,
                                             show_remove_button=True, box_min_size=8, height=520)
                     k = gr.Slider(1, 30, value=service.settings.k, step=1, label="Neighbours per logo")
@@ -280,19 +290,20 @@ def build_ui(service: LogoService) -> gr.Blocks:
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
                                    columns=10, height="auto", scale=5, allow_preview=True)
 
-            go.click(search, [photo, k], [found, photo, cards, message, as_json], api_name="search")
+            go.click(search, [photo, k], [found, photo, cards, message, as_json], api_name="search",
+                     preprocess=False)
         with gr.Tab("Add to index"):
             with gr.Row():
                 new_photo = image_annotator(label="Logo crop, or a photo with a box around the logo",
-                                            image_type="pil", sources=["upload", "clipboard"],
-                                            disable_edit_boxes=True, show_remove_button=True, height=420)
+                                            sources=["upload", "clipboard"], disable_edit_boxes=True,
+                                            show_remove_button=True, height=420)
                 with gr.Column():
                     label = gr.Dropdown(sorted(service.store.label_counts()), allow_custom_value=True,
                                         label="Label (pick one or type a new one)", value=None)
                     token = gr.Textbox(label="Admin token", type="password")
                     add_button = gr.Button("Add", variant="primary")
                     added = gr.Markdown()
-            add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo")
+            add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo", preprocess=False)
         with gr.Tab("Map"):
             gr.HTML(f'<iframe src="{DASH_PREFIX}" style="width:100%;height:80vh;border:0"></iframe>')
     return blocks

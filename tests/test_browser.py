@@ -109,9 +109,32 @@ def test_search_without_a_photo_says_what_to_do(server, page):
     playwright.expect(page.get_by_text("Drop, paste or pick a photo first.").first).to_be_visible(timeout=30_000)
 
 
+def test_a_corrupt_photo_gets_a_clear_message(server, page, tmp_path):
+    _open(page, server)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 10)
+    page.set_input_files("input[type=file]", str(bad))
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Search", exact=True).click()
+    playwright.expect(page.get_by_text("This file cannot be used").first).to_be_visible(timeout=30_000)
+
+
 def test_dashboard_renders(server, page):
     page.goto(server + "/dashboard/", wait_until="load")
     playwright.expect(page.get_by_text("Logo space")).to_be_visible(timeout=30_000)
     playwright.expect(page.locator("#labels .main-svg").first).to_be_visible(timeout=30_000)
     assert "172 logos, 43 labels" in page.locator("#summary").inner_text()
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+
+
+def test_gradio_client_search_by_api_name(server):
+    from gradio_client import Client, handle_file
+
+    (item,) = json.loads((ROOT / "assets/examples/examples.json").read_text())["close-up.jpg"]
+    x0, y0, x1, y1 = item["box"]
+    client = Client(server + "/", verbose=False)
+    value = {"image": handle_file(str(ROOT / "assets/examples/close-up.jpg")),
+             "boxes": [{"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}]}
+    *_, result = client.predict(value, 5, api_name="/search")
+    (logo,) = result["logos"]
+    assert logo["label"] == item["label"] and len(logo["neighbours"]) == 5
