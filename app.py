@@ -292,6 +292,16 @@ def build_ui(service: LogoService) -> gr.Blocks:
 
             go.click(search, [photo, k], [found, photo, cards, message, as_json], api_name="search",
                      preprocess=False)
+
+            def from_map(request: gr.Request):
+                """``/?logo=ID`` (the map's "search with this logo" link) puts that logo in the photo box."""
+                logo_id = request.query_params.get("logo", "")
+                webp = service.store.thumbnail(int(logo_id)) if logo_id.isdigit() else None
+                if webp is None:
+                    return gr.skip()
+                return {"image": Image.open(io.BytesIO(webp)).convert("RGB"), "boxes": []}
+
+            blocks.load(from_map, None, photo, api_name=False)
         with gr.Tab("Add to index"):
             with gr.Row():
                 new_photo = image_annotator(label="Logo crop, or a photo with a box around the logo",
@@ -329,6 +339,7 @@ def main() -> None:
     settings = Settings.from_env()
     service = LogoService(settings)
     build_demo(service, progress=True)  # first start: a progress bar in the log
+    service.map.start()  # the UMAP map fits in the background (or is read from its cache)
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,
              "enabled" if settings.admin_token else "disabled: set ADMIN_TOKEN")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port)

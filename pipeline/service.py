@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -16,9 +18,11 @@ from PIL import Image
 from pipeline.config import Settings
 from pipeline.detectors import Detector, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
+from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
+from pipeline.projection import LogoMap, content_key
 from pipeline.store import LogoStore, NewLogo, StoreError
 from pipeline.types import Box, Detection, LabelSource, LogoMatch, Neighbour, PhotoSearchResult, Prediction, StoreStats
 
@@ -27,6 +31,24 @@ log = logging.getLogger(__name__)
 
 class LogoNotFoundError(StoreError):
     """A logo id that the store does not hold."""
+
+
+@dataclass(frozen=True)
+class LabelAction:
+    """A bulk label change, with what it replaced (so it can be undone)."""
+
+    ids: list[int]
+    label: str | None
+    previous: dict[int, tuple[str | None, LabelSource | None]]
+
+
+@dataclass(frozen=True)
+class LastSearch:
+    """The last photo searched: its result and the query vectors (for the map)."""
+
+    result: PhotoSearchResult
+    vectors: np.ndarray
+    at: float
 
 
 class LogoService:
@@ -54,6 +76,11 @@ class LogoService:
         self.detector: Detector = create_detector(settings.detector)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        self.map = LogoMap(self.store, settings.data_dir / "map")
+        self.last_search: LastSearch | None = None
+        self._undo: list[LabelAction] = []
+        self._undo_lock = threading.Lock()
+        self._neighbour_table: tuple[tuple[str, int], dict[int, list[int]]] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -119,10 +146,13 @@ class LogoService:
         """
         photo = self.load(image)
         detections = self.detect(photo, boxes)
-        neighbour_lists = self.search_crops([crop(photo, d.box) for d in detections], k)
+        vectors = self.embedder.embed([crop(photo, d.box) for d in detections]) if detections else np.zeros((0, 0))
+        neighbour_lists = [self.search_embedding(vector, k) for vector in vectors]
         logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
                  for d, neighbours in zip(detections, neighbour_lists, strict=True)]
-        return PhotoSearchResult(photo.width, photo.height, logos)
+        result = PhotoSearchResult(photo.width, photo.height, logos)
+        self.last_search = LastSearch(result, np.asarray(vectors, dtype=np.float32), time.time())
+        return result
 
     def search_logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""
@@ -168,6 +198,62 @@ class LogoService:
     def label(self, ids: Sequence[int], label: str | None, source: LabelSource | str = LabelSource.HUMAN) -> int:
         """Set or clear the label of stored logos; machine labels never replace human ones."""
         return self.store.set_label(ids, label, source)
+
+    def bulk_label(self, ids: Sequence[int], label: str | None) -> LabelAction:
+        """Give many logos one human label (or clear theirs), remembering what they had for :meth:`undo_label`."""
+        ids = sorted({int(i) for i in ids})
+        if not ids:
+            raise ValueError("select at least one logo")
+        with self._undo_lock:
+            previous = self.store.labels(ids)
+            missing = [i for i in ids if i not in previous]
+            if missing:
+                raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
+            self.store.set_label(ids, label, LabelSource.HUMAN)
+            action = LabelAction(ids, label, previous)
+            self._undo.append(action)
+            del self._undo[:-20]  # keep the last 20 actions
+        return action
+
+    def undo_label(self) -> LabelAction | None:
+        """Undo the last :meth:`bulk_label` (None if there is nothing to undo)."""
+        with self._undo_lock:
+            if not self._undo:
+                return None
+            action = self._undo.pop()
+            self.store.restore_labels(action.previous)
+        return action
+
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def neighbour_table(self, k: int = 10) -> dict[int, list[int]]:
+        """Every stored logo's ``k`` nearest neighbours (itself excluded), cached until the logos change."""
+        ids = np.array(self.store.ids(), dtype=np.int64)
+        key = (content_key(self.store.model_id, ids), k)
+        cached = self._neighbour_table
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        table: dict[int, list[int]] = {}
+        model_id = self.store.model_id or ""
+        for batch_ids, vectors in self.store.iter_vectors():
+            for logo_id, vector in zip(batch_ids.tolist(), vectors, strict=True):
+                pairs = self.index.search(vector, k + 1, model_id)
+                table[logo_id] = [i for i, _ in pairs if i != logo_id][:k]
+        self._neighbour_table = (key, table)
+        return table
+
+    def cluster_health(self, k: int = 10, min_cluster_size: int = 5) -> HealthReport:
+        """Purity per label, suspect logos, and dense unlabelled clusters on the map (if fitted)."""
+        table = self.neighbour_table(k)
+        labels = self.store.labels(list(table))
+        per_label, suspects = label_health(table, labels)
+        clusters = []
+        points = self.map.points()
+        if points is not None:
+            unlabelled = np.array([labels.get(int(i), (None, None))[0] is None for i in points.ids], dtype=bool)
+            clusters = unlabelled_clusters(points.ids[unlabelled], points.xy[unlabelled], min_cluster_size)
+        return HealthReport(per_label, suspects, clusters)
 
     def build_index(self) -> IndexInfo:
         """Rebuild the ANN index from every stored vector and switch to it atomically."""

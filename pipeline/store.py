@@ -18,12 +18,13 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
@@ -250,6 +251,16 @@ class LogoStore:
                 changed += cursor.rowcount
         return changed
 
+    def restore_labels(self, previous: Mapping[int, tuple[str | None, LabelSource | None]]) -> int:
+        """Put back labels exactly as they were (label and source), e.g. to undo a bulk action."""
+        changed = 0
+        with self._transaction() as conn:
+            for logo_id, (label, source) in previous.items():
+                cursor = conn.execute("UPDATE logos SET label = ?, label_source = ? WHERE id = ?",
+                                      (label, LabelSource(source).value if label and source else None, int(logo_id)))
+                changed += cursor.rowcount
+        return changed
+
     def set_threshold(self, label: str, threshold: float | None) -> None:
         """Set (or with None remove) the vote share ``label`` needs to be predicted."""
         label = clean_label(label)
@@ -295,6 +306,10 @@ class LogoStore:
             ):
                 result[logo_id] = (label, LabelSource(source) if source else None)
         return result
+
+    def label_frame(self) -> pd.DataFrame:
+        """Every logo's id, label and label source (columns ``id``, ``label``, ``source``), in id order."""
+        return pd.read_sql_query("SELECT id, label, label_source AS source FROM logos ORDER BY id", self._conn())
 
     def label_counts(self) -> dict[str, int]:
         """Every label in use with its number of logos, most common first."""

@@ -1,0 +1,225 @@
+"""What the map page does: progress, the figure, hover, click, bulk labels, cluster health, highlights."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import dash
+import numpy as np
+import plotly.graph_objects as go
+from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
+
+from dashboard.figures import map_figure, map_frame
+from dashboard.layout import summary_text
+from pipeline.service import LogoService
+from pipeline.store import StoreError
+
+THUMB = "/api/v1/logos/{}/thumbnail"
+LIST_LIMIT = 30
+
+
+def _empty_figure(message: str) -> go.Figure:
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, font=dict(size=16))
+    figure.update_layout(height=720, xaxis=dict(visible=False), yaxis=dict(visible=False))
+    return figure
+
+
+def _logo_line(service: LogoService, logo_id: int) -> str:
+    label, source = service.store.labels([logo_id]).get(logo_id, (None, None))
+    return f"#{logo_id}: {label or 'unlabelled'}" + (f" ({source.value})" if source else "")
+
+
+def _neighbour_tile(service: LogoService, logo_id: int, distance: float, label: str | None) -> html.Div:
+    return html.Div([html.Img(src=THUMB.format(logo_id), style={"width": "64px", "height": "64px",
+                                                               "objectFit": "contain", "background": "#fff"}),
+                     html.Div(f"{label or 'unlabelled'}", style={"fontSize": "0.75rem"}),
+                     html.Div(f"d={distance:.2f} #{logo_id}", style={"fontSize": "0.7rem", "color": "#666"})],
+                    style={"width": "76px", "textAlign": "center"})
+
+
+def _entry(kind: str, index: Any, text: str) -> html.Button:
+    return html.Button(text, id={"type": kind, "index": index}, className="health-entry",
+                       style={"display": "block", "width": "100%", "textAlign": "left", "margin": "2px 0",
+                              "background": "#fff", "border": "1px solid #eee", "cursor": "pointer"})
+
+
+def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C901 - one closure per callback
+    settings = service.settings
+
+    @app.callback(Output("map-status", "children"), Output("map-progress", "value"), Output("map-key", "data"),
+                  Output("summary", "children"), Input("tick", "n_intervals"), Input("recompute", "n_clicks"),
+                  State("map-key", "data"))
+    def progress(_: int | None, recompute: int | None, key: str | None):
+        if ctx.triggered_id == "recompute" and recompute:
+            service.map.start(refit=True)
+        status = service.map.status()
+        if status.state == "empty":
+            service.map.start()  # the first visit starts the fit; later starts reuse the cached one
+            status = service.map.status()
+        count = service.store.count()
+        if status.state == "ready":
+            text = f"Map of {status.fitted + status.placed} logos"
+            if status.placed:
+                text += f" ({status.placed} placed since the fit without refitting)"
+            if count > status.fitted + status.placed:
+                text += f"; {count - status.fitted - status.placed} new logos being placed"
+        else:
+            text = f"Map: {status.state}, {status.message}"
+        new_key = f"{status.state}:{status.fitted}:{count}:{status.seconds}"
+        return text, str(status.progress), new_key if new_key != key else no_update, summary_text(service)
+
+    @app.callback(Output("map", "figure"), Output("map-meta", "data"), Input("map-key", "data"),
+                  Input("labels-version", "data"))
+    def figure(_: str | None, __: int):
+        points = service.map.points()
+        if points is None:
+            return _empty_figure(service.map.status().message), {"traces": 0}
+        frame = map_frame(points.ids, points.xy, service.store.label_frame())
+        title = (f"{len(frame.data):,} of {frame.total:,} logos (sampled)" if frame.sampled
+                 else f"{frame.total:,} logos") + " · lasso to select · scroll to zoom"
+        drawn = map_figure(frame, title)
+        return drawn, {"traces": len(drawn.data)}
+
+    @app.callback(Output("tooltip", "show"), Output("tooltip", "bbox"), Output("tooltip", "children"),
+                  Input("map", "hoverData"))
+    def hover(data: dict | None):
+        if not data or not data.get("points") or data["points"][0].get("customdata") is None:
+            return False, no_update, no_update
+        point = data["points"][0]
+        logo_id = int(point["customdata"])
+        return True, point["bbox"], html.Div([
+            html.Img(src=THUMB.format(logo_id), style={"width": "96px", "height": "96px", "objectFit": "contain",
+                                                       "background": "#fff"}),
+            html.Div(_logo_line(service, logo_id), style={"fontSize": "0.8rem", "maxWidth": "140px"}),
+        ], id="hover-card")
+
+    @app.callback(Output("logo-panel", "children"), Input("map", "clickData"), prevent_initial_call=True)
+    def click(data: dict | None):
+        if not data or not data.get("points") or data["points"][0].get("customdata") is None:
+            return no_update
+        logo_id = int(data["points"][0]["customdata"])
+        neighbours = service.search_logo(logo_id, 8)
+        return html.Div([
+            html.Div([html.Img(src=THUMB.format(logo_id), style={"width": "120px", "height": "120px",
+                                                                 "objectFit": "contain", "background": "#fff"}),
+                      html.Div([html.Div(_logo_line(service, logo_id), id="selected-logo"),
+                                html.A("Search with this logo", href=f"/?logo={logo_id}", target="_top")],
+                               style={"display": "flex", "flexDirection": "column", "gap": "0.4rem"})],
+                     style={"display": "flex", "gap": "0.6rem"}),
+            html.Div("Nearest logos", style={"margin": "0.5rem 0 0.2rem", "fontWeight": "bold"}),
+            html.Div([_neighbour_tile(service, n.id, n.distance, n.label) for n in neighbours], id="neighbours",
+                     style={"display": "flex", "flexWrap": "wrap", "gap": "0.3rem"}),
+        ])
+
+    @app.callback(Output("selection-count", "children"), Input("map", "selectedData"), prevent_initial_call=True)
+    def selection(data: dict | None):
+        ids = _selected(data)
+        return f"{len(ids)} logos selected." if ids else "Nothing selected: lasso or box-select logos on the map."
+
+    @app.callback(Output("bulk-message", "children"), Output("labels-version", "data"),
+                  Output("label-options", "children"),
+                  Input("apply", "n_clicks"), Input("clear", "n_clicks"), Input("undo", "n_clicks"),
+                  State("map", "selectedData"), State("bulk-label", "value"), State("token", "value"),
+                  State("labels-version", "data"), prevent_initial_call=True)
+    def bulk(_: int | None, __: int | None, ___: int | None, selected: dict | None, label: str | None,
+             token: str | None, version: int):
+        if not settings.admin_token:
+            return "This deployment is read-only (no ADMIN_TOKEN configured).", no_update, no_update
+        if not token or not hmac.compare_digest(token, settings.admin_token):
+            return "A valid admin token is needed to change labels.", no_update, no_update
+        try:
+            if ctx.triggered_id == "undo":
+                action = service.undo_label()
+                if action is None:
+                    return "Nothing to undo.", no_update, no_update
+                message = f"Undone: {len(action.ids)} logos have their previous labels back."
+            else:
+                ids = _selected(selected)
+                if not ids:
+                    return "Select logos on the map first (lasso or box).", no_update, no_update
+                new_label = None if ctx.triggered_id == "clear" else (label or "").strip()
+                if ctx.triggered_id == "apply" and not new_label:
+                    return "Type a label first.", no_update, no_update
+                action = service.bulk_label(ids, new_label)
+                message = (f"Labelled {len(action.ids)} logos as '{new_label}'." if new_label
+                           else f"Cleared the labels of {len(action.ids)} logos.")
+        except (StoreError, ValueError) as exc:
+            return f"Not done: {exc}", no_update, no_update
+        options = [html.Option(value=name) for name in sorted(service.store.label_counts())]
+        return message, (version or 0) + 1, options
+
+    @app.callback(Output("purity", "children"), Output("suspects", "children"), Output("clusters", "children"),
+                  Output("cluster-ids", "data"), Input("labels-version", "data"), Input("map-key", "data"),
+                  Input("refresh-health", "n_clicks"))
+    def health(_: int, key: str | None, __: int | None):
+        if service.store.count() == 0:
+            return "No logos yet.", "", "", []
+        report = service.cluster_health(k=settings.k)
+        purity = [html.Div("Least pure first: share of each logo's neighbours with the same label.",
+                           style={"fontSize": "0.8rem", "color": "#555"})]
+        purity += [_entry("health-label", h.label, f"{h.label}: purity {h.purity:.0%} · {h.logos} logos"
+                          + (f" · {h.suspects} suspect" if h.suspects else "")) for h in report.labels[:LIST_LIMIT]]
+        suspects = [_entry("health-logo", s.logo_id,
+                           f"#{s.logo_id} '{s.label}' ({s.source.value if s.source else '?'}): neighbours say "
+                           f"'{s.neighbours_say}' ({s.disagreement:.0%} vs {s.agreement:.0%})")
+                    for s in report.suspects[:LIST_LIMIT]] or [html.Div("No suspect labels.")]
+        if key is None or not key.startswith("ready"):
+            clusters: list[Any] = [html.Div("Clusters appear once the map is fitted.")]
+        else:
+            clusters = [_entry("health-cluster", n, f"Cluster {n + 1}: {c.size} unlabelled logos "
+                               f"(spread {c.spread:.2f})") for n, c in enumerate(report.clusters[:LIST_LIMIT])]
+            clusters = clusters or [html.Div("No dense unlabelled clusters.")]
+        return purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]]
+
+    @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
+                  Input("label-search", "value"), Input({"type": "health-label", "index": ALL}, "n_clicks"),
+                  Input({"type": "health-logo", "index": ALL}, "n_clicks"),
+                  Input({"type": "health-cluster", "index": ALL}, "n_clicks"), Input("show-last", "n_clicks"),
+                  State("cluster-ids", "data"), State("map-meta", "data"), prevent_initial_call=True)
+    def highlight(label: str | None, _: list, __: list, ___: list, show_last: int | None,
+                  cluster_ids: list[list[int]] | None, meta: dict | None):
+        traces = (meta or {}).get("traces", 0)
+        trigger = ctx.triggered_id
+        if traces < 2 or (isinstance(trigger, dict) and not ctx.triggered[0]["value"]):
+            return no_update, no_update  # no map yet, or a list entry was just created (no click)
+        stars = np.zeros((0, 2), np.float32)
+        if trigger == "label-search":
+            labels = service.store.label_frame()
+            ids = labels.id[labels.label == label].to_numpy() if label else np.zeros(0, np.int64)
+            note = f"{len(ids)} logos labelled '{label}'." if label else ""
+        elif trigger == "show-last":
+            last = service.last_search
+            if last is None or not len(last.vectors):
+                return no_update, "No photo has been searched yet: use the Search tab first."
+            stars = service.map.transform(last.vectors)
+            ids = np.array(sorted({n.id for logo in last.result.logos for n in logo.neighbours}), dtype=np.int64)
+            note = (f"Stars: the {len(stars)} logo(s) of the last photo searched; circled: their "
+                    f"{len(ids)} nearest stored logos.")
+        elif trigger["type"] == "health-label":
+            labels = service.store.label_frame()
+            ids = labels.id[labels.label == trigger["index"]].to_numpy()
+            note = f"{len(ids)} logos labelled '{trigger['index']}'."
+        elif trigger["type"] == "health-logo":
+            ids = np.array([trigger["index"]])
+            note = f"Suspect {_logo_line(service, int(trigger['index']))}."
+        else:
+            ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
+            note = f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. Lasso them to label them."
+        points = service.map.points()
+        xy = points.xy[np.isin(points.ids, ids)] if points is not None else np.zeros((0, 2))
+        marked = points.ids[np.isin(points.ids, ids)] if points is not None else np.zeros(0)
+        patch = Patch()
+        patch["data"][traces - 2]["x"] = xy[:, 0].tolist()
+        patch["data"][traces - 2]["y"] = xy[:, 1].tolist()
+        patch["data"][traces - 2]["customdata"] = marked.tolist()
+        patch["data"][traces - 1]["x"] = stars[:, 0].tolist()
+        patch["data"][traces - 1]["y"] = stars[:, 1].tolist()
+        return patch, note
+
+
+def _selected(data: dict | None) -> list[int]:
+    """Logo ids of a lasso / box selection."""
+    points = (data or {}).get("points") or []
+    return sorted({int(p["customdata"]) for p in points if p.get("customdata") is not None})

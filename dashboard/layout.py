@@ -1,0 +1,84 @@
+"""The page: map on the left; selected logo, bulk labelling and cluster health on the right."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+from pipeline.service import LogoService
+
+PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "0.6rem", "marginBottom": "0.8rem"}
+
+
+def summary_text(service: LogoService) -> str:
+    stats = service.stats()
+    return (f"{stats.logos} logos, {stats.labels} labels, {stats.human_labelled} labelled by people, "
+            f"{stats.machine_labelled} by machine, {stats.logos - stats.labelled} unlabelled.")
+
+
+def _bulk_panel(service: LogoService) -> html.Div:
+    read_only = not service.settings.admin_token
+    return html.Div([
+        html.H4("Label the selection", style={"margin": "0 0 0.4rem"}),
+        html.P("Lasso or box-select logos on the map, then label them (human labels).", id="selection-count",
+               style={"fontSize": "0.9rem"}),
+        dcc.Input(id="bulk-label", type="text", placeholder="label", list="label-options", debounce=False,
+                  style={"width": "100%", "marginBottom": "0.3rem"}),
+        html.Datalist(id="label-options", children=[html.Option(value=label)
+                                                    for label in sorted(service.store.label_counts())]),
+        dcc.Input(id="token", type="password", placeholder="admin token", style={"width": "100%"},
+                  disabled=read_only),
+        html.Div([
+            html.Button("Apply label", id="apply", disabled=read_only),
+            html.Button("Clear label", id="clear", disabled=read_only),
+            html.Button("Undo last", id="undo", disabled=read_only),
+        ], style={"display": "flex", "gap": "0.4rem", "marginTop": "0.4rem"}),
+        html.P("This deployment is read-only (no ADMIN_TOKEN configured)." if read_only else "",
+               id="bulk-message", style={"fontSize": "0.9rem"}),
+    ], style=PANEL)
+
+
+def build_layout(service: LogoService) -> html.Div:
+    labels = sorted(service.store.label_counts())
+    return html.Div([
+        html.H2("Logo space", style={"margin": "0.2rem 0"}),
+        html.P(summary_text(service), id="summary", style={"margin": "0.2rem 0"}),
+        html.Div([
+            html.Span("", id="map-status"),
+            html.Progress(id="map-progress", value="0", max="1", style={"width": "12rem"}),
+            html.Button("Recompute map", id="recompute", title="fit UMAP again on every stored logo"),
+        ], style={"display": "flex", "gap": "0.8rem", "alignItems": "center"}),
+        html.Div([
+            html.Div([
+                html.Div([
+                    dcc.Dropdown(labels, id="label-search", placeholder="Find a label on the map...",
+                                 clearable=True, style={"flex": "1"}),
+                    html.Button("Show my last search", id="show-last",
+                                title="the logos of the last photo searched in the Search tab, as stars"),
+                ], style={"display": "flex", "gap": "0.5rem", "alignItems": "center"}),
+                dcc.Graph(id="map", config={"scrollZoom": True, "displaylogo": False}, clear_on_unhover=True),
+                dcc.Tooltip(id="tooltip", direction="right"),
+                html.P("", id="highlight-note", style={"fontSize": "0.9rem"}),
+            ], style={"flex": "3", "minWidth": "0"}),
+            html.Div([
+                html.Div([html.H4("Selected logo", style={"margin": "0 0 0.4rem"}),
+                          html.Div("Click a point to see the logo and its nearest neighbours.", id="logo-panel")],
+                         style=PANEL),
+                _bulk_panel(service),
+                html.Div([
+                    html.Div([html.H4("Cluster health", style={"margin": "0"}),
+                              html.Button("Refresh", id="refresh-health")],
+                             style={"display": "flex", "justifyContent": "space-between"}),
+                    dcc.Loading(dcc.Tabs([
+                        dcc.Tab(label="Purity", children=html.Div(id="purity")),
+                        dcc.Tab(label="Suspects", children=html.Div(id="suspects")),
+                        dcc.Tab(label="Unlabelled clusters", children=html.Div(id="clusters")),
+                    ])),
+                ], style=PANEL),
+            ], style={"flex": "1", "minWidth": "300px", "maxHeight": "900px", "overflowY": "auto"}),
+        ], style={"display": "flex", "gap": "1rem", "marginTop": "0.5rem"}),
+        dcc.Store(id="map-key"),
+        dcc.Store(id="map-meta"),
+        dcc.Store(id="labels-version", data=0),
+        dcc.Store(id="cluster-ids"),
+        dcc.Interval(id="tick", interval=1500),
+    ], style={"fontFamily": "sans-serif", "margin": "0.6rem 1rem"})

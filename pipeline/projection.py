@@ -1,0 +1,309 @@
+"""A 2-D map of every stored embedding (PCA, then UMAP), fitted in the background and cached on disk.
+
+The fit is the slow part (minutes at 100k logos), so it runs in a thread with
+progress, is saved under ``<data>/map/`` keyed by the store's content (model and
+logo ids), and is reused at start. Logos added after a fit are placed with the
+fitted model's ``transform`` (no refit); :meth:`LogoMap.start` with
+``refit=True`` fits again on everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from pipeline.store import LogoStore
+from pipeline.util import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MIN_POINTS = 10  # fewer logos than this make no meaningful map
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """UMAP parameters (umap-learn's defaults but cosine metric and PCA init) and the PCA step before it."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    pca_dims: int = 50
+    metric: str = "cosine"
+    init: str = "pca"  # the spectral default crawls when logos form many disconnected clusters
+
+
+@dataclass(frozen=True)
+class MapStatus:
+    """Where the background fit stands, for a progress bar."""
+
+    state: str  # "empty" (nothing fitted), "fitting", "ready", "failed"
+    progress: float  # 0..1 while fitting
+    message: str
+    fitted: int = 0  # logos in the fit
+    placed: int = 0  # logos placed afterwards with transform
+    seconds: float | None = None  # duration of the last fit
+
+
+@dataclass(frozen=True)
+class MapPoints:
+    """Map coordinates of stored logos: ``xy[i]`` is logo ``ids[i]``."""
+
+    ids: np.ndarray
+    xy: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class _Fit:
+    key: str
+    model: Any  # a fitted sklearn Pipeline: PCA -> UMAP
+    ids: np.ndarray
+    xy: np.ndarray
+    seconds: float
+    placed_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    placed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+
+class _EpochProgress:
+    """A file-like sink for UMAP's tqdm bar that turns ``n/total`` into a fraction."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def write(self, text: str) -> None:
+        found = re.findall(r"(\d+)/(\d+)", text)
+        if found:
+            done, total = (int(v) for v in found[-1])
+            self.report(done / max(1, total))
+
+    def flush(self) -> None:
+        pass
+
+
+def content_key(model_id: str | None, ids: np.ndarray) -> str:
+    """A short hash of what the map depends on: the embedding model and the set of logos."""
+    digest = hashlib.sha1((model_id or "").encode())
+    digest.update(np.ascontiguousarray(ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class LogoMap:
+    """The UMAP map of one store.
+
+    Args:
+        store: The logo store whose vectors are mapped.
+        directory: Where fits are cached (``<data>/map``).
+        config: UMAP / PCA parameters.
+
+    Example:
+        >>> import tempfile
+        >>> from pipeline.store import LogoStore
+        >>> m = LogoMap(LogoStore(tempfile.mkdtemp()), Path(tempfile.mkdtemp()))
+        >>> m.status().state, m.points() is None
+        ('empty', True)
+    """
+
+    def __init__(self, store: LogoStore, directory: Path, config: MapConfig | None = None) -> None:
+        self.store = store
+        self.directory = Path(directory)
+        self.config = config or MapConfig()
+        self._lock = threading.RLock()
+        self._fit: _Fit | None = None
+        self._thread: threading.Thread | None = None
+        self._progress = 0.0
+        self._message = "not fitted yet"
+        self._failed = False
+        self._loaded = False
+
+    # -- state ---------------------------------------------------------------------------
+    def status(self) -> MapStatus:
+        with self._lock:
+            self._load_cached()
+            fit = self._fit
+            if self._thread is not None and self._thread.is_alive():
+                return MapStatus("fitting", self._progress, self._message, len(fit.ids) if fit else 0)
+            if self._failed:
+                return MapStatus("failed", 0.0, self._message)
+            if fit is None:
+                return MapStatus("empty", 0.0, self._message)
+            return MapStatus("ready", 1.0, f"{len(fit.ids)} logos fitted", len(fit.ids), len(fit.placed_ids),
+                             fit.seconds)
+
+    def _pointer(self) -> Path:
+        return self.directory / "current.json"
+
+    def _load_cached(self) -> None:
+        """Read the last fit from disk once (a restart reuses it instead of fitting again)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            pointer = json.loads(self._pointer().read_text())
+            saved = joblib.load(self.directory / pointer["file"])
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # a damaged cache costs a refit, never the app
+            log.warning("ignoring the cached map (%s); it will be fitted again", exc)
+            return
+        self._fit = _Fit(saved["key"], saved["model"], saved["ids"], saved["xy"], saved["seconds"])
+        placed = self.directory / f"placed-{saved['key']}.npz"
+        if placed.exists():
+            with np.load(placed) as data:
+                self._fit.placed_ids, self._fit.placed_xy = data["ids"], data["xy"]
+        self._message = f"loaded the cached map of {len(self._fit.ids)} logos"
+
+    def cached_for_current_store(self) -> bool:
+        """Whether the cached fit covers exactly the logos stored now."""
+        with self._lock:
+            self._load_cached()
+            ids = np.array(self.store.ids(), dtype=np.int64)
+            return self._fit is not None and self._fit.key == content_key(self.store.model_id, ids)
+
+    # -- fitting -------------------------------------------------------------------------
+    def start(self, refit: bool = False) -> bool:
+        """Fit in a background thread unless a fit is running or one is cached.
+
+        Args:
+            refit: Fit again on every stored logo even if a map exists.
+
+        Returns:
+            True if a fit was started.
+        """
+        with self._lock:
+            self._load_cached()
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            if self._fit is not None and not refit:
+                return False
+            if self.store.count() < MIN_POINTS:
+                self._message = f"a map needs at least {MIN_POINTS} logos; the store has {self.store.count()}"
+                return False
+            self._failed, self._progress, self._message = False, 0.0, "starting"
+            self._thread = threading.Thread(target=self._run, name="umap-fit", daemon=True)
+            self._thread.start()
+            return True
+
+    def wait(self, timeout: float | None = None) -> MapStatus:
+        """Block until a running fit ends (for scripts and tests)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.status()
+
+    def _report(self, progress: float, message: str) -> None:
+        with self._lock:
+            self._progress, self._message = progress, message
+
+    def _run(self) -> None:
+        try:
+            self.fit()
+        except Exception as exc:  # reported in the UI, logged with its trace
+            log.exception("the map fit failed")
+            with self._lock:
+                self._failed, self._message = True, f"the map fit failed: {exc}"
+
+    def fit(self) -> MapStatus:
+        """Fit PCA + UMAP on every stored vector, save it atomically, and make it current."""
+        from sklearn.decomposition import PCA
+        from sklearn.pipeline import make_pipeline
+        from umap import UMAP
+
+        started = time.perf_counter()
+        self._report(0.02, "reading the vectors")
+        model_id = self.store.model_id
+        batches = list(self.store.iter_vectors())
+        if not batches:
+            raise ValueError("the store is empty")
+        ids = np.concatenate([b[0] for b in batches])
+        vectors = np.concatenate([b[1] for b in batches])
+        if len(ids) < MIN_POINTS:
+            raise ValueError(f"a map needs at least {MIN_POINTS} logos")
+        key = content_key(model_id, ids)
+        self._report(0.05, f"building the neighbour graph of {len(ids)} logos")
+        steps = []
+        if vectors.shape[1] > self.config.pca_dims and len(ids) > self.config.pca_dims:
+            steps.append(PCA(self.config.pca_dims, random_state=0))
+        epochs = _EpochProgress(lambda f: self._report(0.3 + 0.7 * f, f"laying out: {f:.0%} of the epochs"))
+        steps.append(UMAP(n_neighbors=min(self.config.n_neighbors, len(ids) - 1), min_dist=self.config.min_dist,
+                          metric=self.config.metric, low_memory=True, init=self.config.init,
+                          tqdm_kwds={"disable": False, "file": epochs, "mininterval": 0.5,
+                                     "bar_format": "{n}/{total}"}))
+        model = make_pipeline(*steps)
+        xy = model.fit_transform(vectors).astype(np.float32)
+        model[-1].tqdm_kwds = {"disable": True}  # the progress sink is not for pickling, nor for transform
+        seconds = time.perf_counter() - started
+        self._report(0.99, "saving the map")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"fit-{key}.joblib"
+        partial = self.directory / f".{name}.partial"
+        joblib.dump({"key": key, "model": model, "ids": ids, "xy": xy, "seconds": seconds,
+                     "model_id": model_id}, partial)
+        os.replace(partial, self.directory / name)
+        previous = self._pointer_file()
+        atomic_write_json(self._pointer(), {"file": name, "key": key, "logos": int(len(ids))})
+        if previous and previous != name:
+            (self.directory / previous).unlink(missing_ok=True)
+            for old in self.directory.glob("placed-*.npz"):
+                old.unlink(missing_ok=True)
+        with self._lock:
+            self._fit = _Fit(key, model, ids, xy, seconds)
+            self._message = f"fitted {len(ids)} logos in {seconds:.1f} s"
+        log.info("map fitted: %d logos in %.1f s", len(ids), seconds)
+        return self.status()
+
+    def _pointer_file(self) -> str | None:
+        try:
+            return json.loads(self._pointer().read_text())["file"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
+    # -- reading -------------------------------------------------------------------------
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Place vectors on the current map without refitting (``[n, 2]``)."""
+        with self._lock:
+            self._load_cached()
+            if self._fit is None:
+                raise ValueError("the map is not fitted yet")
+            model = self._fit.model
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1])
+        if len(vectors) == 0:
+            return np.zeros((0, 2), np.float32)
+        return np.asarray(model.transform(vectors), dtype=np.float32)
+
+    def points(self) -> MapPoints | None:
+        """Coordinates of every stored logo: the fit, plus logos added since, placed with ``transform``."""
+        with self._lock:
+            self._load_cached()
+            fit = self._fit
+            if fit is None:
+                return None
+            stored = np.array(self.store.ids(), dtype=np.int64)
+            known = np.concatenate([fit.ids, fit.placed_ids])
+            new = np.setdiff1d(stored, known, assume_unique=True)
+            if len(new):
+                xy = self.transform(self.store.vectors(new.tolist()))
+                fit.placed_ids = np.concatenate([fit.placed_ids, new])
+                fit.placed_xy = np.concatenate([fit.placed_xy, xy]).astype(np.float32)
+                self._save_placed(fit)
+            ids = np.concatenate([fit.ids, fit.placed_ids])
+            xy = np.concatenate([fit.xy, fit.placed_xy])
+            keep = np.isin(ids, stored)
+            return MapPoints(ids[keep], xy[keep])
+
+    def _save_placed(self, fit: _Fit) -> None:
+        path = self.directory / f"placed-{fit.key}.npz"
+        partial = path.with_name(f".{path.stem}.partial.npz")
+        np.savez(partial, ids=fit.placed_ids, xy=fit.placed_xy)
+        os.replace(partial, path)

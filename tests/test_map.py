@@ -1,0 +1,158 @@
+"""The logo map: UMAP fit cached on disk, new logos placed without a refit, cluster health, bulk labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dashboard.figures import MAX_POINTS, figure_bytes, map_figure, map_frame
+from pipeline.config import Settings
+from pipeline.health import label_health, unlabelled_clusters
+from pipeline.projection import LogoMap
+from pipeline.service import LogoService
+from pipeline.store import LogoStore, NewLogo
+from pipeline.types import LabelSource
+
+DIM = 32
+PAYLOAD_BUDGET_1M = 8_000_000  # bytes of figure JSON, whatever the store size (README: "the map at scale")
+
+
+def clustered(n_clusters: int, per_cluster: int, seed: int = 0, spread: float = 0.05) -> np.ndarray:
+    """Unit vectors in tight, well separated clusters, cluster by cluster."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, DIM))
+    vectors = np.repeat(centres, per_cluster, axis=0) + rng.normal(scale=spread, size=(n_clusters * per_cluster, DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def fill(store: LogoStore, vectors: np.ndarray, labels: list[str | None],
+         source: LabelSource = LabelSource.HUMAN) -> list[int]:
+    logos = [NewLogo(label=label, label_source=source if label else None) for label in labels]
+    return store.add(logos, vectors, "test-model")
+
+
+@pytest.fixture
+def labelled_service(tmp_path) -> tuple[LogoService, list[int]]:
+    """4 clusters of 8 logos labelled a..d, except one logo of cluster a wrongly labelled 'b'."""
+    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
+    labels = [name for name in "abcd" for _ in range(8)]
+    labels[3] = "b"  # the known mistake
+    ids = fill(service.store, clustered(4, 8), labels)
+    service.build_index()
+    return service, ids
+
+
+def test_cluster_health_finds_the_mislabelled_logo(labelled_service):
+    service, ids = labelled_service
+    report = service.cluster_health(k=5)
+    assert [(s.logo_id, s.label, s.neighbours_say) for s in report.suspects] == [(ids[3], "b", "a")]
+    purity = {h.label: h.purity for h in report.labels}
+    assert purity["c"] == purity["d"] == 1.0
+    assert purity["a"] < 1.0 and purity["b"] < 1.0  # the stray logo dirties both labels
+    assert report.labels[0].label in {"a", "b"}  # least pure first
+
+
+def test_fixing_the_label_clears_the_suspect(labelled_service):
+    service, ids = labelled_service
+    service.bulk_label([ids[3]], "a")
+    report = service.cluster_health(k=5)
+    assert report.suspects == [] and all(h.purity == 1.0 for h in report.labels)
+
+
+def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
+    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
+    ids = fill(service.store, clustered(1, 3), ["x", None, "y"])
+    service.store.set_label([ids[2]], "y", LabelSource.MACHINE)
+    before = service.store.labels(ids)
+    action = service.bulk_label(ids, "z")
+    assert {label for label, _ in service.store.labels(ids).values()} == {"z"}
+    assert {source for _, source in service.store.labels(ids).values()} == {LabelSource.HUMAN}
+    assert action.previous == before
+    service.bulk_label(ids[:1], None)  # a second action: clear one
+    assert service.store.labels(ids[:1])[ids[0]] == (None, None)
+    service.undo_label()
+    service.undo_label()
+    assert service.store.labels(ids) == before
+    assert service.undo_label() is None
+
+
+def test_bulk_label_refuses_unknown_ids_and_changes_nothing(tmp_path):
+    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
+    ids = fill(service.store, clustered(1, 2), ["x", "x"])
+    with pytest.raises(Exception, match="unknown logo"):
+        service.bulk_label([ids[0], 999], "y")
+    assert {label for label, _ in service.store.labels(ids).values()} == {"x"}
+
+
+def test_unlabelled_clusters_rank_big_dense_groups_first():
+    rng = np.random.default_rng(0)
+    big = rng.normal([0, 0], 0.05, (40, 2))
+    small = rng.normal([5, 5], 0.05, (12, 2))
+    noise = np.array([[20, -20], [-20, 20], [30, 0], [0, -30], [-25, -25]])
+    xy = np.concatenate([big, small, noise])
+    ids = np.arange(100, 100 + len(xy))
+    clusters = unlabelled_clusters(ids, xy, min_cluster_size=5)
+    assert [c.size for c in clusters[:2]] == [40, 12]
+    assert set(clusters[0].ids) == set(range(100, 140))
+    assert np.allclose(clusters[0].centre, (0, 0), atol=0.1)
+
+
+def test_label_health_needs_votes_before_calling_a_suspect():
+    labels = {1: ("a", LabelSource.HUMAN), 2: ("b", LabelSource.HUMAN), 3: (None, None)}
+    _, suspects = label_health({1: [2, 3], 2: [1, 3], 3: [1, 2]}, labels)
+    assert suspects == []  # one labelled neighbour each: not enough evidence
+
+
+def test_map_fit_is_cached_reused_and_places_new_logos_without_refit(tmp_path):
+    store = LogoStore(tmp_path / "data")
+    fill(store, clustered(3, 12, seed=1), ["p"] * 12 + ["q"] * 12 + [None] * 12)
+    logo_map = LogoMap(store, tmp_path / "data" / "map")
+    assert logo_map.start() is True
+    status = logo_map.wait(300)
+    assert status.state == "ready" and status.fitted == 36
+    points = logo_map.points()
+    assert points.xy.shape == (36, 2) and np.isfinite(points.xy).all()
+    # clusters stay together on the map: each point is nearer its own cluster's centre
+    centres = np.stack([points.xy[i * 12:(i + 1) * 12].mean(axis=0) for i in range(3)])
+    nearest = np.argmin(np.linalg.norm(points.xy[:, None] - centres[None], axis=2), axis=1)
+    assert (nearest == np.repeat(np.arange(3), 12)).mean() > 0.9
+
+    again = LogoMap(store, tmp_path / "data" / "map")  # a restart: read from disk, no fit
+    assert again.status().state == "ready" and again.start() is False
+    assert again.cached_for_current_store()
+    assert np.array_equal(again.points().xy, points.xy)
+
+    new_ids = fill(store, clustered(3, 12, seed=1)[:2], [None, None])  # two more logos of cluster 0
+    assert not again.cached_for_current_store()
+    placed = again.points()
+    assert len(placed) == 38 and again.status().placed == 2 and again.status().fitted == 36
+    near = placed.xy[np.isin(placed.ids, new_ids)]
+    assert np.linalg.norm(near - centres[0], axis=1).max() < np.linalg.norm(near - centres[1], axis=1).min()
+    assert np.array_equal(LogoMap(store, tmp_path / "data" / "map").points().ids, placed.ids)  # placements saved
+
+    assert again.start(refit=True) is True
+    assert again.wait(300).fitted == 38 and again.status().placed == 0
+
+
+def test_map_needs_enough_logos(tmp_path):
+    store = LogoStore(tmp_path / "data")
+    fill(store, clustered(1, 3), [None] * 3)
+    logo_map = LogoMap(store, tmp_path / "data" / "map")
+    assert logo_map.start() is False and "at least" in logo_map.status().message
+
+
+def test_map_payload_stays_bounded_at_one_million_logos():
+    n = 1_000_000
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 5000, n).astype(str).astype(object)
+    label[rng.random(n) < 0.3] = None
+    source = np.where(rng.random(n) < 0.2, "human", "machine").astype(object)
+    source[pd.isna(label)] = None
+    labels = pd.DataFrame({"id": np.arange(n), "label": label, "source": source})
+    frame = map_frame(np.arange(n), rng.normal(size=(n, 2)), labels)
+    assert frame.total == n and len(frame.data) == MAX_POINTS and frame.sampled
+    kept_human = (frame.data.source == "human").sum()
+    assert kept_human == min(MAX_POINTS, (labels.source == "human").sum())  # people's labels are kept first
+    assert figure_bytes(map_figure(frame)) < PAYLOAD_BUDGET_1M
