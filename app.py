@@ -327,7 +327,7 @@ def create_app(service: LogoService) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", **service.stats().to_json()}
+        return {"status": "ok", **service.stats().to_json(), "map": service.map.status().state}
 
     app.include_router(build_api(service))
     app.mount(DASH_PREFIX.rstrip("/"), WSGIMiddleware(create_dash(service).server))

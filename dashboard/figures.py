@@ -1,7 +1,7 @@
 """The map figure: one WebGL scatter trace per label, built to stay small at 100k+ points.
 
-Coordinates go out as float32 and ids as int32 numpy arrays, which Plotly
-serialises as base64 typed arrays (a few bytes a point, no per-point text);
+Coordinates go out as float32 numpy arrays, which Plotly serialises as base64
+typed arrays; ids and marker symbols as short integers (no per-point text);
 thumbnails are fetched by URL on hover, never inlined. Above
 :data:`MAX_POINTS` the map shows a sample: every human-labelled logo, then a
 seeded random share of the rest (see the README's "map at scale").
@@ -9,6 +9,7 @@ seeded random share of the rest (see the README's "map at scale").
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ MAX_POINTS = 200_000
 MAX_LABEL_TRACES = 50
 UNLABELLED = "(unlabelled)"
 OTHER = "(other labels)"
-SYMBOLS = {"human": "circle", "machine": "diamond"}
+SYMBOLS = {"human": 0, "machine": 2}  # Plotly marker codes: circle, diamond (numbers: 1-2 bytes a point)
 PALETTE = qualitative.Dark24 + qualitative.Light24
 
 
@@ -65,12 +66,19 @@ def map_frame(ids: np.ndarray, xy: np.ndarray, labels: pd.DataFrame, max_points:
     return MapFrame(data.reset_index(drop=True), total)
 
 
+def label_colour(label: str) -> str:
+    """A label's colour, the same on every redraw (a hash, not its rank among today's labels)."""
+    return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
+
+
 def _trace(part: pd.DataFrame, name: str, colour: str, size: float, opacity: float) -> go.Scattergl:
-    symbols = part.source.map(SYMBOLS).fillna("circle").to_numpy()
+    symbols = part.source.map(SYMBOLS).fillna(SYMBOLS["human"]).to_numpy(np.int64)
     return go.Scattergl(
-        x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), customdata=part.id.to_numpy(np.int32),
+        # ids go out as a plain list: Dash reads a point's customdata from it on hover, click and selection
+        x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), customdata=part.id.tolist(),
         mode="markers", name=f"{name} ({len(part)})", legendgroup=name, hoverinfo="none",
-        marker=dict(color=colour, size=size, opacity=opacity, symbol=symbols if len(set(symbols)) > 1 else symbols[0],
+        marker=dict(color=colour, size=size, opacity=opacity,
+                    symbol=symbols.tolist() if len(set(symbols.tolist())) > 1 else int(symbols[0]),
                     line=dict(width=0)),
     )
 
@@ -93,8 +101,8 @@ def map_figure(frame: MapFrame, title: str = "") -> go.Figure:
     rest = labelled[~labelled.label.isin(top)]
     if len(rest):
         traces.append(_trace(rest, OTHER, "#7f8c9a", 6, 0.7))
-    for number, label in enumerate(sorted(top)):
-        traces.append(_trace(labelled[labelled.label == label], str(label), PALETTE[number % len(PALETTE)], 8, 0.85))
+    for label in sorted(top):
+        traces.append(_trace(labelled[labelled.label == label], str(label), label_colour(str(label)), 8, 0.85))
     traces.append(go.Scattergl(x=[], y=[], customdata=[], mode="markers", name="highlighted", hoverinfo="none",
                                marker=dict(size=16, symbol="circle-open", color="#111", line=dict(width=2))))
     traces.append(go.Scattergl(x=[], y=[], customdata=[], mode="markers", name="last search", hoverinfo="none",

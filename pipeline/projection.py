@@ -207,6 +207,10 @@ class LogoMap:
             self._progress, self._message = progress, message
 
     def _run(self) -> None:
+        import numba
+
+        # leave a core to the requests being served: numba's thread count is per calling thread
+        numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS - 1))
         try:
             self.fit()
         except Exception as exc:  # reported in the UI, logged with its trace

@@ -29,21 +29,26 @@ if not Path(CHROMIUM).exists():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def app_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("appdata")
+
+
+@pytest.fixture(scope="module")
+def server(app_data):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_TOKEN": "t",
-           "LOGOS_DATA_DIR": str(tmp_path_factory.mktemp("appdata"))}
-    log = tmp_path_factory.mktemp("log") / "app.log"
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_TOKEN": "t", "LOGOS_DATA_DIR": str(app_data)}
+    log = app_data.parent / f"{app_data.name}.log"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
     while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
+        try:  # up, and the background map fit done (so that it does not slow the first tests)
+            if json.load(urllib.request.urlopen(url + "/health", timeout=2))["map"] == "ready":
+                break
+            time.sleep(1)
         except OSError:
             assert process.poll() is None, log.read_text()
             time.sleep(1)
@@ -69,10 +74,16 @@ def _open(page, server):
     page.get_by_role("button", name="Search", exact=True).wait_for(timeout=30_000)
 
 
+def _pick_example(page, number: int) -> None:
+    page.locator("button.gallery-item").nth(number).click()
+    page.locator("canvas.canvas-annotator").first.wait_for(timeout=30_000)  # the photo is in the annotator
+    page.wait_for_timeout(300)
+
+
 def test_example_photo_shows_boxes_labels_and_neighbours(server, page):
     _open(page, server)
     truth = json.loads((ROOT / "assets/examples/examples.json").read_text())["snack-box.jpg"]
-    page.locator("button.gallery-item").first.click()  # the first example photo, boxes already drawn
+    _pick_example(page, 0)  # the first example photo, boxes already drawn
     page.get_by_role("button", name="Search", exact=True).click()
     for number, item in enumerate(truth, 1):
         playwright.expect(page.get_by_text(f"Logo {number}: {item['label']}").first).to_be_visible(timeout=60_000)
@@ -119,12 +130,114 @@ def test_a_corrupt_photo_gets_a_clear_message(server, page, tmp_path):
     playwright.expect(page.get_by_text("This file cannot be used").first).to_be_visible(timeout=30_000)
 
 
-def test_dashboard_renders(server, page):
+POINTS_JS = """() => {
+    const gd = document.querySelector('#map .js-plotly-plot');
+    const layout = gd._fullLayout, rect = gd.getBoundingClientRect(), out = [];
+    gd._fullData.forEach((trace) => {
+        if (!trace.customdata || trace.name.startsWith('highlighted') || trace.name.startsWith('last search')) return;
+        for (let i = 0; i < trace.x.length; i++) {
+            out.push({name: trace.name, id: Number(trace.customdata[i]),
+                      x: rect.left + layout._size.l + layout.xaxis.l2p(trace.x[i]),
+                      y: rect.top + layout._size.t + layout.yaxis.l2p(trace.y[i])});
+        }
+    });
+    return out;
+}"""
+
+
+def _open_map(page, server) -> list[dict]:
     page.goto(server + "/dashboard/", wait_until="load")
-    playwright.expect(page.get_by_text("Logo space")).to_be_visible(timeout=30_000)
-    playwright.expect(page.locator("#labels .main-svg").first).to_be_visible(timeout=30_000)
+    playwright.expect(page.locator("#map-status")).to_contain_text("Map of 172 logos", timeout=180_000)
+    page.wait_for_function("() => { const gd = document.querySelector('#map .js-plotly-plot');"
+                           " return gd && gd._fullData && gd._fullData.length > 3; }", timeout=60_000)
+    page.wait_for_timeout(500)
+    return page.evaluate(POINTS_JS)
+
+
+def test_map_renders_every_logo_by_label(server, page):
+    points = _open_map(page, server)
+    assert len(points) == 172 and len({p["id"] for p in points}) == 172
     assert "172 logos, 43 labels" in page.locator("#summary").inner_text()
+    playwright.expect(page.locator("#map .legend")).to_contain_text("Coca-Cola (4)")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+
+
+def test_hover_shows_the_thumbnail(server, page):
+    point = next(p for p in _open_map(page, server) if p["name"].startswith("Lidl"))
+    page.mouse.move(point["x"] - 30, point["y"] - 30)
+    page.mouse.move(point["x"], point["y"], steps=4)
+    card = page.locator("#hover-card")
+    playwright.expect(card).to_contain_text(f"#{point['id']}: Lidl", timeout=15_000)
+    image = card.locator("img")
+    playwright.expect(image).to_have_attribute("src", f"/api/v1/logos/{point['id']}/thumbnail")
+    page.wait_for_function("() => { const i = document.querySelector('#hover-card img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-hover.png"))
+
+
+def test_click_shows_the_logo_and_its_neighbours(server, page):
+    point = next(p for p in _open_map(page, server) if p["name"].startswith("Shell"))
+    page.mouse.click(point["x"], point["y"])
+    playwright.expect(page.locator("#selected-logo")).to_contain_text(f"#{point['id']}: Shell", timeout=15_000)
+    playwright.expect(page.locator("#neighbours img")).to_have_count(8)
+    assert page.locator("#logo-panel a").get_attribute("href") == f"/?logo={point['id']}"
+
+
+def test_lasso_labels_the_selection_in_the_store_and_undo_restores(server, page, app_data):
+    from pipeline.store import LogoStore
+    from pipeline.types import LabelSource
+
+    points = _open_map(page, server)
+    group = [p for p in points if p["name"].startswith("KFC")]
+    x0, y0 = min(p["x"] for p in group) - 6, min(p["y"] for p in group) - 6
+    x1, y1 = max(p["x"] for p in group) + 6, max(p["y"] for p in group) + 6
+    inside = {p["id"] for p in points if x0 <= p["x"] <= x1 and y0 <= p["y"] <= y1}
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in [(x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    playwright.expect(page.locator("#selection-count")).to_contain_text(f"{len(inside)} logos selected",
+                                                                        timeout=15_000)
+    store = LogoStore(app_data)
+    before = store.labels(sorted(inside))
+    page.fill("#bulk-label", "Lasso label")
+    page.fill("#token", "t")
+    page.click("#apply")
+    playwright.expect(page.locator("#bulk-message")).to_contain_text(f"Labelled {len(inside)} logos",
+                                                                     timeout=15_000)
+    after = store.labels(sorted(inside))
+    assert set(after.values()) == {("Lasso label", LabelSource.HUMAN)}
+    playwright.expect(page.locator("#map .legend")).to_contain_text(f"Lasso label ({len(inside)})", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-lasso.png"))
+    page.click("#undo")
+    playwright.expect(page.locator("#bulk-message")).to_contain_text("Undone", timeout=15_000)
+    assert store.labels(sorted(inside)) == before
+
+
+def test_last_search_is_marked_on_the_map(server, page):
+    _open(page, server)
+    _pick_example(page, 1)
+    page.get_by_role("button", name="Search", exact=True).click()
+    playwright.expect(page.get_by_text("Logo 1:").first).to_be_visible(timeout=60_000)
+    _open_map(page, server)
+    page.click("#show-last")
+    playwright.expect(page.locator("#highlight-note")).to_contain_text("Stars: the 2 logo(s)", timeout=30_000)
+    stars = page.evaluate("() => document.querySelector('#map .js-plotly-plot')._fullData.at(-1).x.length")
+    assert stars == 2
+
+
+def test_cluster_health_lists_labels_and_highlights_one(server, page):
+    _open_map(page, server)
+    entries = page.locator("#purity .health-entry")
+    playwright.expect(entries.first).to_be_visible(timeout=30_000)
+    assert entries.count() >= 10
+    label = entries.first.inner_text().split(":")[0]
+    entries.first.click()
+    playwright.expect(page.locator("#highlight-note")).to_contain_text(f"4 logos labelled '{label}'",
+                                                                       timeout=15_000)
+    circled = page.evaluate("() => document.querySelector('#map .js-plotly-plot')._fullData.at(-2).x.length")
+    assert circled == 4
 
 
 def test_gradio_client_search_by_api_name(server):
