@@ -19,6 +19,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_DATA_DIR": ("data_dir", Path),
     "LOGOS_EMBEDDER": ("embedder", str),
     "LOGOS_DETECTOR": ("detector", str),
+    "LOGOS_DETECTOR_PATH": ("detector_path", Path),
+    "LOGOS_DETECTOR_THRESHOLD": ("detector_threshold", float),
     "LOGOS_EMBED_RUNTIME": ("embed_runtime", str),
     "LOGOS_INDEX_BACKEND": ("index_backend", str),
     "LOGOS_K": ("k", int),
@@ -45,6 +47,10 @@ class Settings:
         data_dir: Folder holding the store (SQLite + vectors) and the index.
         embedder: Registry name of the embedding model (see ``pipeline.embedders``).
         detector: Registry name of the logo detector (see ``pipeline.detectors``).
+        detector_path: ONNX file of a YOLOv8-layout detector for ``detector="onnx"``
+            (e.g. Open Food Facts' universal-logo-detector); also overrides the
+            bundled model's file for ``"logo-detector"``.
+        detector_threshold: Detector score below which boxes are dropped.
         embed_runtime: ``onnxruntime`` (fastest on CPU) or ``torch``; same vectors.
         index_backend: Registry name of the ANN engine (``annoy`` or ``exact``).
         k: Neighbours returned per logo and used for the kNN vote.
@@ -70,6 +76,8 @@ class Settings:
     data_dir: Path = Path("data")
     embedder: str = "efficientnet-lite0-ms"
     detector: str = "whole-image"
+    detector_path: Path | None = None
+    detector_threshold: float = 0.3
     embed_runtime: str = "onnxruntime"
     index_backend: str = "annoy"
     k: int = 10

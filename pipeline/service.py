@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import Settings
-from pipeline.detectors import Detector, GivenBoxesDetector, create_detector
+from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
@@ -73,7 +73,9 @@ class LogoService:
         self.store = LogoStore(settings.data_dir)
         self.index = LogoIndex(self.store, settings.data_dir / "index",
                                IndexConfig(settings.index_backend, settings.n_trees, settings.search_k))
-        self.detector: Detector = create_detector(settings.detector)
+        self.detector: Detector = create_detector(settings.detector, config=DetectorConfig(
+            path=settings.detector_path, score_threshold=settings.detector_threshold,
+            threads=settings.torch_threads))
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.map = LogoMap(self.store, settings.data_dir / "map")

@@ -1,0 +1,223 @@
+"""Train the bundled logo detector and export it in the YOLOv8 ONNX layout.
+
+    python -m pipeline.detector_train --minutes 50 --out assets/detector
+
+The model is torchvision's FCOS (anchor-free one-stage detector: its head,
+losses, box coder and post-processing) on a feature pyramid
+(``torchvision.ops.FeaturePyramidNetwork``) over timm's
+``tf_efficientnet_lite0`` stages at strides 8, 16 and 32, initialised from the
+bundled ImageNet weights. It trains on product scenes generated on the fly by
+:mod:`pipeline.scenes` from npm ``simple-icons`` logos, except the held-out
+tenth (:func:`held_out`) that the benchmark uses.
+
+The export wraps the trained model so that its ONNX graph has Open Food Facts'
+universal-logo-detector layout: input ``images`` [1, 3, 640, 640] (RGB in
+[0, 1], letterboxed), output ``output0`` [1, 4 + 1, 8400]: box centre x, y,
+width and height in input pixels, then the logo score. One runner
+(:class:`pipeline.detectors.OnnxDetector`) serves both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import FeaturePyramidNetwork, box_convert
+
+from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card
+
+log = logging.getLogger(__name__)
+
+EXPORT_SIZE = 640
+STRIDES = (8, 16, 32)
+FPN_CHANNELS = 64
+
+
+def held_out(slug: str) -> bool:
+    """A fixed tenth of simple-icons, never used in training: the detector benchmark's logos."""
+    return zlib.crc32(slug.encode()) % 10 == 0
+
+
+class LiteFPN(nn.Module):
+    """EfficientNet-Lite0 stages 2-4 (strides 8/16/32) and a feature pyramid on top."""
+
+    def __init__(self, pretrained: bool = True) -> None:
+        super().__init__()
+        import timm
+
+        self.body = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4))
+        if pretrained:
+            from pipeline.embedders import _efficientnet_lite0
+
+            missing = self.body.load_state_dict(_efficientnet_lite0().state_dict(), strict=False).missing_keys
+            if missing:
+                raise RuntimeError(f"backbone weights missing: {missing[:5]}")
+        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), FPN_CHANNELS)
+        self.out_channels = FPN_CHANNELS
+
+    def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        features = self.body(images)
+        return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
+
+
+def build_model(pretrained: bool = True, min_size: int = 384, max_size: int = 512) -> FCOS:
+    """FCOS with one class ("logo"); inputs are RGB in [0, 1], normalised to [-1, 1] inside."""
+    backbone = LiteFPN(pretrained)
+    anchors = AnchorGenerator(sizes=tuple((s,) for s in STRIDES), aspect_ratios=((1.0,),) * len(STRIDES))
+    head = FCOSHead(FPN_CHANNELS, num_anchors=1, num_classes=1, num_convs=3)
+    return FCOS(backbone, num_classes=1, min_size=min_size, max_size=max_size, image_mean=[0.5] * 3,
+                image_std=[0.5] * 3, anchor_generator=anchors, head=head, score_thresh=0.05, nms_thresh=0.5,
+                detections_per_img=100)
+
+
+class YoloLayout(nn.Module):
+    """The trained FCOS as a YOLOv8-layout graph: [1, 3, S, S] in [0, 1] -> [1, 5, N] (cx, cy, w, h, score).
+
+    Decoding uses FCOS's own anchor generator and box coder, and the score is
+    FCOS's own ``sqrt(sigmoid(class) * sigmoid(centerness))``.
+    """
+
+    def __init__(self, model: FCOS, size: int = EXPORT_SIZE) -> None:
+        super().__init__()
+        self.backbone, self.head, self.box_coder = model.backbone, model.head, model.box_coder
+        with torch.no_grad():
+            dummy = torch.zeros(1, 3, size, size)
+            features = list(self.backbone(dummy).values())
+            anchors = model.anchor_generator(ImageList(dummy, [(size, size)]), features)[0]
+        self.register_buffer("anchors", anchors)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = list(self.backbone((images - 0.5) / 0.5).values())
+        out = self.head(features)
+        boxes = self.box_coder.decode(out["bbox_regression"][0], self.anchors)
+        scores = torch.sqrt(torch.sigmoid(out["cls_logits"][0]) * torch.sigmoid(out["bbox_ctrness"][0]))
+        return torch.cat([box_convert(boxes, "xyxy", "cxcywh"), scores], dim=1).T.unsqueeze(0)
+
+
+def export_onnx(model: FCOS, path: Path, size: int = EXPORT_SIZE) -> Path:
+    """Write the YOLOv8-layout ONNX graph (input ``images``, output ``output0``) with class names in metadata."""
+    import onnx
+
+    wrapper = YoloLayout(model.eval(), size).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.onnx")
+    torch.onnx.export(wrapper, torch.zeros(1, 3, size, size), str(partial), input_names=["images"],
+                      output_names=["output0"], opset_version=17, dynamo=False)
+    graph = onnx.load(str(partial))
+    graph.metadata_props.add(key="names", value=json.dumps({0: "logo"}))
+    onnx.save(graph, str(partial))
+    partial.replace(path)
+    return path
+
+
+class SceneStream(torch.utils.data.IterableDataset):
+    """An endless stream of generated scenes with their logo boxes (training icons only)."""
+
+    def __init__(self, icons: list[Icon], size: tuple[int, int], seed: int) -> None:
+        self.icons, self.size, self.seed = icons, size, seed
+
+    def __iter__(self):
+        from torchvision.transforms.v2 import functional as F
+
+        from pipeline.scenes import compose_scene
+
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            picks = rng.choice(len(self.icons), int(rng.integers(0, 5)), replace=False)
+            cards = [(logo_card(self.icons[i], rng, size=int(rng.integers(100, 260))), "logo") for i in picks]
+            scene = compose_scene(cards, rng, size=self.size, strength=float(rng.uniform(0.3, 1.0)),
+                                  logo_fraction=(0.06, 0.4))
+            boxes = torch.tensor([b.to_list() for b in scene.boxes], dtype=torch.float32).reshape(-1, 4)
+            yield F.to_dtype(F.pil_to_tensor(scene.image), torch.float32, scale=True), {
+                "boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)}
+
+
+def freeze_early_backbone(model: FCOS) -> None:
+    """Keep the stem and the first two stages as ImageNet made them, and every backbone BatchNorm's statistics.
+
+    Small batches make poor BatchNorm statistics, and edges and colours are
+    already well learnt; this also spares a third of the backward pass on a CPU.
+    """
+    body = model.backbone.body
+    for module in [body.conv_stem, body.bn1, body.blocks[0], body.blocks[1]]:
+        module.requires_grad_(False)
+    for module in body.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] = (448, 336), lr: float = 1e-3,
+          seed: int = 0, cache_dir: Path = Path(".cache")) -> dict[str, object]:
+    """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON)."""
+    torch.manual_seed(seed)
+    icons = [icon for icon in load_icons(fetch_simple_icons(cache_dir)) if not held_out(icon.slug)]
+    loader = torch.utils.data.DataLoader(SceneStream(icons, size, seed), batch_size=batch_size, num_workers=1,
+                                         collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
+    model = build_model(min_size=min(size), max_size=max(size)).train()
+    freeze_early_backbone(model)
+    backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.body") and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.body")]
+    optimiser = torch.optim.AdamW([{"params": backbone, "lr": lr * 0.3}, {"params": rest, "lr": lr}],
+                                  weight_decay=1e-4)
+    budget = minutes * 60
+    started = time.perf_counter()
+    step, history = 0, []
+    for images, targets in loader:
+        elapsed = time.perf_counter() - started
+        if elapsed > budget:
+            break
+        progress = elapsed / budget  # warm-up, then cosine decay over the time budget
+        scale = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group, base in zip(optimiser.param_groups, (lr * 0.3, lr), strict=True):
+            group["lr"] = base * max(scale, 0.02)
+        losses = model(list(images), list(targets))
+        loss = sum(losses.values())
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimiser.step()
+        step += 1
+        if step % 20 == 0:
+            record = {"step": step, "minutes": round(elapsed / 60, 1), **{k: round(float(v), 4)
+                                                                          for k, v in losses.items()}}
+            history.append(record)
+            log.info("%s", record)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "logo-detector.pt")
+    export_onnx(model, out / "logo-detector.onnx")
+    record = {"steps": step, "images": step * batch_size, "minutes": round((time.perf_counter() - started) / 60, 1),
+              "batch_size": batch_size, "train_size": list(size), "lr": lr, "seed": seed,
+              "training_icons": len(icons), "history": history}
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("assets/detector"))
+    parser.add_argument("--minutes", type=float, default=50)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(2)
+    record = train(args.out, args.minutes, args.batch_size, lr=args.lr)
+    print(json.dumps({k: v for k, v in record.items() if k != "history"}))
+
+
+if __name__ == "__main__":
+    main()
