@@ -174,13 +174,9 @@ _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 3
 
 
 def _examples() -> list[list[dict[str, Any]]]:
-    """The bundled example photos, with the boxes a person would drag (until a detector finds them)."""
+    """The bundled example photos (product-packaging scenes of demo brands)."""
     truth = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
-    return [[{"image": str(EXAMPLE_PHOTOS / name),
-              "boxes": [{"xmin": round(b[0]), "ymin": round(b[1]), "xmax": round(b[2]), "ymax": round(b[3]),
-                         "label": "", "color": _PALETTE[i % len(_PALETTE)]}
-                        for i, b in enumerate(item["box"] for item in items)]}]
-            for name, items in truth.items()]
+    return [[{"image": str(EXAMPLE_PHOTOS / name), "boxes": []}] for name in truth]
 
 
 def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
@@ -272,7 +268,7 @@ def build_ui(service: LogoService) -> gr.Blocks:
                                             show_remove_button=True, box_min_size=8, height=520)
                     k = gr.Slider(1, 30, value=service.settings.k, step=1, label="Neighbours per logo")
                     go = gr.Button("Search", variant="primary")
-                    gr.Examples(_examples(), inputs=photo, label="Example photos (boxes drawn as a person would)")
+                    gr.Examples(_examples(), inputs=photo, label="Example photos")
                 with gr.Column():
                     found = gr.AnnotatedImage(label="Logos found", height=520)
                     message = gr.Markdown()

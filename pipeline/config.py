@@ -75,9 +75,9 @@ class Settings:
 
     data_dir: Path = Path("data")
     embedder: str = "efficientnet-lite0-ms"
-    detector: str = "whole-image"
+    detector: str = "logo-detector"
     detector_path: Path | None = None
-    detector_threshold: float = 0.3
+    detector_threshold: float = 0.5
     embed_runtime: str = "onnxruntime"
     index_backend: str = "annoy"
     k: int = 10

@@ -126,8 +126,9 @@ def export_onnx(model: FCOS, path: Path, size: int = EXPORT_SIZE) -> Path:
 class SceneStream(torch.utils.data.IterableDataset):
     """An endless stream of generated scenes with their logo boxes (training icons only)."""
 
-    def __init__(self, icons: list[Icon], size: tuple[int, int], seed: int) -> None:
-        self.icons, self.size, self.seed = icons, size, seed
+    def __init__(self, icons: list[Icon], size: tuple[int, int], seed: int,
+                 logo_fraction: tuple[float, float] = (0.06, 0.85)) -> None:
+        self.icons, self.size, self.seed, self.logo_fraction = icons, size, seed, logo_fraction
 
     def __iter__(self):
         from torchvision.transforms.v2 import functional as F
@@ -139,8 +140,10 @@ class SceneStream(torch.utils.data.IterableDataset):
         while True:
             picks = rng.choice(len(self.icons), int(rng.integers(0, 5)), replace=False)
             cards = [(logo_card(self.icons[i], rng, size=int(rng.integers(100, 260))), "logo") for i in picks]
+            # mostly packaging-sized logos, sometimes a close-up that fills the frame
+            fraction = self.logo_fraction if rng.random() < 0.25 else (self.logo_fraction[0], 0.4)
             scene = compose_scene(cards, rng, size=self.size, strength=float(rng.uniform(0.3, 1.0)),
-                                  logo_fraction=(0.06, 0.4))
+                                  logo_fraction=fraction)
             boxes = torch.tensor([b.to_list() for b in scene.boxes], dtype=torch.float32).reshape(-1, 4)
             yield F.to_dtype(F.pil_to_tensor(scene.image), torch.float32, scale=True), {
                 "boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)}
@@ -161,13 +164,19 @@ def freeze_early_backbone(model: FCOS) -> None:
 
 
 def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] = (448, 336), lr: float = 1e-3,
-          seed: int = 0, cache_dir: Path = Path(".cache")) -> dict[str, object]:
-    """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON)."""
+          seed: int = 0, cache_dir: Path = Path(".cache"), resume: Path | None = None) -> dict[str, object]:
+    """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON).
+
+    ``resume`` continues from a saved ``logo-detector.pt`` (a new warm-up and cosine decay).
+    """
     torch.manual_seed(seed)
     icons = [icon for icon in load_icons(fetch_simple_icons(cache_dir)) if not held_out(icon.slug)]
     loader = torch.utils.data.DataLoader(SceneStream(icons, size, seed), batch_size=batch_size, num_workers=1,
                                          collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
-    model = build_model(min_size=min(size), max_size=max(size)).train()
+    model = build_model(pretrained=resume is None, min_size=min(size), max_size=max(size))
+    if resume is not None:
+        model.load_state_dict(torch.load(resume, map_location="cpu"))
+    model.train()
     freeze_early_backbone(model)
     backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.body") and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.body")]
@@ -201,7 +210,7 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     export_onnx(model, out / "logo-detector.onnx")
     record = {"steps": step, "images": step * batch_size, "minutes": round((time.perf_counter() - started) / 60, 1),
               "batch_size": batch_size, "train_size": list(size), "lr": lr, "seed": seed,
-              "training_icons": len(icons), "history": history}
+              "training_icons": len(icons), "resumed_from": str(resume) if resume else None, "history": history}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
@@ -212,10 +221,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=50)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--resume", type=Path, help="a logo-detector.pt to continue from")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
-    record = train(args.out, args.minutes, args.batch_size, lr=args.lr)
+    record = train(args.out, args.minutes, args.batch_size, lr=args.lr, resume=args.resume)
     print(json.dumps({k: v for k, v in record.items() if k != "history"}))
 
 

@@ -51,7 +51,7 @@ class DetectorConfig:
     """
 
     path: Path | None = None
-    score_threshold: float = 0.3
+    score_threshold: float = 0.5
     iou_threshold: float = 0.5
     min_size: float = 8.0
     max_detections: int = 50

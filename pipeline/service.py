@@ -62,7 +62,7 @@ class LogoService:
     Example:
         >>> import tempfile
         >>> from PIL import Image
-        >>> service = LogoService(Settings(data_dir=tempfile.mkdtemp()))
+        >>> service = LogoService(Settings(data_dir=tempfile.mkdtemp(), detector="whole-image"))
         >>> ids = service.add_logos(Image.new("RGB", (64, 64), "red"), labels=["red square"])
         >>> service.search_photo(Image.new("RGB", (64, 64), "red")).logos[0].prediction.label
         'red square'

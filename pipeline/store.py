@@ -22,13 +22,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
 from pipeline.util import chunked
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 THUMBNAIL_SIZE = 128
 
@@ -309,6 +312,8 @@ class LogoStore:
 
     def label_frame(self) -> pd.DataFrame:
         """Every logo's id, label and label source (columns ``id``, ``label``, ``source``), in id order."""
+        import pandas as pd  # here, not at the top: writers (import scripts) start faster without it
+
         return pd.read_sql_query("SELECT id, label, label_source AS source FROM logos ORDER BY id", self._conn())
 
     def label_counts(self) -> dict[str, int]:

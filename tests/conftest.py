@@ -23,7 +23,8 @@ def embedder() -> Embedder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+    # the fixtures' photos are logo crops: each whole image is one logo (the detector has its own tests)
+    return Settings(data_dir=tmp_path / "data", detector="whole-image")
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ def test_import_skips_duplicates_and_reports_bad_files(service, gallery_dir, tmp
 
 
 def test_cli_search_json_contract(filled, query_images, capsys):
-    code = run(["--data-dir", str(filled.settings.data_dir), "search", str(query_images["Lidl"]), "--json", "-k", "3"])
+    code = run(["--data-dir", str(filled.settings.data_dir), "--detector", "whole-image", "search",
+                str(query_images["Lidl"]), "--json", "-k", "3"])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1

@@ -1,0 +1,54 @@
+"""The bundled learned detector: it finds logos on a product photo, nothing on a blank one; export is faithful."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from PIL import Image
+from torchvision.ops import box_iou
+
+from pipeline.demo import DEMO_LOGOS
+from pipeline.detector_train import YoloLayout, build_model, export_onnx
+from pipeline.detectors import BUNDLED_DETECTOR, create_detector
+from pipeline.scenes import compose_scene
+
+
+def test_bundled_detector_finds_the_logos_of_a_generated_scene():
+    detector = create_detector("logo-detector")
+    rng = np.random.default_rng(11)
+    brands = ["Coca-Cola", "Shell", "Lidl"]
+    cards = [(Image.open(next((DEMO_LOGOS / b).glob("*.png"))).convert("RGB"), b) for b in brands]
+    scene = compose_scene(cards, rng, size=(1024, 768), strength=0.5, logo_fraction=(0.18, 0.28))
+    found = detector.detect(scene.image)
+    assert found, "no logo found"
+    truth = torch.tensor([b.to_list() for b in scene.boxes])
+    iou = box_iou(truth, torch.tensor([d.box.to_list() for d in found]))
+    assert (iou.max(dim=1).values >= 0.5).all(), iou  # every pasted logo is found
+    assert all(0 <= d.box.x0 < d.box.x1 <= 1024 and 0 <= d.box.y0 < d.box.y1 <= 768 for d in found)
+
+
+def test_bundled_detector_finds_nothing_on_a_blank_photo():
+    detector = create_detector("logo-detector")
+    for colour in ["white", "black", (200, 180, 150)]:
+        assert detector.detect(Image.new("RGB", (1024, 768), colour)) == []
+
+
+def test_bundled_model_is_in_the_yolov8_layout():
+    session = ort.InferenceSession(str(BUNDLED_DETECTOR))
+    (source,), (output,) = session.get_inputs(), session.get_outputs()
+    assert (source.name, source.shape) == ("images", [1, 3, 640, 640])
+    assert (output.name, output.shape) == ("output0", [1, 5, 8400])
+
+
+def test_onnx_export_matches_the_torch_model(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(pretrained=False).eval()
+    path = export_onnx(model, tmp_path / "d.onnx")
+    images = torch.rand(1, 3, 640, 640)
+    with torch.no_grad():
+        expected = YoloLayout(model).eval()(images).numpy()
+    got = ort.InferenceSession(str(path)).run(None, {"images": images.numpy()})[0]
+    assert got.shape == expected.shape == (1, 5, 8400)
+    assert np.abs(got[0, :4] - expected[0, :4]).max() < 0.05  # box coordinates, in pixels
+    assert np.abs(got[0, 4] - expected[0, 4]).max() < 1e-4  # scores
