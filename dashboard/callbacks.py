@@ -31,7 +31,7 @@ def _logo_line(service: LogoService, logo_id: int) -> str:
     return f"#{logo_id}: {label or 'unlabelled'}" + (f" ({source.value})" if source else "")
 
 
-def _neighbour_tile(service: LogoService, logo_id: int, distance: float, label: str | None) -> html.Div:
+def _neighbour_tile(logo_id: int, distance: float, label: str | None) -> html.Div:
     return html.Div([html.Img(src=THUMB.format(logo_id), style={"width": "64px", "height": "64px",
                                                                "objectFit": "contain", "background": "#fff"}),
                      html.Div(f"{label or 'unlabelled'}", style={"fontSize": "0.75rem"}),
@@ -109,7 +109,7 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
                                style={"display": "flex", "flexDirection": "column", "gap": "0.4rem"})],
                      style={"display": "flex", "gap": "0.6rem"}),
             html.Div("Nearest logos", style={"margin": "0.5rem 0 0.2rem", "fontWeight": "bold"}),
-            html.Div([_neighbour_tile(service, n.id, n.distance, n.label) for n in neighbours], id="neighbours",
+            html.Div([_neighbour_tile(n.id, n.distance, n.label) for n in neighbours], id="neighbours",
                      style={"display": "flex", "flexWrap": "wrap", "gap": "0.3rem"}),
         ])
 

@@ -134,8 +134,12 @@ class LogoService:
 
     def search_crops(self, crops: Sequence[Image.Image], k: int | None = None) -> list[list[Neighbour]]:
         """Neighbours of each crop, embedded in batches."""
-        vectors = self.embedder.embed(list(crops))
-        return [self.search_embedding(vector, k) for vector in vectors]
+        return self._embed_and_search(crops, k)[1]
+
+    def _embed_and_search(self, crops: Sequence[Image.Image],
+                          k: int | None) -> tuple[np.ndarray, list[list[Neighbour]]]:
+        vectors = self.embedder.embed(list(crops)) if crops else np.zeros((0, 0), np.float32)
+        return vectors, [self.search_embedding(vector, k) for vector in vectors]
 
     def search_photo(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
                      k: int | None = None) -> PhotoSearchResult:
@@ -148,8 +152,7 @@ class LogoService:
         """
         photo = self.load(image)
         detections = self.detect(photo, boxes)
-        vectors = self.embedder.embed([crop(photo, d.box) for d in detections]) if detections else np.zeros((0, 0))
-        neighbour_lists = [self.search_embedding(vector, k) for vector in vectors]
+        vectors, neighbour_lists = self._embed_and_search([crop(photo, d.box) for d in detections], k)
         logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
                  for d, neighbours in zip(detections, neighbour_lists, strict=True)]
         result = PhotoSearchResult(photo.width, photo.height, logos)
@@ -225,9 +228,6 @@ class LogoService:
             action = self._undo.pop()
             self.store.restore_labels(action.previous)
         return action
-
-    def can_undo(self) -> bool:
-        return bool(self._undo)
 
     def neighbour_table(self, k: int = 10) -> dict[int, list[int]]:
         """Every stored logo's ``k`` nearest neighbours (itself excluded), cached until the logos change."""
