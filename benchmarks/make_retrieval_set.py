@@ -1,6 +1,7 @@
 """Generate the retrieval benchmark: photographed crops of real logos, gallery/query split.
 
-Logos are simple-icons brands that are NOT among the bundled demo logos. Every
+Logos are simple-icons brands of the held-out ``test`` split (``pipeline.synth.split_of``:
+no model here trains or tunes on them) that are not among the bundled demo logos. Every
 sample is an independent rendering (its own colour scheme) "photographed" with
 rotation, perspective, colour jitter, blur, noise, JPEG, occlusion and a
 cluttered surround (see ``pipeline.synth``).
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.demo import DEMO_LOGOS
-from pipeline.synth import fetch_simple_icons, load_icons, logo_card, photograph
+from pipeline.synth import fetch_simple_icons, held_out, load_icons, logo_card, photograph
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,14 +32,14 @@ def demo_slugs() -> set[str]:
 
 def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path) -> Path:
     """Write the set under ``out`` (skipped if a set with the same parameters is there)."""
-    params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 2}
+    params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 3}
     manifest = out / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
         return out
     shutil.rmtree(out, ignore_errors=True)
     rng = np.random.default_rng(seed)
     excluded = demo_slugs()
-    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if icon.slug not in excluded]
+    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if held_out(icon.slug) and icon.slug not in excluded]
     chosen = [icons[i] for i in sorted(rng.choice(len(icons), size=classes, replace=False))]
     for icon in chosen:
         for split, count in (("gallery", gallery), ("query", queries)):

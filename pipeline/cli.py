@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd = commands.add_parser("import-photos", help="detect logos on every photo of a folder, add them unlabelled")
     cmd.add_argument("folder", type=Path)
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
+    commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
     cmd = commands.add_parser("search", help="find and name the logos of a photo")
     cmd.add_argument("image", type=Path)
     cmd.add_argument("--box", action="append", type=_box, metavar="X0,Y0,X1,Y1",
@@ -100,6 +101,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(import_photos(service, args.folder, progress=progress).to_json()))
         elif args.command == "build-index":
             print(json.dumps(service.build_index().__dict__))
+        elif args.command == "reembed":
+            print(json.dumps(service.reembed(progress=progress).to_json()))
         elif args.command == "search":
             _print_search(service.search_photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
         elif args.command == "stats":

@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, progress: bool = True) -> dict[str, object]:
-    """Import the demo logos and build the index, unless the store already holds logos."""
+    """Import the demo logos and build the index, unless the store already holds logos.
+
+    A store built with another embedder is re-embedded first (with progress).
+    """
     if service.store.count():
+        reembedded = service.reembed(progress=progress).logos
         if service.index.info() is None:
             service.build_index()
-        return {"built": False, "logos": service.store.count()}
+        return {"built": False, "logos": service.store.count(), "reembedded": reembedded}
     log.info("building the demo store from %s (first start only)", logos_dir)
     report = import_folder(service, logos_dir, progress=progress)
     info = service.build_index()

@@ -8,7 +8,7 @@ losses, box coder and post-processing) on a feature pyramid
 ``tf_efficientnet_lite0`` stages at strides 8, 16 and 32, initialised from the
 bundled ImageNet weights. It trains on product scenes generated on the fly by
 :mod:`pipeline.scenes` from npm ``simple-icons`` logos, except the held-out
-tenth (:func:`held_out`) that the benchmark uses.
+tenth (:func:`pipeline.synth.held_out`) that the benchmark uses.
 
 The export wraps the trained model so that its ONNX graph has Open Food Facts'
 universal-logo-detector layout: input ``images`` [1, 3, 640, 640] (RGB in
@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import time
-import zlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -37,18 +36,13 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork, box_convert
 
-from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card
+from pipeline.synth import Icon, fetch_simple_icons, held_out, load_icons, logo_card
 
 log = logging.getLogger(__name__)
 
 EXPORT_SIZE = 640
 STRIDES = (8, 16, 32)
 FPN_CHANNELS = 64
-
-
-def held_out(slug: str) -> bool:
-    """A fixed tenth of simple-icons, never used in training: the detector benchmark's logos."""
-    return zlib.crc32(slug.encode()) % 10 == 0
 
 
 class LiteFPN(nn.Module):

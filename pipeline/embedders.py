@@ -17,6 +17,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ from pipeline.util import chunked
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
+TRAINED_EMBEDDER = "efficientnet-lite0-logo"
+BUNDLED_EMBEDDER_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "embedder" / "logo-embedder.pt"
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -55,6 +58,11 @@ class EmbedderSpec:
         grayscale: Feed an autocontrasted grey version of the crop, so the same
             logo printed in other colours looks alike.
         description: One line for ``--help`` and the README.
+        input_size: Side of the square network input; None keeps the backbone's default.
+        head_dim: Size of a trained linear projection after pooling; None for none.
+        weights: File with trained tensors (fp16 allowed) laid over the built
+            network: fine-tuned backbone blocks and the head. Keys not in it keep
+            the backbone's pretrained values.
     """
 
     name: str
@@ -64,6 +72,9 @@ class EmbedderSpec:
     stages: tuple[int, ...] | None = None
     grayscale: bool = False
     description: str = ""
+    input_size: int | None = None
+    head_dim: int | None = None
+    weights: Path | None = None
 
 
 _REGISTRY: dict[str, EmbedderSpec] = {}
@@ -137,6 +148,21 @@ register_embedder(
 )
 register_embedder(
     EmbedderSpec(
+        TRAINED_EMBEDDER,
+        _efficientnet_lite0,
+        pool="gem",
+        crop_mode="border",
+        stages=(3, 4),
+        grayscale=True,
+        input_size=160,
+        head_dim=256,
+        weights=BUNDLED_EMBEDDER_WEIGHTS,
+        description="EfficientNet-Lite0 fine-tuned on photographed simple-icons logos (ArcFace + Multi-Similarity),"
+                    " grey 160 px crop, GeM of the last two stages, trained head, 256-d",
+    )
+)
+register_embedder(
+    EmbedderSpec(
         "efficientnet-lite0",
         _efficientnet_lite0,
         pool="gem",
@@ -162,10 +188,10 @@ register_embedder(
 
 
 class EmbeddingNet(torch.nn.Module):
-    """Backbone -> pooling -> L2 normalisation, as one module so it exports to ONNX whole."""
+    """Backbone -> pooling (-> trained projection) -> L2 normalisation, one module so it exports to ONNX whole."""
 
     def __init__(self, backbone: torch.nn.Module, pool: str, stages: tuple[int, ...] | None = None,
-                 gem_p: float = 3.0) -> None:
+                 gem_p: float = 3.0, head_dim: int | None = None) -> None:
         super().__init__()
         if pool not in ("gem", "avg", "head"):
             raise ValueError(f"unknown pooling {pool!r}")
@@ -173,6 +199,15 @@ class EmbeddingNet(torch.nn.Module):
         self.pool = pool
         self.stages = list(stages) if stages else None
         self.gem_p = gem_p
+        self.head = torch.nn.Linear(self.pooled_dim(), head_dim) if head_dim else None
+
+    def pooled_dim(self) -> int:
+        """Width of the pooled features (before any head)."""
+        if self.stages:
+            info = self.backbone.feature_info  # timm: a list of dicts on models, an object on feature wrappers
+            channels = info.channels() if hasattr(info, "channels") else [level["num_chs"] for level in info]
+            return sum(channels[i] for i in self.stages)
+        return int(self.backbone.num_features)
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
         if self.pool == "gem":
@@ -189,7 +224,24 @@ class EmbeddingNet(torch.nn.Module):
             pooled = torch.cat([F.normalize(self._pool(m), dim=1) for m in maps], dim=1)
         else:
             pooled = self._pool(self.backbone.forward_features(images))
+        if self.head is not None:
+            pooled = self.head(pooled)
         return F.normalize(pooled.float(), dim=1)
+
+
+def load_trained_weights(net: EmbeddingNet, path: Path) -> None:
+    """Lay the tensors saved in ``path`` over ``net``; every saved tensor must find its place."""
+    if not Path(path).is_file():
+        raise EmbedderError(f"trained embedder weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file means the same to the user
+        raise EmbedderError(f"cannot read embedder weights {path}: {exc}") from exc
+    own = net.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if wrong or not state:
+        raise EmbedderError(f"{path} does not fit this network (e.g. {wrong[:3]})")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
 class Embedder:
@@ -288,13 +340,30 @@ def create_embedder(name: str, *, runtime: str = "onnxruntime", batch_size: int 
         >>> create_embedder("efficientnet-lite0", runtime="torch").dim
         1280
     """
-    if name.startswith(HUB_PREFIX):
-        spec = EmbedderSpec(name, _hub_model(name), pool="head")
-    elif name in _REGISTRY:
-        spec = _REGISTRY[name]
-    else:
+    spec = EmbedderSpec(name, _hub_model(name), pool="head") if name.startswith(HUB_PREFIX) else get_spec(name)
+    net = build_net(spec)
+    return Embedder(spec.name, net, data_config_of(spec, net), spec.crop_mode, runtime=runtime,
+                    batch_size=batch_size, threads=threads, grayscale=spec.grayscale)
+
+
+def get_spec(name: str) -> EmbedderSpec:
+    """The registered spec called ``name``."""
+    if name not in _REGISTRY:
         raise EmbedderError(f"unknown embedder {name!r}; known: {', '.join(list_embedders())} or hf-hub:<repo>")
-    backbone = spec.build()
-    data_config = resolve_data_config({}, model=backbone)
-    return Embedder(spec.name, EmbeddingNet(backbone, spec.pool, spec.stages), data_config, spec.crop_mode,
-                    runtime=runtime, batch_size=batch_size, threads=threads, grayscale=spec.grayscale)
+    return _REGISTRY[name]
+
+
+def build_net(spec: EmbedderSpec, *, trained: bool = True) -> EmbeddingNet:
+    """The spec's network; with ``trained`` its saved weights (if any) laid over the pretrained backbone."""
+    net = EmbeddingNet(spec.build(), spec.pool, spec.stages, head_dim=spec.head_dim)
+    if trained and spec.weights is not None:
+        load_trained_weights(net, spec.weights)
+    return net
+
+
+def data_config_of(spec: EmbedderSpec, net: EmbeddingNet) -> dict[str, Any]:
+    """timm's preprocessing settings for the spec's network (input size overridden by the spec)."""
+    data_config = resolve_data_config({}, model=net.backbone)
+    if spec.input_size:
+        data_config["input_size"] = (3, spec.input_size, spec.input_size)
+    return data_config

@@ -6,11 +6,13 @@ label) and knows nothing of any user interface.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -19,12 +21,14 @@ from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
-from pipeline.images import ImageSource, crop, image_sha256, load_image
+from pipeline.images import ImageError, ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.projection import LogoMap, content_key
 from pipeline.store import LogoStore, NewLogo, StoreError
-from pipeline.types import Box, Detection, LabelSource, LogoMatch, Neighbour, PhotoSearchResult, Prediction, StoreStats
+from pipeline.types import (Box, Detection, LabelSource, LogoMatch, LogoRecord, Neighbour, PhotoSearchResult,
+                            Prediction, StoreStats)
+from pipeline.util import chunked
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,23 @@ class LastSearch:
     result: PhotoSearchResult
     vectors: np.ndarray
     at: float
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    """What :meth:`LogoService.reembed` did (``to_json`` is the CLI's output shape)."""
+
+    old_model: str | None
+    new_model: str
+    logos: int
+    from_source: int
+    from_thumbnail: int
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"old_model": self.old_model, "new_model": self.new_model, "logos": self.logos,
+                "from_source": self.from_source, "from_thumbnail": self.from_thumbnail,
+                "seconds": round(self.seconds, 2)}
 
 
 class LogoService:
@@ -256,6 +277,55 @@ class LogoService:
             unlabelled = np.array([labels.get(int(i), (None, None))[0] is None for i in points.ids], dtype=bool)
             clusters = unlabelled_clusters(points.ids[unlabelled], points.xy[unlabelled], min_cluster_size)
         return HealthReport(per_label, suspects, clusters)
+
+    def reembed(self, *, batch: int = 64, progress: bool = True) -> ReembedReport:
+        """Re-embed every stored logo with this service's embedder if the store was built with another.
+
+        Each logo is cut again from its source image when that file is still
+        there with the same pixels (``image_path`` + ``box``), else taken from
+        its stored thumbnail. The new vectors are staged beside the old ones and
+        switched in one transaction, then the index is rebuilt; a crash midway
+        leaves the store on the old model. Run it before serving (the app does,
+        at start): logos added meanwhile would still come with the old model.
+        """
+        from tqdm import tqdm
+
+        started = time.perf_counter()
+        old, new = self.store.model_id, self.embedder.model_id
+        if old is None or old == new:
+            return ReembedReport(old, new, 0, 0, 0, 0.0)
+        ids = self.store.ids()
+        log.info("re-embedding %d logos: %s -> %s", len(ids), old, new)
+        counts = {"source": 0, "thumbnail": 0}
+        for chunk in tqdm(list(chunked(ids, batch)), desc=f"re-embed with {new}", unit="batch", disable=not progress):
+            crops = []
+            for record in self.store.get(chunk):
+                image, origin = self._reembed_crop(record)
+                crops.append(image)
+                counts[origin] += 1
+            self.store.stage_vectors(new, chunk, self.embedder.embed(crops))
+        self.store.switch_model(new, self.embedder.dim, ids)
+        self.build_index()
+        report = ReembedReport(old, new, len(ids), counts["source"], counts["thumbnail"],
+                               time.perf_counter() - started)
+        log.info("re-embedded %d logos (%d from their source image, %d from thumbnails) in %.1f s",
+                 report.logos, report.from_source, report.from_thumbnail, report.seconds)
+        return report
+
+    def _reembed_crop(self, record: LogoRecord) -> tuple[Image.Image, str]:
+        """The logo's crop from its source image if unchanged there, else from its thumbnail."""
+        path = Path(record.image_path) if record.image_path else None
+        if path is not None and path.is_file():
+            try:
+                photo = self.load(path)
+            except ImageError:
+                photo = None
+            if photo is not None and record.image_hash in (None, image_sha256(photo)):
+                return (crop(photo, record.box) if record.box else photo), "source"
+        thumbnail = self.store.thumbnail(record.id)
+        if thumbnail is None:
+            raise StoreError(f"logo #{record.id} has neither its source image nor a thumbnail to re-embed")
+        return Image.open(io.BytesIO(thumbnail)).convert("RGB"), "thumbnail"
 
     def build_index(self) -> IndexInfo:
         """Rebuild the ANN index from every stored vector and switch to it atomically."""

@@ -219,7 +219,7 @@ class LogoStore:
         if stored_model != model_id or int(stored_dim or -1) != dim:
             raise ModelMismatchError(
                 f"this store holds {stored_model} vectors ({stored_dim}-d); refusing {model_id} vectors ({dim}-d). "
-                "Use another data directory, or re-embed the store with the new model."
+                "Use another data directory, or re-embed the store (python -m pipeline reembed)."
             )
 
     def _write_vectors(self, model_id: str, start_row: int, vectors: np.ndarray) -> None:
@@ -231,6 +231,47 @@ class LogoStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def stage_vectors(self, model_id: str, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Write vectors of another model for stored logos, beside the live ones (see :meth:`switch_model`).
+
+        They go to that model's own vector file at each logo's row, so the live
+        vectors stay untouched until the switch commits; a crash in between
+        leaves the store as it was.
+        """
+        if model_id == self.model_id:
+            raise StoreError(f"the store already holds {model_id} vectors; stage another model's")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(ids) or not np.isfinite(vectors).all():
+            raise StoreError(f"expected {len(ids)} finite vectors, got an array of shape {vectors.shape}")
+        rows = self._vector_rows(ids)
+        path = self._vector_path(model_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for logo_id, vector in zip(ids, vectors, strict=True):
+                os.pwrite(fd, vector.tobytes(), rows[int(logo_id)] * vectors.shape[1] * 4)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def switch_model(self, model_id: str, dim: int, staged: Iterable[int]) -> None:
+        """Make the staged ``model_id`` vectors the live ones, in one transaction.
+
+        Raises:
+            StoreError: some stored logo has no staged vector (e.g. added meanwhile).
+        """
+        staged = {int(i) for i in staged}
+        with self._transaction() as conn:
+            old = self._meta(conn, "model_id")
+            missing = [row[0] for row in conn.execute("SELECT id FROM logos") if row[0] not in staged]
+            if missing:
+                raise StoreError(f"{len(missing)} logo(s) have no {model_id} vector yet (e.g. #{missing[0]})")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('model_id', ?), ('dim', ?)",
+                         (model_id, str(int(dim))))
+            conn.execute("UPDATE logos SET model_id = ?", (model_id,))
+        if old and old != model_id:
+            self._vector_path(old).unlink(missing_ok=True)
 
     def set_label(self, ids: Iterable[int], label: str | None, source: LabelSource | str) -> int:
         """Label (or, with ``label=None``, unlabel) logos; returns how many changed.
@@ -364,6 +405,13 @@ class LogoStore:
         ids = [int(i) for i in ids]
         if not ids:
             return np.zeros((0, self.dim or 0), dtype=np.float32)
+        rows = self._vector_rows(ids)
+        matrix = self._matrix()
+        return np.array(matrix[[rows[i] for i in ids]], dtype=np.float32)
+
+    def _vector_rows(self, ids: Sequence[int]) -> dict[int, int]:
+        """Each id's row in the vector files (all ids must exist)."""
+        ids = [int(i) for i in ids]
         rows: dict[int, int] = {}
         for chunk in chunked(ids, 500):
             marks = ",".join("?" * len(chunk))
@@ -371,8 +419,7 @@ class LogoStore:
         missing = [i for i in ids if i not in rows]
         if missing:
             raise StoreError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
-        matrix = self._matrix()
-        return np.array(matrix[[rows[i] for i in ids]], dtype=np.float32)
+        return rows
 
     def iter_vectors(self, min_id: int = 0, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(ids, vectors)`` batches of every logo with ``id > min_id``, in id order."""

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,22 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torchvision.transforms import v2
 
 SIMPLE_ICONS_VERSION = "16.37.0"
+
+
+def split_of(slug: str) -> str:
+    """Which split a simple-icons logo belongs to, fixed by a hash of its slug.
+
+    ``"test"`` (a tenth): never used in any training; the retrieval and detector
+    benchmarks draw their logos from it. ``"val"`` (another tenth): held out from
+    training to tune and pick checkpoints. ``"train"``: the rest.
+    """
+    bucket = zlib.crc32(slug.encode()) % 10
+    return "test" if bucket == 0 else "val" if bucket == 1 else "train"
+
+
+def held_out(slug: str) -> bool:
+    """True for the benchmark logos that no model here ever trains on."""
+    return split_of(slug) == "test"
 
 
 @dataclass(frozen=True)
