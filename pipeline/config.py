@@ -21,6 +21,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_DETECTOR": ("detector", str),
     "LOGOS_DETECTOR_PATH": ("detector_path", Path),
     "LOGOS_DETECTOR_THRESHOLD": ("detector_threshold", float),
+    "LOGOS_CROP_PADDING": ("crop_padding", float),
     "LOGOS_EMBED_RUNTIME": ("embed_runtime", str),
     "LOGOS_INDEX_BACKEND": ("index_backend", str),
     "LOGOS_K": ("k", int),
@@ -52,6 +53,9 @@ class Settings:
             bundled model's file for ``"logo-detector"``.
         detector_threshold: Detector score below which boxes are dropped.
         embed_runtime: ``onnxruntime`` (fastest on CPU) or ``torch``; same vectors.
+        crop_padding: Share of a box's width and height added on each side
+            before a logo is cut from a photo (a little context helps the
+            embedder; ``benchmarks/embedder_tta.py`` measures it).
         index_backend: Registry name of the ANN engine (``annoy`` or ``exact``).
         k: Neighbours returned per logo and used for the kNN vote.
         n_trees: Annoy trees; more trees give better recall and a bigger index.
@@ -74,10 +78,11 @@ class Settings:
     """
 
     data_dir: Path = Path("data")
-    embedder: str = "efficientnet-lite0-ms"
+    embedder: str = "efficientnet-lite0-logo"
     detector: str = "logo-detector"
     detector_path: Path | None = None
     detector_threshold: float = 0.5
+    crop_padding: float = 0.05
     embed_runtime: str = "onnxruntime"
     index_backend: str = "annoy"
     k: int = 10
@@ -96,6 +101,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not 0.0 <= self.crop_padding <= 1.0:
+            raise ValueError(f"crop_padding is a share of the box size between 0 and 1, got {self.crop_padding}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -42,7 +42,7 @@ from PIL import Image, ImageOps
 from timm.data import create_transform
 from torchvision.transforms import v2
 
-from pipeline.embedders import TRAINED_EMBEDDER, EmbeddingNet, build_net, data_config_of, get_spec
+from pipeline.embedders import TRAINED_EMBEDDER, EmbeddingNet, build_net, get_spec, load_trained_weights
 from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph, split_of
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,10 @@ def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:
     return frozen
 
 
-def trained_state(net: EmbeddingNet) -> dict[str, torch.Tensor]:
-    """The tensors training changed (fine-tuned blocks and head), floats in fp16, to ship in ``assets/``."""
+def trained_state(net: EmbeddingNet, half: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors training changes (fine-tuned blocks and head); in fp16 to ship in ``assets/``."""
     prefixes = tuple(f"backbone.blocks.{i}." for i in range(FROZEN_BLOCKS, len(net.backbone.blocks))) + ("head.",)
-    return {k: (v.half() if v.is_floating_point() else v).clone() for k, v in net.state_dict().items()
+    return {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in net.state_dict().items()
             if k.startswith(prefixes)}
 
 
@@ -182,6 +182,8 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     frozen = freeze_early_layers(net)
     loss_arc = losses.ArcFaceLoss(num_classes=len(train_icons), embedding_size=spec.head_dim, margin=28.6,
                                   scale=32)
+    if args.resume:
+        _resume(net, loss_arc, args.resume)
     loss_pairs, miner = losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner(epsilon=0.1)
     groups = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")],
                "lr": args.lr},
@@ -225,6 +227,8 @@ def train(args: argparse.Namespace) -> dict[str, object]:
             figures = retrieval_figures(embed_views(net, val.images), val.labels, gallery=3)
             history.append({"step": step, "seconds": round(elapsed), "loss": round(loss.item(), 4), **figures})
             log.info("validation at step %d: %s", step, figures)
+            _save({"net": trained_state(net, half=False), "arc": loss_arc.state_dict(), "step": step},
+                  out / "checkpoint.pt")
             if figures["nn_top1"] > best:
                 best = figures["nn_top1"]
                 _save(trained_state(net), out / "logo-embedder.pt")
@@ -239,6 +243,18 @@ def train(args: argparse.Namespace) -> dict[str, object]:
               "args": {k: str(v) for k, v in vars(args).items()}}
     (out / "training.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path) -> None:
+    """Continue from a run's ``checkpoint.pt`` (network and class centres) or a shipped weights file."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "net" in state:
+        net.load_state_dict(state["net"], strict=False)
+        loss.load_state_dict(state["arc"])
+        log.info("resumed from %s (step %s)", path, state.get("step"))
+    else:
+        load_trained_weights(net, path)
+        log.info("resumed the network from %s; class centres start afresh", path)
 
 
 def _save(state: dict[str, torch.Tensor], path: Path) -> None:
@@ -261,6 +277,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes rendering the data")
+    parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt, or a logo-embedder.pt, to continue from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

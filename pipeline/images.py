@@ -160,6 +160,9 @@ def image_sha256(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def crop(image: Image.Image, box: Box) -> Image.Image:
-    """The pixels of ``box`` (already clipped to the image)."""
-    return image.crop((int(box.x0), int(box.y0), int(round(box.x1)), int(round(box.y1))))
+def crop(image: Image.Image, box: Box, padding: float = 0.0) -> Image.Image:
+    """The pixels of ``box``, grown by ``padding`` of its size on each side, within the image."""
+    dx, dy = (box.x1 - box.x0) * padding, (box.y1 - box.y0) * padding
+    x0, y0 = max(0, int(box.x0 - dx)), max(0, int(box.y0 - dy))
+    x1, y1 = min(image.width, int(round(box.x1 + dx))), min(image.height, int(round(box.y1 + dy)))
+    return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.images import ImageError, crop, image_sha256
+from pipeline.images import ImageError, image_sha256
 from pipeline.service import LogoService
 from pipeline.store import NewLogo
 from pipeline.types import LabelSource
@@ -113,7 +113,7 @@ def import_photos(service: LogoService, root: Path, *, progress: bool = True) ->
         photo, digest = loaded
         detections = service.detect(photo)
         report.added += service.add_crops([
-            NewLogo(crop=crop(photo, d.box), box=d.box, image_hash=digest, image_path=str(path), score=d.score)
+            NewLogo(crop=service.logo_crop(photo, d.box), box=d.box, image_hash=digest, image_path=str(path), score=d.score)
             for d in detections
         ])
     return report

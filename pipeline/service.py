@@ -122,6 +122,10 @@ class LogoService:
         return load_image(source, max_pixels=self.settings.max_image_pixels,
                           max_bytes=self.settings.max_upload_bytes)
 
+    def logo_crop(self, photo: Image.Image, box: Box) -> Image.Image:
+        """The crop of ``box`` that gets embedded: the box plus ``settings.crop_padding`` of context."""
+        return crop(photo, box, self.settings.crop_padding)
+
     def vote_config(self) -> VoteConfig:
         return VoteConfig(self.settings.max_distance, self.settings.min_confidence,
                           self.settings.machine_label_weight, self.store.thresholds())
@@ -173,7 +177,7 @@ class LogoService:
         """
         photo = self.load(image)
         detections = self.detect(photo, boxes)
-        vectors, neighbour_lists = self._embed_and_search([crop(photo, d.box) for d in detections], k)
+        vectors, neighbour_lists = self._embed_and_search([self.logo_crop(photo, d.box) for d in detections], k)
         logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
                  for d, neighbours in zip(detections, neighbour_lists, strict=True)]
         result = PhotoSearchResult(photo.width, photo.height, logos)
@@ -216,7 +220,7 @@ class LogoService:
         source = LabelSource.parse(source)
         image_hash = image_sha256(photo)
         return self.add_crops([
-            NewLogo(crop=crop(photo, d.box), box=d.box, image_hash=image_hash, image_path=image_path,
+            NewLogo(crop=self.logo_crop(photo, d.box), box=d.box, image_hash=image_hash, image_path=image_path,
                     label=label, label_source=source if label else None, score=d.score)
             for d, label in zip(detections, labels, strict=True)
         ])
@@ -321,7 +325,7 @@ class LogoService:
             except ImageError:
                 photo = None
             if photo is not None and record.image_hash in (None, image_sha256(photo)):
-                return (crop(photo, record.box) if record.box else photo), "source"
+                return (self.logo_crop(photo, record.box) if record.box else photo), "source"
         thumbnail = self.store.thumbnail(record.id)
         if thumbnail is None:
             raise StoreError(f"logo #{record.id} has neither its source image nor a thumbnail to re-embed")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.embedders import EmbedderError, _efficientnet_lite0, create_embedder, list_embedders
+from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderError, _efficientnet_lite0, build_net, create_embedder,
+                                 get_spec, list_embedders, load_trained_weights)
 
 
 def crops() -> list[Image.Image]:
@@ -43,7 +44,8 @@ def test_offline_weights_are_the_imagenet_ones():
     assert {442, 663} & set(top3[0]), top3  # bell cote / monastery
 
 
-@pytest.mark.parametrize("name, dim", [("efficientnet-lite0", 1280), ("efficientnet-lite0-ms", 432)])
+@pytest.mark.parametrize("name, dim", [("efficientnet-lite0", 1280), ("efficientnet-lite0-ms", 432),
+                                       (TRAINED_EMBEDDER, 256)])
 def test_vectors_unit_norm_deterministic_and_runtime_independent(name, dim):
     onnx, torch_runtime = create_embedder(name), create_embedder(name, runtime="torch")
     assert onnx.runtime == "onnxruntime" and onnx.model_id == name and onnx.dim == dim
@@ -53,6 +55,32 @@ def test_vectors_unit_norm_deterministic_and_runtime_independent(name, dim):
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, reference, atol=1e-4)
     assert onnx.embed([]).shape == (0, dim)
+
+
+def test_trained_embedder_loads_its_bundled_weights():
+    """The shipped tensors change the network (fine-tuned blocks and head), and two loads agree exactly."""
+    spec = get_spec(TRAINED_EMBEDDER)
+    assert spec.weights is not None and spec.weights.is_file() and spec.weights.stat().st_size < 20e6
+    probe = torch.rand(2, 3, 160, 160) * 2 - 1
+    with torch.inference_mode():
+        trained, again = build_net(spec).eval()(probe), build_net(spec).eval()(probe)
+        untrained = build_net(spec, trained=False).eval()(probe)
+    assert trained.shape == (2, 256)
+    torch.testing.assert_close(trained, again, rtol=0, atol=0)
+    assert not torch.allclose(trained, untrained, atol=1e-2)
+    embedder = create_embedder(TRAINED_EMBEDDER)
+    assert embedder.data_config["input_size"] == (3, 160, 160) and embedder.grayscale
+
+
+def test_wrong_trained_weights_give_a_clear_error(tmp_path):
+    spec = get_spec(TRAINED_EMBEDDER)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"head.weight": torch.zeros(3, 3)}, foreign)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    for path, message in ((foreign, "does not fit"), (broken, "cannot read"), (tmp_path / "none.pt", "not found")):
+        with pytest.raises(EmbedderError, match=message):
+            load_trained_weights(build_net(spec, trained=False), path)
 
 
 def test_similar_logos_are_closer_than_different_ones(embedder):

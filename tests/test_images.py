@@ -14,8 +14,11 @@ from pipeline.images import (
     ImageTooLargeError,
     NotAnImageError,
     TruncatedImageError,
+    crop,
     load_image,
 )
+from pipeline.config import Settings
+from pipeline.types import Box
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -130,3 +133,13 @@ def test_file_object_and_path(tmp_path):
     path = tmp_path / "x.png"
     path.write_bytes(data)
     assert load_image(path).size == load_image(io.BytesIO(data)).size == (120, 90)
+
+
+def test_crop_padding_grows_the_box_within_the_image():
+    image = noisy((200, 100))
+    box = Box(50, 20, 150, 60)
+    assert crop(image, box).size == (100, 40)
+    assert crop(image, box, 0.1).size == (120, 48)  # 10 px and 4 px more on each side
+    assert crop(image, Box(0, 0, 200, 100), 0.25).size == (200, 100)  # clipped to the image
+    with pytest.raises(ValueError, match="crop_padding"):
+        Settings(crop_padding=1.5)
