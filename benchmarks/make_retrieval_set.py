@@ -8,6 +8,10 @@ cluttered surround (see ``pipeline.synth``).
 
     python benchmarks/make_retrieval_set.py --out benchmarks/out/retrieval
     -> OUT/gallery/<brand>/{0,1,2}.png and OUT/query/<brand>/{0,1}.png
+
+``--collection fontawesome-brands`` draws the logos from Font Awesome Free's
+brand icons instead: another collection, reserved for independent evaluation
+(never used in training, tuning or the demo).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.demo import DEMO_LOGOS
-from pipeline.synth import fetch_simple_icons, held_out, load_icons, logo_card, photograph
+from pipeline.synth import (Icon, fetch_simple_icons, held_out, load_fontawesome_brands, load_icons, logo_card,
+                            photograph)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,16 +35,29 @@ def demo_slugs() -> set[str]:
     return {p.stem for p in DEMO_LOGOS.glob("*/*.png")}
 
 
-def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path) -> Path:
+COLLECTIONS = ("simple-icons", "fontawesome-brands")
+
+
+def candidates(collection: str, cache: Path) -> list[Icon]:
+    """Logos a set may use: held-out simple-icons minus the demo ones, or every Font Awesome brand."""
+    if collection == "fontawesome-brands":
+        return load_fontawesome_brands(cache)
+    excluded = demo_slugs()
+    return [icon for icon in load_icons(fetch_simple_icons(cache)) if held_out(icon.slug) and icon.slug not in excluded]
+
+
+def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path,
+             collection: str = "simple-icons") -> Path:
     """Write the set under ``out`` (skipped if a set with the same parameters is there)."""
     params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 3}
+    if collection != "simple-icons":
+        params["collection"] = collection
     manifest = out / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
         return out
     shutil.rmtree(out, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    excluded = demo_slugs()
-    icons = [icon for icon in load_icons(fetch_simple_icons(cache)) if held_out(icon.slug) and icon.slug not in excluded]
+    icons = candidates(collection, cache)
     chosen = [icons[i] for i in sorted(rng.choice(len(icons), size=classes, replace=False))]
     for icon in chosen:
         for split, count in (("gallery", gallery), ("query", queries)):
@@ -57,14 +75,22 @@ def _folder(title: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "retrieval")
+    parser.add_argument("--collection", choices=COLLECTIONS, default="simple-icons")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/out/retrieval[-COLLECTION]")
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--gallery", type=int, default=3)
     parser.add_argument("--queries", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
     args = parser.parse_args()
-    print(generate(args.out, args.classes, args.gallery, args.queries, args.seed, args.cache))
+    print(generate(args.out or default_out(args.collection), args.classes, args.gallery, args.queries, args.seed,
+                   args.cache, args.collection))
+
+
+def default_out(collection: str) -> Path:
+    """Where a collection's set goes unless told otherwise."""
+    name = "retrieval" if collection == "simple-icons" else f"retrieval-{collection}"
+    return ROOT / "benchmarks" / "out" / name
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def held_out(slug: str) -> bool:
 
 @dataclass(frozen=True)
 class Icon:
-    """One simple-icons logo."""
+    """One logo: an SVG with a name and a brand colour (hex)."""
 
     slug: str
     title: str
@@ -54,22 +54,41 @@ class Icon:
     svg: str
 
 
-def fetch_simple_icons(cache_dir: Path, version: str = SIMPLE_ICONS_VERSION) -> Path:
-    """The unpacked ``simple-icons`` npm package under ``cache_dir`` (fetched with ``npm pack`` once)."""
-    target = Path(cache_dir) / f"simple-icons-{version}"
-    if (target / "data" / "simple-icons.json").exists():
+FONTAWESOME_VERSION = "6.7.2"
+
+
+def fetch_npm_package(name: str, version: str, cache_dir: Path, marker: str) -> Path:
+    """The npm package ``name@version`` unpacked under ``cache_dir`` (``npm pack`` once; ``marker`` proves it)."""
+    target = Path(cache_dir) / f"{name.replace('@', '').replace('/', '-')}-{version}"
+    if (target / marker).exists():
         return target
     if shutil.which("npm") is None:
-        raise RuntimeError("npm is needed once to fetch the simple-icons package")
+        raise RuntimeError(f"npm is needed once to fetch the {name} package")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        subprocess.run(["npm", "pack", f"simple-icons@{version}", "--silent"], cwd=tmp, check=True,
+        subprocess.run(["npm", "pack", f"{name}@{version}", "--silent"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL)
-        (tarball,) = Path(tmp).glob("simple-icons-*.tgz")
+        (tarball,) = Path(tmp).glob("*.tgz")
         with tarfile.open(tarball) as archive:
             archive.extractall(tmp, filter="data")
         Path(tmp, "package").rename(target)
     return target
+
+
+def fetch_simple_icons(cache_dir: Path, version: str = SIMPLE_ICONS_VERSION) -> Path:
+    """The unpacked ``simple-icons`` npm package under ``cache_dir``."""
+    return fetch_npm_package("simple-icons", version, cache_dir, "data/simple-icons.json")
+
+
+def load_fontawesome_brands(cache_dir: Path, version: str = FONTAWESOME_VERSION) -> list[Icon]:
+    """Font Awesome Free's brand icons (CC BY 4.0), sorted by name.
+
+    Reserved for independent evaluation: no training, tuning or demo data uses them.
+    They carry no brand colour, so the "brand" colour schemes print them dark grey.
+    """
+    package = fetch_npm_package("@fortawesome/fontawesome-free", version, cache_dir, "svgs/brands/apple.svg")
+    return [Icon(path.stem, path.stem.replace("-", " ").title(), "333333", path.read_text())
+            for path in sorted((package / "svgs" / "brands").glob("*.svg"))]
 
 
 def load_icons(package_dir: Path) -> list[Icon]:
