@@ -26,12 +26,14 @@ time-based warm-up and cosine so a run fits a wall-clock budget.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
 import os
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +63,15 @@ class LogoViews:
     slugs: list[str]
 
 
+@functools.cache
+def _border_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
+    return create_transform(input_size=(3, size, size), interpolation="bicubic", mean=(0.5,) * 3,
+                            std=(0.5,) * 3, crop_pct=1.0, crop_mode="border")
+
+
 def grey_input(image: Image.Image, size: int) -> np.ndarray:
     """The crop as the embedder feeds it (grey, autocontrast, fit and pad), back in uint8."""
-    transform = create_transform(input_size=(3, size, size), interpolation="bicubic", mean=(0.5,) * 3,
-                                 std=(0.5,) * 3, crop_pct=1.0, crop_mode="border")
-    tensor = transform(ImageOps.autocontrast(image.convert("L")).convert("RGB"))[0]
+    tensor = _border_transform(size)(ImageOps.autocontrast(image.convert("L")).convert("RGB"))[0]
     return np.round((tensor.numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
@@ -292,8 +293,6 @@ class LogoService:
         leaves the store on the old model. Run it before serving (the app does,
         at start): logos added meanwhile would still come with the old model.
         """
-        from tqdm import tqdm
-
         started = time.perf_counter()
         old, new = self.store.model_id, self.embedder.model_id
         if old is None or old == new:
