@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
-from timm.data import create_transform
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.detector import held_out_scenes  # noqa: E402
 from benchmarks.make_retrieval_set import ROOT, generate  # noqa: E402
 from pipeline.embedder_train import retrieval_figures  # noqa: E402
-from pipeline.embedders import Embedder, create_embedder  # noqa: E402
+from pipeline.embedders import Embedder, create_embedder, crop_transform, prepare_crop  # noqa: E402
 from pipeline.images import crop  # noqa: E402
 from pipeline.importing import labelled_files  # noqa: E402
 from pipeline.synth import fetch_simple_icons, held_out, load_icons, logo_card, photograph  # noqa: E402
@@ -40,13 +39,10 @@ from pipeline.synth import fetch_simple_icons, held_out, load_icons, logo_card, 
 def embed_variant(embedder: Embedder, images: Sequence[Image.Image], sizes: Sequence[int],
                   flip: bool) -> torch.Tensor:
     """Average of the unit vectors over input sizes (and mirror images), renormalised."""
-    base = embedder.data_config
+    prepared = [prepare_crop(im, embedder.grayscale) for im in images]
     total = None
     for size in sizes:
-        transform = create_transform(**{**base, "input_size": (3, size, size), "crop_pct": 1.0,
-                                        "crop_mode": "border"})
-        prepared = [ImageOps.autocontrast(im.convert("L")).convert("RGB") if embedder.grayscale else im.convert("RGB")
-                    for im in images]
+        transform = crop_transform(embedder.data_config, embedder.crop_mode, size)
         batch = torch.stack([transform(im) for im in prepared])
         views = [batch, batch.flip(-1)] if flip else [batch]
         with torch.inference_mode():

@@ -26,7 +26,6 @@ time-based warm-up and cosine so a run fits a wall-clock budget.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
@@ -40,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
-from timm.data import create_transform
+from PIL import Image
 from torchvision.transforms import v2
 
-from pipeline.embedders import TRAINED_EMBEDDER, EmbeddingNet, build_net, get_spec, load_trained_weights
+from pipeline.embedders import (TRAINED_EMBEDDER, EmbeddingNet, build_net, crop_transform, data_config_of, get_spec,
+                                 load_trained_weights, prepare_crop)
 from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph, split_of
 
 log = logging.getLogger(__name__)
@@ -60,40 +59,40 @@ class LogoViews:
 
     images: np.ndarray
     labels: np.ndarray
-    slugs: list[str]
 
 
-@functools.cache
-def _border_transform(size: int) -> Callable[[Image.Image], torch.Tensor]:
-    return create_transform(input_size=(3, size, size), interpolation="bicubic", mean=(0.5,) * 3,
-                            std=(0.5,) * 3, crop_pct=1.0, crop_mode="border")
-
-
-def grey_input(image: Image.Image, size: int) -> np.ndarray:
-    """The crop as the embedder feeds it (grey, autocontrast, fit and pad), back in uint8."""
-    tensor = _border_transform(size)(ImageOps.autocontrast(image.convert("L")).convert("RGB"))[0]
+def grey_input(image: Image.Image, transform: Callable[[Image.Image], torch.Tensor]) -> np.ndarray:
+    """The crop as the embedder feeds it (its own grey preparation and ``transform``), back in uint8."""
+    tensor = transform(prepare_crop(image, grayscale=True))[0]
     return np.round((tensor.numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
 
 
-def _render(job: tuple[Icon, int, int, int]) -> np.ndarray:
-    icon, views, seed, size = job
+def _render(job: tuple[Icon, int, int, Callable[[Image.Image], torch.Tensor]]) -> np.ndarray:
+    icon, views, seed, transform = job
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, zlib.crc32(icon.slug.encode())])
-    return np.stack([grey_input(photograph(logo_card(icon, rng), rng), size) for _ in range(views)])
+    return np.stack([grey_input(photograph(logo_card(icon, rng), rng), transform) for _ in range(views)])
 
 
-def make_views(icons: list[Icon], views: int, size: int, seed: int, cache: Path, workers: int) -> LogoViews:
-    """``views`` photographed crops per icon, cached on disk by the parameters."""
+def serving_transform(net: EmbeddingNet) -> tuple[Callable[[Image.Image], torch.Tensor], int]:
+    """The trained embedder's own serving transform and its input side, so training sees what serving sees."""
+    spec = get_spec(TRAINED_EMBEDDER)
+    data_config = data_config_of(spec, net)
+    return crop_transform(data_config, spec.crop_mode), data_config["input_size"][-1]
+
+
+def make_views(icons: list[Icon], views: int, transform: Callable[[Image.Image], torch.Tensor], size: int,
+               seed: int, cache: Path, workers: int) -> LogoViews:
+    """``views`` photographed crops per icon (``transform`` makes them ``size`` px), cached on disk."""
     key = zlib.crc32(json.dumps([DATA_VERSION, [i.slug for i in icons], views, size, seed]).encode())
     path = cache / f"embedder-views-{key:08x}.npy"
     labels = np.repeat(np.arange(len(icons)), views)
-    slugs = [icon.slug for icon in icons]
     if path.exists():
-        return LogoViews(np.load(path, mmap_mode="r"), labels, slugs)
+        return LogoViews(np.load(path, mmap_mode="r"), labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = np.empty((len(icons) * views, size, size), np.uint8)
     started = time.perf_counter()
-    jobs = [(icon, views, seed, size) for icon in icons]
+    jobs = [(icon, views, seed, transform) for icon in icons]
     with ProcessPoolExecutor(workers) as pool:
         for n, block in enumerate(pool.map(_render, jobs, chunksize=8)):
             images[n * views:(n + 1) * views] = block
@@ -102,7 +101,7 @@ def make_views(icons: list[Icon], views: int, size: int, seed: int, cache: Path,
     partial = path.with_suffix(".partial.npy")
     np.save(partial, images)
     partial.replace(path)
-    return LogoViews(images, labels, slugs)
+    return LogoViews(images, labels)
 
 
 def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:
@@ -175,16 +174,16 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     from pytorch_metric_learning import losses, miners
 
     spec = get_spec(TRAINED_EMBEDDER)
-    size = spec.input_size or 224
+    net = build_net(spec, trained=False).to(memory_format=torch.channels_last)
+    transform, size = serving_transform(net)
     icons = load_icons(fetch_simple_icons(args.cache))
     train_icons = [i for i in icons if split_of(i.slug) == "train"][: args.max_classes or None]
     val_icons = [i for i in icons if split_of(i.slug) == "val"][:200]
     log.info("%d training logos x %d views, %d validation logos", len(train_icons), args.views, len(val_icons))
-    data = make_views(train_icons, args.views, size, args.seed, args.cache, args.workers)
-    val = make_views(val_icons, 5, size, args.seed + 1, args.cache, args.workers)
+    data = make_views(train_icons, args.views, transform, size, args.seed, args.cache, args.workers)
+    val = make_views(val_icons, 5, transform, size, args.seed + 1, args.cache, args.workers)
     log.info("data ready: %s train crops, %s validation crops", len(data.labels), len(val.labels))
 
-    net = build_net(spec, trained=False).to(memory_format=torch.channels_last)
     frozen = freeze_early_layers(net)
     loss_arc = losses.ArcFaceLoss(num_classes=len(train_icons), embedding_size=spec.head_dim, margin=28.6,
                                   scale=32)

@@ -244,6 +244,22 @@ def load_trained_weights(net: EmbeddingNet, path: Path) -> None:
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
 
 
+def crop_transform(data_config: dict[str, Any], crop_mode: str,
+                   size: int | None = None) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's eval transform for whole logo crops (no centre crop), optionally at another square ``size``."""
+    overrides: dict[str, Any] = {"crop_pct": 1.0, "crop_mode": crop_mode}
+    if size:
+        overrides["input_size"] = (3, size, size)
+    return create_transform(**{**data_config, **overrides})
+
+
+def prepare_crop(image: Image.Image, grayscale: bool) -> Image.Image:
+    """The crop as an embedder sees it before resizing: RGB, or autocontrasted grey for grey models."""
+    if grayscale:
+        return ImageOps.autocontrast(image.convert("L")).convert("RGB")
+    return image.convert("RGB")
+
+
 class Embedder:
     """Embeds logo crops with one registered model.
 
@@ -258,7 +274,8 @@ class Embedder:
         self.model_id = model_id
         self.batch_size = max(1, batch_size)
         self.data_config = dict(data_config)
-        self.transform = create_transform(**{**self.data_config, "crop_pct": 1.0, "crop_mode": crop_mode})
+        self.crop_mode = crop_mode
+        self.transform = crop_transform(self.data_config, crop_mode)
         self.grayscale = grayscale
         self.net = net.eval().to(memory_format=torch.channels_last)
         if threads > 0:
@@ -297,9 +314,7 @@ class Embedder:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """One crop -> the normalised tensor the network takes."""
-        if self.grayscale:
-            return self.transform(ImageOps.autocontrast(image.convert("L")).convert("RGB"))
-        return self.transform(image.convert("RGB"))
+        return self.transform(prepare_crop(image, self.grayscale))
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
         if self._session is not None:

@@ -301,9 +301,9 @@ class LogoService:
         log.info("re-embedding %d logos: %s -> %s", len(ids), old, new)
         counts = {"source": 0, "thumbnail": 0}
         for chunk in tqdm(list(chunked(ids, batch)), desc=f"re-embed with {new}", unit="batch", disable=not progress):
-            crops = []
+            crops, sources = [], {}  # logos of one photo are neighbours in id order: decode it once
             for record in self.store.get(chunk):
-                image, origin = self._reembed_crop(record)
+                image, origin = self._reembed_crop(record, sources)
                 crops.append(image)
                 counts[origin] += 1
             self.store.stage_vectors(new, chunk, self.embedder.embed(crops))
@@ -315,20 +315,32 @@ class LogoService:
                  report.logos, report.from_source, report.from_thumbnail, report.seconds)
         return report
 
-    def _reembed_crop(self, record: LogoRecord) -> tuple[Image.Image, str]:
-        """The logo's crop from its source image if unchanged there, else from its thumbnail."""
-        path = Path(record.image_path) if record.image_path else None
-        if path is not None and path.is_file():
-            try:
-                photo = self.load(path)
-            except ImageError:
-                photo = None
-            if photo is not None and record.image_hash in (None, image_sha256(photo)):
-                return (self.logo_crop(photo, record.box) if record.box else photo), "source"
+    def _reembed_crop(self, record: LogoRecord,
+                      sources: dict[str, tuple[Image.Image, str] | None]) -> tuple[Image.Image, str]:
+        """The logo's crop from its source image if unchanged there, else from its thumbnail.
+
+        ``sources`` caches decoded source images (with their pixel hash) by path.
+        """
+        if record.image_path and record.image_path not in sources:
+            sources[record.image_path] = self._source_image(Path(record.image_path))
+        source = sources.get(record.image_path) if record.image_path else None
+        if source is not None and record.image_hash in (None, source[1]):
+            photo = source[0]
+            return (self.logo_crop(photo, record.box) if record.box else photo), "source"
         thumbnail = self.store.thumbnail(record.id)
         if thumbnail is None:
             raise StoreError(f"logo #{record.id} has neither its source image nor a thumbnail to re-embed")
         return Image.open(io.BytesIO(thumbnail)).convert("RGB"), "thumbnail"
+
+    def _source_image(self, path: Path) -> tuple[Image.Image, str] | None:
+        """A stored logo's source image and its pixel hash, or None if the file is gone or unreadable."""
+        if not path.is_file():
+            return None
+        try:
+            photo = self.load(path)
+        except ImageError:
+            return None
+        return photo, image_sha256(photo)
 
     def build_index(self) -> IndexInfo:
         """Rebuild the ANN index from every stored vector and switch to it atomically."""

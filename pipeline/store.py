@@ -197,7 +197,7 @@ class LogoStore:
         with self._transaction() as conn:
             self._check_model(conn, model_id, vectors.shape[1], claim=True)
             start = conn.execute("SELECT COALESCE(MAX(vector_row) + 1, 0) FROM logos").fetchone()[0]
-            self._write_vectors(model_id, start, vectors)
+            self._write_vectors(model_id, [start], [vectors])
             ids = []
             for offset, row in enumerate(rows):
                 cursor = conn.execute(
@@ -222,12 +222,14 @@ class LogoStore:
                 "Use another data directory, or re-embed the store (python -m pipeline reembed)."
             )
 
-    def _write_vectors(self, model_id: str, start_row: int, vectors: np.ndarray) -> None:
+    def _write_vectors(self, model_id: str, rows: Sequence[int], blocks: Sequence[np.ndarray]) -> None:
+        """Write each block of float32 vectors at its starting row of ``model_id``'s file, then fsync."""
         path = self._vector_path(model_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.pwrite(fd, vectors.tobytes(), start_row * vectors.shape[1] * 4)
+            for row, block in zip(rows, blocks, strict=True):
+                os.pwrite(fd, block.tobytes(), row * block.shape[-1] * 4)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -245,15 +247,7 @@ class LogoStore:
         if vectors.ndim != 2 or vectors.shape[0] != len(ids) or not np.isfinite(vectors).all():
             raise StoreError(f"expected {len(ids)} finite vectors, got an array of shape {vectors.shape}")
         rows = self._vector_rows(ids)
-        path = self._vector_path(model_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            for logo_id, vector in zip(ids, vectors, strict=True):
-                os.pwrite(fd, vector.tobytes(), rows[int(logo_id)] * vectors.shape[1] * 4)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._write_vectors(model_id, [rows[int(i)] for i in ids], list(vectors))
 
     def switch_model(self, model_id: str, dim: int, staged: Iterable[int]) -> None:
         """Make the staged ``model_id`` vectors the live ones, in one transaction.
