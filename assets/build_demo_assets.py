@@ -24,8 +24,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from pipeline.scenes import compose_scene  # noqa: E402
-from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph  # noqa: E402
+from pipeline.training.scenes import compose_scene  # noqa: E402
+from pipeline.training.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph  # noqa: E402
 
 BRANDS = [
     "cocacola", "mcdonalds", "starbucks", "burgerking", "kfc", "redbull", "carrefour", "lidl", "aldinord",

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.detector import held_out_scenes  # noqa: E402
 from benchmarks.make_retrieval_set import ROOT, generate  # noqa: E402
-from pipeline.embedder_train import retrieval_figures  # noqa: E402
+from pipeline.training.metrics import retrieval_figures  # noqa: E402
 from pipeline.embedders import Embedder, create_embedder, crop_transform, prepare_crop  # noqa: E402
 from pipeline.images import crop  # noqa: E402
 from pipeline.importing import labelled_files  # noqa: E402
-from pipeline.synth import fetch_simple_icons, held_out, load_icons, logo_card, photograph  # noqa: E402
+from pipeline.training.synth import fetch_simple_icons, held_out, load_icons, logo_card, photograph  # noqa: E402
 
 
 def embed_variant(embedder: Embedder, images: Sequence[Image.Image], sizes: Sequence[int],

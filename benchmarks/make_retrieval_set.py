@@ -1,10 +1,10 @@
 """Generate the retrieval benchmark: photographed crops of real logos, gallery/query split.
 
-Logos are simple-icons brands of the held-out ``test`` split (``pipeline.synth.split_of``:
+Logos are simple-icons brands of the held-out ``test`` split (``pipeline.training.synth.split_of``:
 no model here trains or tunes on them) that are not among the bundled demo logos. Every
 sample is an independent rendering (its own colour scheme) "photographed" with
 rotation, perspective, colour jitter, blur, noise, JPEG, occlusion and a
-cluttered surround (see ``pipeline.synth``).
+cluttered surround (see ``pipeline.training.synth``).
 
     python benchmarks/make_retrieval_set.py --out benchmarks/out/retrieval
     -> OUT/gallery/<brand>/{0,1,2}.png and OUT/query/<brand>/{0,1}.png
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.demo import DEMO_LOGOS
-from pipeline.synth import (Icon, fetch_simple_icons, held_out, load_fontawesome_brands, load_icons, logo_card,
+from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_fontawesome_brands, load_icons, logo_card,
                             photograph)
 
 ROOT = Path(__file__).resolve().parent.parent

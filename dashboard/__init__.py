@@ -13,13 +13,14 @@ import dash
 from dashboard.callbacks import register_callbacks
 from dashboard.layout import build_layout
 from pipeline.service import LogoService
+from web.auth import AdminAuth
 
 PREFIX = "/dashboard/"
 
 
-def create_dash(service: LogoService) -> dash.Dash:
-    """The Dash app; serve its Flask ``server`` under :data:`PREFIX`."""
+def create_dash(service: LogoService, auth: AdminAuth) -> dash.Dash:
+    """The Dash app; serve its Flask ``server`` under :data:`PREFIX`. Label changes need ``auth``'s token."""
     app = dash.Dash(__name__, requests_pathname_prefix=PREFIX, title="Logo map", update_title=None)
     app.layout = lambda: build_layout(service)  # a function: recomputed on every page load
-    register_callbacks(app, service)
+    register_callbacks(app, service, auth)
     return app

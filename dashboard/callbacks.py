@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
+from urllib.parse import parse_qs
 
 import dash
 import numpy as np
@@ -12,8 +12,9 @@ from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 
 from dashboard.figures import map_figure, map_frame
 from dashboard.layout import summary_text
+from pipeline.errors import LogoError
 from pipeline.service import LogoService
-from pipeline.store import StoreError
+from web.auth import Access, AdminAuth
 
 THUMB = "/api/v1/logos/{}/thumbnail"
 LIST_LIMIT = 30
@@ -27,7 +28,7 @@ def _empty_figure(message: str) -> go.Figure:
 
 
 def _logo_line(service: LogoService, logo_id: int) -> str:
-    label, source = service.store.labels([logo_id]).get(logo_id, (None, None))
+    label, source = service.label_of(logo_id)
     return f"#{logo_id}: {label or 'unlabelled'}" + (f" ({source.value})" if source else "")
 
 
@@ -45,7 +46,8 @@ def _entry(kind: str, index: Any, text: str) -> html.Button:
                               "background": "#fff", "border": "1px solid #eee", "cursor": "pointer"})
 
 
-def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C901 - one closure per callback
+def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one closure per callback
+                       auth: AdminAuth) -> None:
     settings = service.settings
 
     @app.callback(Output("map-status", "children"), Output("map-progress", "value"), Output("map-key", "data"),
@@ -53,12 +55,12 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
                   State("map-key", "data"))
     def progress(_: int | None, recompute: int | None, key: str | None):
         if ctx.triggered_id == "recompute" and recompute:
-            service.map.start(refit=True)
-        status = service.map.status()
+            service.start_map(refit=True)
+        status = service.map_status()
         if status.state == "empty":
-            service.map.start()  # the first visit starts the fit; later starts reuse the cached one
-            status = service.map.status()
-        count = service.store.count()
+            service.start_map()  # the first visit starts the fit; later starts reuse the cached one
+            status = service.map_status()
+        count = service.count()
         if status.state == "ready":
             text = f"Map of {status.fitted + status.placed} logos"
             if status.placed:
@@ -73,10 +75,10 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
     @app.callback(Output("map", "figure"), Output("map-meta", "data"), Input("map-key", "data"),
                   Input("labels-version", "data"))
     def figure(_: str | None, __: int):
-        points = service.map.points()
+        points = service.map_points()
         if points is None:
-            return _empty_figure(service.map.status().message), {"traces": 0}
-        frame = map_frame(points.ids, points.xy, service.store.label_frame())
+            return _empty_figure(service.map_status().message), {"traces": 0}
+        frame = map_frame(points.ids, points.xy, service.label_frame())
         title = (f"{len(frame.data):,} of {frame.total:,} logos (sampled)" if frame.sampled
                  else f"{frame.total:,} logos") + " · lasso to select · scroll to zoom"
         drawn = map_figure(frame, title)
@@ -122,16 +124,15 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
                   Output("label-options", "children"),
                   Input("apply", "n_clicks"), Input("clear", "n_clicks"), Input("undo", "n_clicks"),
                   State("map", "selectedData"), State("bulk-label", "value"), State("token", "value"),
-                  State("labels-version", "data"), prevent_initial_call=True)
+                  State("labels-version", "data"), State("session", "data"), prevent_initial_call=True)
     def bulk(_: int | None, __: int | None, ___: int | None, selected: dict | None, label: str | None,
-             token: str | None, version: int):
-        if not settings.admin_token:
-            return "This deployment is read-only (no ADMIN_TOKEN configured).", no_update, no_update
-        if not token or not hmac.compare_digest(token, settings.admin_token):
-            return "A valid admin token is needed to change labels.", no_update, no_update
+             token: str | None, version: int, session: str | None):
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            return access.message, no_update, no_update
         try:
             if ctx.triggered_id == "undo":
-                action = service.undo_label()
+                action = service.undo_label(session, who=auth.who) if session else None
                 if action is None:
                     return "Nothing to undo.", no_update, no_update
                 message = f"Undone: {len(action.ids)} logos have their previous labels back."
@@ -142,19 +143,19 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
                 new_label = None if ctx.triggered_id == "clear" else (label or "").strip()
                 if ctx.triggered_id == "apply" and not new_label:
                     return "Type a label first.", no_update, no_update
-                action = service.bulk_label(ids, new_label)
+                action = service.bulk_label(ids, new_label, who=auth.who, session=session)
                 message = (f"Labelled {len(action.ids)} logos as '{new_label}'." if new_label
                            else f"Cleared the labels of {len(action.ids)} logos.")
-        except (StoreError, ValueError) as exc:
+        except LogoError as exc:
             return f"Not done: {exc}", no_update, no_update
-        options = [html.Option(value=name) for name in sorted(service.store.label_counts())]
+        options = [html.Option(value=name) for name in service.labels_in_use()]
         return message, (version or 0) + 1, options
 
     @app.callback(Output("purity", "children"), Output("suspects", "children"), Output("clusters", "children"),
                   Output("cluster-ids", "data"), Input("labels-version", "data"), Input("map-key", "data"),
                   Input("refresh-health", "n_clicks"))
     def health(_: int, key: str | None, __: int | None):
-        if service.store.count() == 0:
+        if service.count() == 0:
             return "No logos yet.", "", "", []
         report = service.cluster_health(k=settings.k)
         purity = [html.Div("Least pure first: share of each logo's neighbours with the same label.",
@@ -177,29 +178,30 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
                   Input("label-search", "value"), Input({"type": "health-label", "index": ALL}, "n_clicks"),
                   Input({"type": "health-logo", "index": ALL}, "n_clicks"),
                   Input({"type": "health-cluster", "index": ALL}, "n_clicks"), Input("show-last", "n_clicks"),
-                  State("cluster-ids", "data"), State("map-meta", "data"), prevent_initial_call=True)
+                  State("cluster-ids", "data"), State("map-meta", "data"), State("url", "search"),
+                  prevent_initial_call=True)
     def highlight(label: str | None, _: list, __: list, ___: list, show_last: int | None,
-                  cluster_ids: list[list[int]] | None, meta: dict | None):
+                  cluster_ids: list[list[int]] | None, meta: dict | None, query: str | None):
         traces = (meta or {}).get("traces", 0)
         trigger = ctx.triggered_id
         if traces < 2 or (isinstance(trigger, dict) and not ctx.triggered[0]["value"]):
             return no_update, no_update  # no map yet, or a list entry was just created (no click)
         stars = np.zeros((0, 2), np.float32)
         if trigger == "label-search":
-            labels = service.store.label_frame()
-            ids = labels.id[labels.label == label].to_numpy() if label else np.zeros(0, np.int64)
+            ids = service.ids_with_label(label)
             note = f"{len(ids)} logos labelled '{label}'." if label else ""
         elif trigger == "show-last":
-            last = service.last_search
-            if last is None or not len(last.vectors):
-                return no_update, "No photo has been searched yet: use the Search tab first."
-            stars = service.map.transform(last.vectors)
-            ids = np.array(sorted({n.id for logo in last.result.logos for n in logo.neighbours}), dtype=np.int64)
-            note = (f"Stars: the {len(stars)} logo(s) of the last photo searched; circled: their "
+            search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
+            if search_id is None:
+                return no_update, "Search a photo in the Search tab first, then open the map from its link."
+            shown = service.search_on_map(search_id)
+            if shown is None:
+                return no_update, "That search has expired: search the photo again."
+            stars, ids = shown.stars, shown.neighbour_ids
+            note = (f"Stars: the {len(stars)} logo(s) of your search; circled: their "
                     f"{len(ids)} nearest stored logos.")
         elif trigger["type"] == "health-label":
-            labels = service.store.label_frame()
-            ids = labels.id[labels.label == trigger["index"]].to_numpy()
+            ids = service.ids_with_label(trigger["index"])
             note = f"{len(ids)} logos labelled '{trigger['index']}'."
         elif trigger["type"] == "health-logo":
             ids = np.array([trigger["index"]])
@@ -207,7 +209,7 @@ def register_callbacks(app: dash.Dash, service: LogoService) -> None:  # noqa: C
         else:
             ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
             note = f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. Lasso them to label them."
-        points = service.map.points()
+        points = service.map_points()
         xy = points.xy[np.isin(points.ids, ids)] if points is not None else np.zeros((0, 2))
         marked = points.ids[np.isin(points.ids, ids)] if points is not None else np.zeros(0)
         patch = Patch()

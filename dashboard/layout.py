@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from dash import dcc, html
 
 from pipeline.service import LogoService
@@ -23,8 +25,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
                style={"fontSize": "0.9rem"}),
         dcc.Input(id="bulk-label", type="text", placeholder="label", list="label-options", debounce=False,
                   style={"width": "100%", "marginBottom": "0.3rem"}),
-        html.Datalist(id="label-options", children=[html.Option(value=label)
-                                                    for label in sorted(service.store.label_counts())]),
+        html.Datalist(id="label-options", children=[html.Option(value=label) for label in service.labels_in_use()]),
         dcc.Input(id="token", type="password", placeholder="admin token", style={"width": "100%"},
                   disabled=read_only),
         html.Div([
@@ -38,7 +39,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
 
 
 def build_layout(service: LogoService) -> html.Div:
-    labels = sorted(service.store.label_counts())
+    labels = service.labels_in_use()
     return html.Div([
         html.H2("Logo space", style={"margin": "0.2rem 0"}),
         html.P(summary_text(service), id="summary", style={"margin": "0.2rem 0"}),
@@ -52,8 +53,8 @@ def build_layout(service: LogoService) -> html.Div:
                 html.Div([
                     dcc.Dropdown(labels, id="label-search", placeholder="Find a label on the map...",
                                  clearable=True, style={"flex": "1"}),
-                    html.Button("Show my last search", id="show-last",
-                                title="the logos of the last photo searched in the Search tab, as stars"),
+                    html.Button("Show my search", id="show-last",
+                                title="the logos of the photo you searched in the Search tab, as stars"),
                 ], style={"display": "flex", "gap": "0.5rem", "alignItems": "center"}),
                 dcc.Graph(id="map", config={"scrollZoom": True, "displaylogo": False}, clear_on_unhover=True),
                 dcc.Tooltip(id="tooltip", direction="right"),
@@ -80,5 +81,8 @@ def build_layout(service: LogoService) -> html.Div:
         dcc.Store(id="map-meta"),
         dcc.Store(id="labels-version", data=0),
         dcc.Store(id="cluster-ids"),
+        # this browser tab's session: its label changes are the ones its "Undo last" undoes
+        dcc.Store(id="session", storage_type="session", data=secrets.token_urlsafe(16)),
+        dcc.Location(id="url", refresh=False),  # ?search=ID: a search shared by the Search tab
         dcc.Interval(id="tick", interval=1500),
     ], style={"fontFamily": "sans-serif", "margin": "0.6rem 1rem"})

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.detectors import list_detectors
-from pipeline.embedders import EmbedderError, list_embedders
-from pipeline.images import ImageError
-from pipeline.store import StoreError
+from pipeline.embedders import list_embedders
+from pipeline.errors import LogoError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +78,6 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code (0 ok, 1 bad input, 2 usage)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
     progress = not args.quiet and sys.stderr.isatty()
     # imported here so --help answers without loading torch
     from pipeline.demo import DEMO_LOGOS, build_demo
@@ -88,6 +86,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from pipeline.service import LogoService
 
     try:
+        settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
         if args.command == "evaluate":
             report = evaluate(settings, args.gallery, args.queries, progress=progress)
             figures = report.to_json()
@@ -110,7 +109,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
         elif args.command == "demo":
             print(json.dumps(build_demo(service, args.assets or DEMO_LOGOS, progress=progress)))
-    except (ImageError, StoreError, EmbedderError, ValueError, NotADirectoryError, FileNotFoundError) as exc:
+    except (LogoError, NotADirectoryError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
+
 # env var name -> (field name, parser)
 _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_DATA_DIR": ("data_dir", Path),
@@ -102,7 +104,7 @@ class Settings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not 0.0 <= self.crop_padding <= 1.0:
-            raise ValueError(f"crop_padding is a share of the box size between 0 and 1, got {self.crop_padding}")
+            raise ConfigError(f"LOGOS_CROP_PADDING (crop_padding) is a share of the box size between 0 and 1, got {self.crop_padding}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -126,7 +128,7 @@ class Settings:
             try:
                 values[field] = parse(raw)
             except ValueError as exc:
-                raise ValueError(f"environment variable {var}={raw!r} is not a valid {parse.__name__}") from exc
+                raise ConfigError(f"environment variable {var}={raw!r} is not a valid {parse.__name__}") from exc
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
 

@@ -28,13 +28,10 @@ import torch
 from PIL import Image
 from torchvision.ops import batched_nms, box_convert
 
+from pipeline.errors import BadInputError, ConfigError, DetectorError
 from pipeline.types import Box, Detection
 
 BUNDLED_DETECTOR = Path(__file__).resolve().parent.parent / "assets" / "detector" / "logo-detector.onnx"
-
-
-class DetectorError(ValueError):
-    """A detector model that cannot be used: missing, not ONNX, or not in the expected layout."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class GivenBoxesDetector(Detector):
         for box in self.boxes:
             clipped = box.clip(image.width, image.height)
             if clipped is None:
-                raise ValueError(f"box {box.to_list()} lies outside the {image.width}x{image.height} image")
+                raise BadInputError(f"box {box.to_list()} lies outside the {image.width}x{image.height} image")
             detections.append(Detection(clipped, 1.0, "user"))
         return detections
 
@@ -209,7 +206,7 @@ _REGISTRY: dict[str, Callable[..., Detector]] = {
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:
     """Make ``create_detector(name, config=..., **kwargs)`` call ``factory(config=..., **kwargs)``."""
     if name in _REGISTRY:
-        raise ValueError(f"detector {name!r} is already registered")
+        raise ConfigError(f"detector {name!r} is already registered")
     _REGISTRY[name] = factory
 
 
@@ -233,5 +230,5 @@ def create_detector(name: str, config: DetectorConfig | None = None, **kwargs: A
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}") from None
+        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}") from None
     return factory(config=config, **kwargs)

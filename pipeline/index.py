@@ -29,7 +29,8 @@ from typing import ClassVar
 import numpy as np
 from annoy import AnnoyIndex
 
-from pipeline.store import LogoStore, ModelMismatchError, StoreError
+from pipeline.errors import ConfigError, ModelMismatchError, StoreError
+from pipeline.store import LogoStore
 from pipeline.util import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def get_backend(name: str) -> type[VectorIndex]:
     try:
         return _BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown index backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+        raise ConfigError(f"unknown index backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
 
 
 def angular_from_cosine(cosine: np.ndarray) -> np.ndarray:

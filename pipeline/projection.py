@@ -23,6 +23,7 @@ from typing import Any
 import joblib
 import numpy as np
 
+from pipeline.errors import StoreError
 from pipeline.store import LogoStore
 from pipeline.util import atomic_write_json
 
@@ -229,11 +230,11 @@ class LogoMap:
         model_id = self.store.model_id
         batches = list(self.store.iter_vectors())
         if not batches:
-            raise ValueError("the store is empty")
+            raise StoreError("the store is empty")
         ids = np.concatenate([b[0] for b in batches])
         vectors = np.concatenate([b[1] for b in batches])
         if len(ids) < MIN_POINTS:
-            raise ValueError(f"a map needs at least {MIN_POINTS} logos")
+            raise StoreError(f"a map needs at least {MIN_POINTS} logos")
         key = content_key(model_id, ids)
         self._report(0.05, f"building the neighbour graph of {len(ids)} logos")
         steps = []
@@ -279,7 +280,7 @@ class LogoMap:
         with self._lock:
             self._load_cached()
             if self._fit is None:
-                raise ValueError("the map is not fitted yet")
+                raise StoreError("the map is not fitted yet")
             model = self._fit.model
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1])
         if len(vectors) == 0:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -21,39 +22,30 @@ from tqdm import tqdm
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
+from pipeline.errors import BadInputError, ImageError, LogoNotFoundError, StoreError
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
-from pipeline.images import ImageError, ImageSource, crop, image_sha256, load_image
+from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
-from pipeline.projection import LogoMap, content_key
-from pipeline.store import LogoStore, NewLogo, StoreError
+from pipeline.projection import LogoMap, MapPoints, MapStatus, content_key
+from pipeline.search_links import SearchLinks
+from pipeline.store import LabelChange, LogoStore, NewLogo
 from pipeline.types import (Box, Detection, LabelSource, LogoMatch, LogoRecord, Neighbour, PhotoSearchResult,
                             Prediction, StoreStats)
 from pipeline.util import chunked
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 
-class LogoNotFoundError(StoreError):
-    """A logo id that the store does not hold."""
-
-
 @dataclass(frozen=True)
-class LabelAction:
-    """A bulk label change, with what it replaced (so it can be undone)."""
+class SearchOnMap:
+    """A shared search placed on the map: its logos as points and the stored logos near them."""
 
-    ids: list[int]
-    label: str | None
-    previous: dict[int, tuple[str | None, LabelSource | None]]
-
-
-@dataclass(frozen=True)
-class LastSearch:
-    """The last photo searched: its result and the query vectors (for the map)."""
-
-    result: PhotoSearchResult
-    vectors: np.ndarray
-    at: float
+    stars: np.ndarray
+    neighbour_ids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -101,9 +93,7 @@ class LogoService:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.map = LogoMap(self.store, settings.data_dir / "map")
-        self.last_search: LastSearch | None = None
-        self._undo: list[LabelAction] = []
-        self._undo_lock = threading.Lock()
+        self.search_links = SearchLinks()
         self._neighbour_table: tuple[tuple[str, int], dict[int, list[int]]] | None = None
 
     @property
@@ -139,7 +129,7 @@ class LogoService:
     def _k(self, k: int | None) -> int:
         k = self.settings.k if k is None else int(k)
         if not 1 <= k <= 1000:
-            raise ValueError(f"k must be between 1 and 1000, got {k}")
+            raise BadInputError(f"k must be between 1 and 1000, got {k}")
         return k
 
     def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
@@ -181,16 +171,31 @@ class LogoService:
         vectors, neighbour_lists = self._embed_and_search([self.logo_crop(photo, d.box) for d in detections], k)
         logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
                  for d, neighbours in zip(detections, neighbour_lists, strict=True)]
-        result = PhotoSearchResult(photo.width, photo.height, logos)
-        self.last_search = LastSearch(result, np.asarray(vectors, dtype=np.float32), time.time())
-        return result
+        return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
+
+    def share_search(self, result: PhotoSearchResult) -> str:
+        """A short-lived id under which the map can show this search (the searcher's link, nobody else's)."""
+        return self.search_links.put(result)
+
+    def search_on_map(self, search_id: str | None) -> SearchOnMap | None:
+        """A shared search placed on the fitted map, or None if the id is unknown or expired.
+
+        Raises:
+            StoreError: the map is not fitted yet.
+        """
+        result = self.search_links.get(search_id)
+        if result is None or result.vectors is None:
+            return None
+        stars = self.map.transform(result.vectors) if len(result.vectors) else np.zeros((0, 2), np.float32)
+        ids = sorted({n.id for logo in result.logos for n in logo.neighbours})
+        return SearchOnMap(stars, np.array(ids, dtype=np.int64))
 
     def search_logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""
         k = self._k(k)
         try:
             vector = self.store.vectors([logo_id])[0]
-        except StoreError:
+        except LogoNotFoundError:
             raise LogoNotFoundError(f"no logo with id {logo_id}") from None
         pairs = self.index.search(vector, k + 1, self.store.model_id or "")
         return self._neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
@@ -201,7 +206,7 @@ class LogoService:
         if not logos:
             return []
         if any(logo.crop is None for logo in logos):
-            raise StoreError("every logo to add needs its crop")
+            raise BadInputError("every logo to add needs its crop")
         vectors = self.embedder.embed([logo.crop for logo in logos])
         return self.store.add(logos, vectors, self.embedder.model_id)
 
@@ -217,7 +222,7 @@ class LogoService:
         detections = self.detect(photo, boxes)
         labels = list(labels) if labels is not None else [None] * len(detections)
         if len(labels) != len(detections):
-            raise ValueError(f"got {len(labels)} labels for {len(detections)} logos")
+            raise BadInputError(f"got {len(labels)} labels for {len(detections)} logos")
         source = LabelSource.parse(source)
         image_hash = image_sha256(photo)
         return self.add_crops([
@@ -226,34 +231,31 @@ class LogoService:
             for d, label in zip(detections, labels, strict=True)
         ])
 
-    def label(self, ids: Sequence[int], label: str | None, source: LabelSource | str = LabelSource.HUMAN) -> int:
+    def label(self, ids: Sequence[int], label: str | None, source: LabelSource | str = LabelSource.HUMAN,
+              who: str = "local") -> LabelChange:
         """Set or clear the label of stored logos; machine labels never replace human ones."""
-        return self.store.set_label(ids, label, source)
+        return self.store.set_label(ids, label, source, who=who)
 
-    def bulk_label(self, ids: Sequence[int], label: str | None) -> LabelAction:
-        """Give many logos one human label (or clear theirs), remembering what they had for :meth:`undo_label`."""
+    def bulk_label(self, ids: Sequence[int], label: str | None, *, who: str = "local",
+                   session: str | None = None) -> LabelChange:
+        """Give many logos one human label (or clear theirs), logged so ``session`` can :meth:`undo_label` it.
+
+        Raises:
+            BadInputError: no ids.
+            LogoNotFoundError: an id the store does not hold (nothing is changed).
+        """
         ids = sorted({int(i) for i in ids})
         if not ids:
-            raise ValueError("select at least one logo")
-        with self._undo_lock:
-            previous = self.store.labels(ids)
-            missing = [i for i in ids if i not in previous]
-            if missing:
-                raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
-            self.store.set_label(ids, label, LabelSource.HUMAN)
-            action = LabelAction(ids, label, previous)
-            self._undo.append(action)
-            del self._undo[:-20]  # keep the last 20 actions
-        return action
+            raise BadInputError("select at least one logo")
+        known = self.store.labels(ids)
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
+        return self.store.set_label(ids, label, LabelSource.HUMAN, who=who, session=session)
 
-    def undo_label(self) -> LabelAction | None:
-        """Undo the last :meth:`bulk_label` (None if there is nothing to undo)."""
-        with self._undo_lock:
-            if not self._undo:
-                return None
-            action = self._undo.pop()
-            self.store.restore_labels(action.previous)
-        return action
+    def undo_label(self, session: str, who: str = "local") -> LabelChange | None:
+        """Undo the last label change made in ``session`` (None if it has nothing left to undo)."""
+        return self.store.undo_last(session, who=who)
 
     def neighbour_table(self, k: int = 10) -> dict[int, list[int]]:
         """Every stored logo's ``k`` nearest neighbours (itself excluded), cached until the logos change."""
@@ -345,6 +347,51 @@ class LogoService:
     def build_index(self) -> IndexInfo:
         """Rebuild the ANN index from every stored vector and switch to it atomically."""
         return self.index.rebuild()
+
+    # -- what the user interfaces read ---------------------------------------------------
+    def count(self) -> int:
+        """How many logos are stored."""
+        return self.store.count()
+
+    def stored_ids(self) -> list[int]:
+        """Every stored logo id, ascending."""
+        return self.store.ids()
+
+    def thumbnail(self, logo_id: int) -> bytes | None:
+        """A stored logo's WebP thumbnail (None for an unknown id)."""
+        return self.store.thumbnail(logo_id)
+
+    def labels_in_use(self) -> list[str]:
+        """Every label that some logo carries, sorted."""
+        return sorted(self.store.label_counts())
+
+    def label_of(self, logo_id: int) -> tuple[str | None, LabelSource | None]:
+        """A stored logo's label and its source ``(None, None)`` when unlabelled or unknown."""
+        return self.store.labels([logo_id]).get(int(logo_id), (None, None))
+
+    def label_frame(self) -> pd.DataFrame:
+        """Every logo's id, label and source (columns ``id``, ``label``, ``source``)."""
+        return self.store.label_frame()
+
+    def ids_with_label(self, label: str | None) -> np.ndarray:
+        """Ids of the logos labelled ``label`` (none for an empty label)."""
+        frame = self.store.label_frame()
+        return frame.id[frame.label == label].to_numpy() if label else np.zeros(0, np.int64)
+
+    def query_model_id(self) -> str:
+        """The model id a raw embedding is assumed to come from: the store's, else the configured embedder's."""
+        return self.store.model_id or self.settings.embedder
+
+    def start_map(self, refit: bool = False) -> None:
+        """Fit the map in the background (or read it from its cache); ``refit`` fits again on every logo."""
+        self.map.start(refit=refit)
+
+    def map_status(self) -> MapStatus:
+        return self.map.status()
+
+    def map_points(self) -> MapPoints | None:
+        """Every stored logo's map coordinates (None until the map is fitted)."""
+        return self.map.points()
 
     def stats(self) -> StoreStats:
         indexed, pending = self.index.counts()

@@ -18,6 +18,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from pipeline.errors import BadInputError, LogoNotFoundError, ModelMismatchError, StoreError
 from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
 from pipeline.util import chunked
 
@@ -53,15 +55,39 @@ CREATE INDEX IF NOT EXISTS logos_label ON logos(label);
 CREATE INDEX IF NOT EXISTS logos_image_hash ON logos(image_hash);
 CREATE TABLE IF NOT EXISTS thumbnails (logo_id INTEGER PRIMARY KEY, webp BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS label_thresholds (label TEXT PRIMARY KEY, threshold REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS label_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action TEXT NOT NULL,
+    logo_id INTEGER NOT NULL,
+    old_label TEXT, old_source TEXT,
+    new_label TEXT, new_source TEXT,
+    who TEXT NOT NULL,
+    session TEXT,
+    undoes TEXT,
+    undone INTEGER NOT NULL DEFAULT 0,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS label_events_action ON label_events(action);
+CREATE INDEX IF NOT EXISTS label_events_session ON label_events(session, id);
+CREATE INDEX IF NOT EXISTS label_events_logo ON label_events(logo_id, id);
 """
 
-
-class StoreError(RuntimeError):
-    """A store operation that cannot be done; the message is meant for the user."""
+Label = tuple[str | None, LabelSource | None]
 
 
-class ModelMismatchError(StoreError):
-    """Vectors of one embedding model offered to a store (or index) of another."""
+@dataclass(frozen=True)
+class LabelChange:
+    """One label action as the store logged it: which logos changed, from what, and who did it."""
+
+    action: str
+    label: str | None
+    previous: dict[int, Label]
+    who: str
+    session: str | None
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.previous)
 
 
 @dataclass(frozen=True)
@@ -82,10 +108,10 @@ def clean_label(label: str | None) -> str | None:
     if label is None:
         return None
     if not isinstance(label, str):
-        raise StoreError(f"a label must be text, got {type(label).__name__}")
+        raise BadInputError(f"a label must be text, got {type(label).__name__}")
     cleaned = " ".join(label.split())
     if len(cleaned) > 200:
-        raise StoreError("a label must be at most 200 characters")
+        raise BadInputError("a label must be at most 200 characters")
     return cleaned or None
 
 
@@ -267,49 +293,92 @@ class LogoStore:
         if old and old != model_id:
             self._vector_path(old).unlink(missing_ok=True)
 
-    def set_label(self, ids: Iterable[int], label: str | None, source: LabelSource | str) -> int:
-        """Label (or, with ``label=None``, unlabel) logos; returns how many changed.
+    def set_label(self, ids: Iterable[int], label: str | None, source: LabelSource | str, *, who: str = "local",
+                  session: str | None = None) -> LabelChange:
+        """Label (or, with ``label=None``, unlabel) logos, and log each change as an event.
 
-        A machine label never replaces a human one: humans always win.
+        A machine label never replaces a human one: humans always win. Logos
+        whose label and source are already the asked ones are left out of the
+        change. ``who`` (a token's name, or "local") and ``session`` (the browser
+        session that asked) go into the log, so that :meth:`undo_last` undoes
+        one visitor's changes and never another's.
         """
         source = LabelSource.parse(source)
         label = clean_label(label)
-        ids = [int(i) for i in ids]
-        if not ids:
-            return 0
+        new_source = source.value if label else None
+        ids = sorted({int(i) for i in ids})
         guard = " AND (label_source IS NULL OR label_source = 'machine')" if source is LabelSource.MACHINE else ""
-        changed = 0
+        action = uuid.uuid4().hex
+        previous: dict[int, Label] = {}
         with self._transaction() as conn:
             for chunk in chunked(ids, 500):
                 marks = ",".join("?" * len(chunk))
-                cursor = conn.execute(
-                    f"UPDATE logos SET label = ?, label_source = ? WHERE id IN ({marks}){guard}",
-                    (label, source.value if label else None, *chunk),
-                )
-                changed += cursor.rowcount
-        return changed
+                for logo_id, old_label, old_source in conn.execute(
+                        f"SELECT id, label, label_source FROM logos WHERE id IN ({marks}){guard}", chunk).fetchall():
+                    if (old_label, old_source) != (label, new_source):
+                        previous[logo_id] = (old_label, LabelSource(old_source) if old_source else None)
+            self._apply_labels(conn, action, {i: (label, new_source) for i in previous}, previous, who, session)
+        return LabelChange(action, label, previous, who, session)
 
-    def restore_labels(self, previous: Mapping[int, tuple[str | None, LabelSource | None]]) -> int:
-        """Put back labels exactly as they were (label and source), e.g. to undo a bulk action."""
-        changed = 0
+    def _apply_labels(self, conn: sqlite3.Connection, action: str, new: Mapping[int, tuple[str | None, str | None]],
+                      old: Mapping[int, Label], who: str, session: str | None, undoes: str | None = None) -> None:
+        """Write new labels and their events in the caller's transaction."""
+        now = time.time()
+        conn.executemany("UPDATE logos SET label = ?, label_source = ? WHERE id = ?",
+                         [(label, source, logo_id) for logo_id, (label, source) in new.items()])
+        conn.executemany(
+            "INSERT INTO label_events (action, logo_id, old_label, old_source, new_label, new_source, who, session,"
+            " undoes, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(action, logo_id, old[logo_id][0], old[logo_id][1].value if old[logo_id][1] else None, label, source,
+              who, session, undoes, now) for logo_id, (label, source) in new.items()])
+
+    def undo_last(self, session: str, who: str = "local") -> LabelChange | None:
+        """Undo the last label action of ``session`` that is not undone yet (None if there is none).
+
+        A logo whose label was changed again since (by anyone) keeps its newer
+        label: an undo never reverts someone else's later work.
+        """
         with self._transaction() as conn:
-            for logo_id, (label, source) in previous.items():
-                cursor = conn.execute("UPDATE logos SET label = ?, label_source = ? WHERE id = ?",
-                                      (label, LabelSource(source).value if label and source else None, int(logo_id)))
-                changed += cursor.rowcount
-        return changed
+            row = conn.execute("SELECT action FROM label_events WHERE session = ? AND undone = 0 AND undoes IS NULL"
+                               " ORDER BY id DESC LIMIT 1", (session,)).fetchone()
+            if row is None:
+                return None
+            undone = row[0]
+            restore: dict[int, tuple[str | None, str | None]] = {}
+            current: dict[int, Label] = {}
+            for logo_id, old_label, old_source, new_label, new_source in conn.execute(
+                    "SELECT logo_id, old_label, old_source, new_label, new_source FROM label_events WHERE action = ?",
+                    (undone,)).fetchall():
+                now = conn.execute("SELECT label, label_source FROM logos WHERE id = ?", (logo_id,)).fetchone()
+                if now is not None and tuple(now) == (new_label, new_source):
+                    restore[logo_id] = (old_label, old_source)
+                    current[logo_id] = (new_label, LabelSource(new_source) if new_source else None)
+            action = uuid.uuid4().hex
+            self._apply_labels(conn, action, restore, current, who, session, undoes=undone)
+            conn.execute("UPDATE label_events SET undone = 1 WHERE action = ?", (undone,))
+        return LabelChange(action, None, current, who, session)
+
+    def label_history(self, logo_id: int | None = None, limit: int = 100) -> list[dict[str, object]]:
+        """The latest label events, newest first (of one logo, or of all)."""
+        where, args = ("WHERE logo_id = ?", (int(logo_id),)) if logo_id is not None else ("", ())
+        rows = self._conn().execute(
+            "SELECT id, action, logo_id, old_label, old_source, new_label, new_source, who, session, undoes, undone, at"
+            f" FROM label_events {where} ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
+        keys = ("event", "action", "logo_id", "old_label", "old_source", "new_label", "new_source", "who", "session",
+                "undoes", "undone", "at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def set_threshold(self, label: str, threshold: float | None) -> None:
         """Set (or with None remove) the vote share ``label`` needs to be predicted."""
         label = clean_label(label)
         if label is None:
-            raise StoreError("a threshold needs a label")
+            raise BadInputError("a threshold needs a label")
         with self._transaction() as conn:
             if threshold is None:
                 conn.execute("DELETE FROM label_thresholds WHERE label = ?", (label,))
             else:
                 if not 0.0 <= float(threshold) <= 1.0:
-                    raise StoreError("a confidence threshold is between 0 and 1")
+                    raise BadInputError("a confidence threshold is between 0 and 1")
                 conn.execute("INSERT OR REPLACE INTO label_thresholds VALUES (?, ?)", (label, float(threshold)))
 
     # -- reads -------------------------------------------------------------------------
@@ -412,7 +481,7 @@ class LogoStore:
             rows.update(self._conn().execute(f"SELECT id, vector_row FROM logos WHERE id IN ({marks})", chunk))
         missing = [i for i in ids if i not in rows]
         if missing:
-            raise StoreError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
+            raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
         return rows
 
     def iter_vectors(self, min_id: int = 0, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+
+from pipeline.errors import BadInputError
+
 
 class LabelSource(str, Enum):
     """Who set a logo's label. Human labels always win over machine labels."""
@@ -22,7 +26,7 @@ class LabelSource(str, Enum):
             return cls(value)
         except ValueError:
             allowed = ", ".join(s.value for s in cls)
-            raise ValueError(f"label source must be one of {allowed}, got {value!r}") from None
+            raise BadInputError(f"label source must be one of {allowed}, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,15 @@ class Box:
     def from_sequence(cls, values: Sequence[float]) -> Box:
         """Build a box from ``[x0, y0, x1, y1]``, refusing malformed input."""
         if isinstance(values, (str, bytes)) or len(values) != 4:
-            raise ValueError(f"a box is [x0, y0, x1, y1], got {values!r}")
+            raise BadInputError(f"a box is [x0, y0, x1, y1], got {values!r}")
         try:
             x0, y0, x1, y1 = (float(v) for v in values)
         except (TypeError, ValueError):
-            raise ValueError(f"box coordinates must be numbers, got {values!r}") from None
+            raise BadInputError(f"box coordinates must be numbers, got {values!r}") from None
         if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise ValueError(f"box coordinates must be finite, got {values!r}")
+            raise BadInputError(f"box coordinates must be finite, got {values!r}")
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box must have x1 > x0 and y1 > y0, got {values!r}")
+            raise BadInputError(f"box must have x1 > x0 and y1 > y0, got {values!r}")
         return cls(x0, y0, x1, y1)
 
     @property
@@ -125,6 +129,7 @@ class PhotoSearchResult:
     width: int
     height: int
     logos: list[LogoMatch]
+    vectors: np.ndarray | None = field(default=None, repr=False, compare=False)  # one query vector per logo
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape shared by ``search --json`` and ``POST /api/v1/search``."""

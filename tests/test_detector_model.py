@@ -9,9 +9,9 @@ from PIL import Image
 from torchvision.ops import box_iou
 
 from pipeline.demo import DEMO_LOGOS
-from pipeline.detector_train import YoloLayout, build_model, export_onnx
+from pipeline.training.detector import YoloLayout, build_model, export_onnx
 from pipeline.detectors import BUNDLED_DETECTOR, create_detector
-from pipeline.scenes import compose_scene
+from pipeline.training.scenes import compose_scene
 
 
 def test_bundled_detector_finds_the_logos_of_a_generated_scene():

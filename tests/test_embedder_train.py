@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.embedder_train import FROZEN_BLOCKS, LookAlikeBatches, retrieval_figures, trained_state
+from pipeline.training.embedder import FROZEN_BLOCKS, LookAlikeBatches, trained_state
+from pipeline.training.metrics import retrieval_figures
 from pipeline.embedders import TRAINED_EMBEDDER, build_net, get_spec
-from pipeline.synth import split_of
+from pipeline.training.synth import split_of
 
 
 def test_splits_are_fixed_and_disjoint():

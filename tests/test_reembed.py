@@ -10,7 +10,7 @@ from pipeline.cli import run
 from pipeline.embedders import create_embedder
 from pipeline.importing import import_folder
 from pipeline.service import LogoService
-from pipeline.store import ModelMismatchError, StoreError
+from pipeline.errors import ModelMismatchError, StoreError
 
 OTHER = "efficientnet-lite0-avg"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pipeline.scenes import compose_scene, packaging
+from pipeline.training.scenes import compose_scene, packaging
 
 
 def _card(colour: str) -> Image.Image:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from pipeline.cli import run
 from pipeline.importing import import_folder, import_photos
-from pipeline.service import LogoNotFoundError, LogoService
+from pipeline.errors import LogoNotFoundError
+from pipeline.service import LogoService
 from pipeline.types import LabelSource
 from tests.conftest import BRANDS
 
@@ -53,8 +54,8 @@ def test_add_is_searchable_at_once_and_labels_apply(filled, query_images):
     assert filled.search_logo(ids[0], k=3)[0].label == "KFC"
     neighbours = filled.search_photo(query_images["KFC"]).logos[0].neighbours
     assert neighbours[0].id == ids[0] and neighbours[0].distance < 1e-3
-    assert filled.label(ids, "Kentucky", LabelSource.MACHINE) == 0  # human label stays
-    assert filled.label(ids, "Kentucky", LabelSource.HUMAN) == 1
+    assert filled.label(ids, "Kentucky", LabelSource.MACHINE).ids == []  # human label stays
+    assert filled.label(ids, "Kentucky", LabelSource.HUMAN).ids == ids
     assert filled.store.get(ids)[0].label == "Kentucky"
     with pytest.raises(LogoNotFoundError):
         filled.search_logo(10_000)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.store import LogoStore, ModelMismatchError, NewLogo, StoreError
+from pipeline.errors import BadInputError, LogoNotFoundError, ModelMismatchError, StoreError
+from pipeline.store import LogoStore, NewLogo
 from pipeline.types import LabelSource
 from tests.conftest import unit_vectors
 
@@ -39,7 +40,7 @@ def test_add_get_and_vectors_roundtrip(tmp_path):
     assert records[0].label is None and records[0].model_id == "m"
     np.testing.assert_array_equal(store.vectors(ids), vectors)
     assert store.thumbnail(3)[:4] == b"RIFF" and store.thumbnail(1) is None
-    with pytest.raises(StoreError, match="unknown logo id"):
+    with pytest.raises(LogoNotFoundError, match="unknown logo id"):
         store.vectors([99])
 
 
@@ -47,13 +48,13 @@ def test_machine_labels_never_replace_human_labels(tmp_path):
     store = LogoStore(tmp_path)
     human = add(store, 2, label="lidl", source=LabelSource.HUMAN)
     blank = add(store, 2, seed=1)
-    assert store.set_label(human + blank, "aldi", LabelSource.MACHINE) == 2
+    assert len(store.set_label(human + blank, "aldi", LabelSource.MACHINE).ids) == 2
     labels = store.labels(human + blank)
     assert [labels[i] for i in human] == [("lidl", LabelSource.HUMAN)] * 2
     assert [labels[i] for i in blank] == [("aldi", LabelSource.MACHINE)] * 2
-    assert store.set_label(blank[:1], "rewe", LabelSource.HUMAN) == 1
-    assert store.set_label(blank[:1], "x", LabelSource.MACHINE) == 0
-    assert store.set_label(human[:1], None, LabelSource.HUMAN) == 1
+    assert len(store.set_label(blank[:1], "rewe", LabelSource.HUMAN).ids) == 1
+    assert len(store.set_label(blank[:1], "x", LabelSource.MACHINE).ids) == 0
+    assert len(store.set_label(human[:1], None, LabelSource.HUMAN).ids) == 1
     assert store.labels(human[:1])[human[0]] == (None, None)
     assert store.stats().human_labelled == 2 and store.stats().machine_labelled == 1
 
@@ -75,9 +76,9 @@ def test_bad_input_is_refused_and_loses_nothing(tmp_path):
         store.add([NewLogo(), NewLogo()], unit_vectors(3, 8), model_id="m")
     with pytest.raises(StoreError, match="finite"):
         store.add([NewLogo()], np.full((1, 8), np.nan, np.float32), model_id="m")
-    with pytest.raises(StoreError, match="text"):
+    with pytest.raises(BadInputError, match="text"):
         store.add([NewLogo(label=5)], unit_vectors(1, 8), model_id="m")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="label source"):
+    with pytest.raises(BadInputError, match="label source"):
         store.set_label([1], "x", "robot")
     assert store.count() == 2
 
@@ -86,7 +87,7 @@ def test_thresholds(tmp_path):
     store = LogoStore(tmp_path)
     store.set_threshold("lidl", 0.8)
     assert store.thresholds() == {"lidl": 0.8}
-    with pytest.raises(StoreError):
+    with pytest.raises(BadInputError):
         store.set_threshold("lidl", 1.5)
     store.set_threshold("lidl", None)
     assert store.thresholds() == {}

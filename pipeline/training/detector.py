@@ -1,14 +1,14 @@
 """Train the bundled logo detector and export it in the YOLOv8 ONNX layout.
 
-    python -m pipeline.detector_train --minutes 50 --out assets/detector
+    python -m pipeline.training.detector --minutes 50 --out assets/detector
 
 The model is torchvision's FCOS (anchor-free one-stage detector: its head,
 losses, box coder and post-processing) on a feature pyramid
 (``torchvision.ops.FeaturePyramidNetwork``) over timm's
 ``tf_efficientnet_lite0`` stages at strides 8, 16 and 32, initialised from the
 bundled ImageNet weights. It trains on product scenes generated on the fly by
-:mod:`pipeline.scenes` from npm ``simple-icons`` logos, except the held-out
-tenth (:func:`pipeline.synth.held_out`) that the benchmark uses.
+:mod:`pipeline.training.scenes` from npm ``simple-icons`` logos, except the held-out
+tenth (:func:`pipeline.training.synth.held_out`) that the benchmark uses.
 
 The export wraps the trained model so that its ONNX graph has Open Food Facts'
 universal-logo-detector layout: input ``images`` [1, 3, 640, 640] (RGB in
@@ -36,7 +36,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork, box_convert
 
-from pipeline.synth import Icon, fetch_simple_icons, held_out, load_icons, logo_card
+from pipeline.training.synth import Icon, fetch_simple_icons, held_out, load_icons, logo_card
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,9 @@ class LiteFPN(nn.Module):
 
         self.body = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(2, 3, 4))
         if pretrained:
-            from pipeline.embedders import _efficientnet_lite0
+            from pipeline.embedders import efficientnet_lite0_imagenet
 
-            missing = self.body.load_state_dict(_efficientnet_lite0().state_dict(), strict=False).missing_keys
+            missing = self.body.load_state_dict(efficientnet_lite0_imagenet().state_dict(), strict=False).missing_keys
             if missing:
                 raise RuntimeError(f"backbone weights missing: {missing[:5]}")
         self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), FPN_CHANNELS)
@@ -127,7 +127,7 @@ class SceneStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         from torchvision.transforms.v2 import functional as F
 
-        from pipeline.scenes import compose_scene
+        from pipeline.training.scenes import compose_scene
 
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0])

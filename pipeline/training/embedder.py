@@ -1,11 +1,11 @@
 """Train the bundled logo embedder: EfficientNet-Lite0 fine-tuned for logo retrieval.
 
-    python -m pipeline.embedder_train --minutes 45 --out assets/embedder
+    python -m pipeline.training.embedder --minutes 45 --out assets/embedder
 
-Data: every simple-icons logo of the ``train`` split (:func:`pipeline.synth.split_of`;
+Data: every simple-icons logo of the ``train`` split (:func:`pipeline.training.synth.split_of`;
 the ``test`` split, which the retrieval benchmark uses, is never seen), each
 rendered in ``--views`` independent colour schemes and "photographed" by
-:func:`pipeline.synth.photograph` (rotation, perspective, colour shifts, blur,
+:func:`pipeline.training.synth.photograph` (rotation, perspective, colour shifts, blur,
 noise, JPEG, occlusion, clutter). Crops are preprocessed exactly as the
 embedder preprocesses them when serving (grey, autocontrast, resized to fit
 the input and padded) and cached as uint8 under ``.cache/``.
@@ -44,7 +44,8 @@ from torchvision.transforms import v2
 
 from pipeline.embedders import (TRAINED_EMBEDDER, EmbeddingNet, build_net, crop_transform, data_config_of, get_spec,
                                  load_trained_weights, prepare_crop)
-from pipeline.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph, split_of
+from pipeline.training.metrics import retrieval_figures
+from pipeline.training.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph, split_of
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +130,6 @@ def _to_batch(images: np.ndarray) -> torch.Tensor:
 def embed_views(net: EmbeddingNet, images: np.ndarray, batch: int = 128) -> torch.Tensor:
     net.eval()
     return torch.cat([net(_to_batch(images[i:i + batch])) for i in range(0, len(images), batch)])
-
-
-def retrieval_figures(vectors: torch.Tensor, labels: np.ndarray, gallery: int) -> dict[str, float]:
-    """Nearest-neighbour top-1 and recall@5 with the first ``gallery`` views of each class as the gallery."""
-    labels_t = torch.as_tensor(labels)
-    view = torch.as_tensor(np.concatenate([np.arange((labels == c).sum()) for c in np.unique(labels)]))
-    is_gallery = view < gallery
-    sims = vectors[~is_gallery] @ vectors[is_gallery].T
-    top = sims.topk(5, dim=1).indices
-    found = labels_t[is_gallery][top] == labels_t[~is_gallery][:, None]
-    return {"nn_top1": found[:, 0].float().mean().item(), "recall@5": found.any(1).float().mean().item()}
 
 
 class LookAlikeBatches:

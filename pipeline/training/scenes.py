@@ -137,7 +137,7 @@ def compose_scene(cards: list[tuple[Image.Image, str]], rng: np.random.Generator
     """Paste printed logos on a packaging panel and photograph the whole.
 
     Args:
-        cards: ``(printed logo, label)`` pairs, e.g. from :func:`pipeline.synth.logo_card`.
+        cards: ``(printed logo, label)`` pairs, e.g. from :func:`pipeline.training.synth.logo_card`.
         rng: Source of randomness (seed it for reproducible scenes).
         size: ``(width, height)`` of the photo.
         strength: 0: a flat scan; 1: the full range of photo distortions.

@@ -1,0 +1,148 @@
+"""The JSON routes under ``/api/v1``: robotoff-ann's, plus photo search and thumbnails.
+
+CPU-bound routes are plain ``def`` functions, which FastAPI runs in its thread
+pool, so a search never blocks the event loop that serves ``/health``, Gradio
+and the map. Uploads are read through :func:`read_upload`, which stops at the
+configured cap.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
+from pipeline.service import LogoService
+from pipeline.types import LabelSource, Neighbour
+from web.auth import Access, AdminAuth
+
+PREFIX = "/api/v1"
+
+
+class NeighbourOut(BaseModel):
+    logo_id: int
+    distance: float
+    label: str | None
+
+
+class NeighboursOut(BaseModel):
+    results: list[NeighbourOut]
+    count: int
+
+
+class BatchIn(BaseModel):
+    logo_ids: list[int] = Field(min_length=1, max_length=1000)
+    count: int = Field(100, ge=1, le=500)
+
+
+class BatchOut(BaseModel):
+    results: dict[int, list[NeighbourOut]]
+    count: int
+
+
+class EmbeddingIn(BaseModel):
+    embedding: list[float] = Field(min_length=1)
+    count: int = Field(1, ge=1, le=500)
+    model: str | None = Field(None, description="model id of the embedding; default: the store's")
+
+
+def _out(neighbours: list[Neighbour]) -> NeighboursOut:
+    results = [NeighbourOut(logo_id=n.id, distance=round(n.distance, 6), label=n.label) for n in neighbours]
+    return NeighboursOut(results=results, count=len(results))
+
+
+def _json_list(text: str | None, name: str) -> list[Any] | None:
+    if text in (None, ""):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise BadInputError(f"{name} must be a JSON list") from None
+    if not isinstance(value, list):
+        raise BadInputError(f"{name} must be a JSON list")
+    return value
+
+
+def read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    """The uploaded file's bytes, refused past ``max_bytes``."""
+    data = file.file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageTooLargeError(f"the upload is larger than {max_bytes // (1024 * 1024)} MiB")
+    return data
+
+
+def admin_dependency(auth: AdminAuth):
+    """A FastAPI dependency that lets a request through only with the admin token."""
+
+    def require_admin(x_admin_token: Annotated[str | None, Header()] = None,
+                      authorization: Annotated[str | None, Header()] = None) -> None:
+        given = x_admin_token or (authorization or "").removeprefix("Bearer ").strip()
+        access = auth.check(given)
+        if access is not Access.GRANTED:
+            raise HTTPException(403 if access is Access.READ_ONLY else 401, access.message)
+
+    return require_admin
+
+
+def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
+    """The JSON routes (parity with robotoff-ann, plus photo search)."""
+    max_bytes = service.settings.max_upload_bytes
+    router = APIRouter(prefix=PREFIX)
+    admin = Depends(admin_dependency(auth))
+
+    @router.get("/ann/count")
+    def count() -> dict[str, int]:
+        return {"count": service.count()}
+
+    @router.get("/ann/stored")
+    def stored() -> dict[str, list[int]]:
+        return {"stored": service.stored_ids()}
+
+    @router.get("/ann/{logo_id}", response_model=NeighboursOut)
+    def ann(logo_id: int, count: Annotated[int, Query(ge=1, le=500)] = 100) -> NeighboursOut:
+        return _out(service.search_logo(logo_id, count))
+
+    @router.post("/ann/batch", response_model=BatchOut)
+    def ann_batch(body: BatchIn) -> BatchOut:
+        results = {}
+        for logo_id in body.logo_ids:
+            try:
+                results[logo_id] = _out(service.search_logo(logo_id, body.count)).results
+            except LogoNotFoundError:
+                continue  # as robotoff-ann: unknown ids are left out
+        return BatchOut(results=results, count=len(results))
+
+    @router.post("/ann/from_embedding", response_model=NeighboursOut)
+    def ann_from_embedding(body: EmbeddingIn) -> NeighboursOut:
+        model = body.model or service.query_model_id()
+        return _out(service.search_embedding(body.embedding, body.count, model_id=model))
+
+    @router.post("/ann/add", dependencies=[admin])
+    def ann_add(file: Annotated[UploadFile, File(description="the photo")],
+                boxes: Annotated[str | None, Form(description="JSON [[x0,y0,x1,y1], ...]")] = None,
+                labels: Annotated[str | None, Form(description='JSON ["label" or null, ...]')] = None,
+                ) -> dict[str, Any]:
+        data = read_upload(file, max_bytes)
+        ids = service.add_logos(data, boxes=_json_list(boxes, "boxes"), labels=_json_list(labels, "labels"),
+                                source=LabelSource.HUMAN)  # a client's file name is never a server path
+        return {"added": len(ids), "ids": ids}
+
+    @router.post("/search")
+    def search(file: Annotated[UploadFile, File(description="the photo")],
+               boxes: Annotated[str | None, Form(description="JSON [[x0,y0,x1,y1], ...]")] = None,
+               k: Annotated[int | None, Form(ge=1, le=100)] = None) -> dict[str, Any]:
+        """Find and name the logos of a photo: the same JSON as ``python -m pipeline search --json``."""
+        return service.search_photo(read_upload(file, max_bytes), boxes=_json_list(boxes, "boxes"), k=k).to_json()
+
+    @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
+    def thumbnail(logo_id: int) -> Response:
+        webp = service.thumbnail(logo_id)
+        if webp is None:
+            raise HTTPException(404, f"no thumbnail for logo {logo_id}")
+        return Response(webp, media_type="image/webp", headers={"Cache-Control": "public, max-age=86400"})
+
+    return router

@@ -1,0 +1,68 @@
+"""The one admin-token check behind every write, for the API, Gradio and Dash alike.
+
+Tokens come from strangers: any header or text field, of any length and
+alphabet. The check compares UTF-8 bytes in constant time (``hmac`` refuses
+non-ASCII ``str``), and anything malformed (empty, huge, not encodable) is
+simply a wrong token, never an error.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from enum import Enum
+
+MAX_TOKEN_BYTES = 4096
+
+
+class Access(str, Enum):
+    """The outcome of a token check."""
+
+    GRANTED = "granted"
+    READ_ONLY = "read_only"  # no ADMIN_TOKEN configured: nobody may write
+    DENIED = "denied"  # a missing, wrong or malformed token
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Access.GRANTED: "",
+    Access.READ_ONLY: "This deployment is read-only (no ADMIN_TOKEN configured).",
+    Access.DENIED: "A valid admin token is required (X-Admin-Token header, or the admin token field).",
+}
+
+
+def _as_bytes(token: str | bytes | None) -> bytes | None:
+    if isinstance(token, bytes):
+        return token
+    if isinstance(token, str):
+        try:
+            return token.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class AdminAuth:
+    """Checks admin tokens against the configured one.
+
+    Example:
+        >>> auth = AdminAuth("s3cret")
+        >>> auth.check("s3cret"), auth.check("é"), AdminAuth(None).check("s3cret")
+        (<Access.GRANTED: 'granted'>, <Access.DENIED: 'denied'>, <Access.READ_ONLY: 'read_only'>)
+    """
+
+    token: str | None
+    who: str = "admin"  # the name written into the label history for changes made with this token
+
+    def check(self, given: str | bytes | None) -> Access:
+        """Whether ``given`` grants writes; never raises, whatever ``given`` is."""
+        if not self.token:
+            return Access.READ_ONLY
+        raw = _as_bytes(given)
+        if not raw or len(raw) > MAX_TOKEN_BYTES:
+            return Access.DENIED
+        return Access.GRANTED if hmac.compare_digest(raw, self.token.encode("utf-8")) else Access.DENIED

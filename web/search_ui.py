@@ -1,0 +1,181 @@
+"""The Gradio page: upload-and-search, add to the index, and the map tab.
+
+Per-visitor state stays with the visitor: a search's map link lives in the
+page (``gr.State``) and points at a short-lived server-side id, so what one
+visitor searched never shows up on another's map.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+from PIL import Image
+
+from dashboard import PREFIX as DASH_PREFIX
+from pipeline.demo import EXAMPLE_PHOTOS
+from pipeline.errors import ImageError, LogoError
+from pipeline.images import crop
+from pipeline.service import LogoService
+from pipeline.types import Box, LogoMatch
+from web.auth import Access, AdminAuth
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+            (240, 50, 230), (128, 128, 0)]
+
+
+def map_link(search_id: str | None = None) -> str:
+    """The map's address, showing one shared search when ``search_id`` is given."""
+    return DASH_PREFIX + (f"?{urlencode({'search': search_id})}" if search_id else "")
+
+
+def _map_frame(search_id: str | None = None) -> str:
+    return f'<iframe src="{map_link(search_id)}" style="width:100%;height:80vh;border:0"></iframe>'
+
+
+def _examples() -> list[list[dict[str, Any]]]:
+    """The bundled example photos (product-packaging scenes of demo brands)."""
+    truth = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
+    return [[{"image": str(EXAMPLE_PHOTOS / name), "boxes": []}] for name in truth]
+
+
+def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
+    """The photo and the boxes drawn on it, from a raw ``image_annotator`` payload (None: none drawn).
+
+    The events run with ``preprocess=False`` so that the photo is opened by the
+    pipeline's own loader: a corrupt, huge or non-image file gets its clear message.
+    """
+    image = (value or {}).get("image")
+    path = image.get("path") if isinstance(image, dict) else None
+    if not path:
+        raise gr.Error("Drop, paste or pick a photo first.")
+    try:
+        photo = service.load(path)
+    except ImageError as exc:
+        raise gr.Error(f"This file cannot be used: {exc}") from None
+    for _ in range(int(value.get("orientation") or 0) % 4):  # the user turned it a quarter clockwise
+        photo = photo.transpose(Image.Transpose.ROTATE_270)
+    boxes = []
+    for box in value.get("boxes") or []:
+        scale = float(box.get("scaleFactor") or 1)  # the annotator reports boxes in display pixels
+        try:
+            boxes.append(Box.from_sequence([box[key] / scale for key in ("xmin", "ymin", "xmax", "ymax")]).to_list())
+        except (KeyError, TypeError, ValueError):
+            continue  # a zero-size click, not a box
+    return photo, boxes or None
+
+
+def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch) -> dict[str, Any]:
+    """What the page shows for one logo: its crop, its label and its nearest stored logos."""
+    thumbs = []
+    for n in logo.neighbours:
+        webp = service.thumbnail(n.id)
+        if webp is not None:
+            thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
+    name = logo.prediction.label or "unknown"
+    return {"title": f"Logo {number}: {name}", "confidence": logo.prediction.confidence,
+            "crop": crop(photo, logo.box), "neighbours": thumbs}
+
+
+def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
+    """The upload-and-search page, the add-to-index page and the map tab."""
+
+    def search(value: dict[str, Any] | None, k: float):
+        photo, boxes = _drawn(service, value)
+        try:
+            result = service.search_photo(photo, boxes=boxes, k=int(k))
+        except LogoError as exc:
+            raise gr.Error(str(exc)) from None
+        annotations, drawn, cards = [], [], []
+        for number, logo in enumerate(result.logos, 1):
+            tag = f"{number}: {logo.prediction.label or 'unknown'} ({logo.prediction.confidence:.0%})"
+            x0, y0, x1, y1 = (round(v) for v in logo.box.to_list())
+            annotations.append(((x0, y0, x1, y1), tag))
+            drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
+                          "color": _PALETTE[(number - 1) % len(_PALETTE)]})
+            cards.append(_card(service, number, photo, logo))
+        search_id = service.share_search(result) if result.logos else None
+        if not result.logos:
+            message = "No logo found on this photo. Drag a box around one and search again."
+        elif service.count() == 0:
+            message = "The index is empty: add labelled logos first."
+        else:
+            message = (f"{len(result.logos)} logo(s). Drag the boxes to adjust them, or draw new ones, and search "
+                       f"again. [See them on the map]({map_link(search_id)})")
+        return (photo, annotations), {"image": photo, "boxes": drawn}, cards, message, result.to_json(), search_id
+
+    def add(value: dict[str, Any] | None, label: str | None, token: str | None):
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            raise gr.Error(access.message)
+        photo, boxes = _drawn(service, value)
+        boxes = boxes or [[0, 0, photo.width, photo.height]]  # no box drawn: the whole upload is the logo
+        label = (label or "").strip() or None
+        try:
+            ids = service.add_logos(photo, boxes=boxes, labels=[label] * len(boxes))
+        except LogoError as exc:
+            raise gr.Error(str(exc)) from None
+        return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{label or 'unlabelled'}**; searchable now.",
+                gr.Dropdown(choices=service.labels_in_use()))
+
+    with gr.Blocks(title="Logo search") as blocks:
+        gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop, or drag boxes around "
+                    "the logos; each is named by its nearest labelled logos. "
+                    f"[Open the map of the logo space]({DASH_PREFIX})")
+        with gr.Tab("Search"):
+            with gr.Row():
+                with gr.Column():
+                    photo = image_annotator(label="Photo: drag a box around a logo (optional)",
+                                            sources=["upload", "clipboard"], disable_edit_boxes=True,
+                                            show_remove_button=True, box_min_size=8, height=520)
+                    k = gr.Slider(1, 30, value=service.settings.k, step=1, label="Neighbours per logo")
+                    go = gr.Button("Search", variant="primary")
+                    gr.Examples(_examples(), inputs=photo, label="Example photos")
+                with gr.Column():
+                    found = gr.AnnotatedImage(label="Logos found", height=520)
+                    message = gr.Markdown()
+            cards = gr.State([])
+            search_link = gr.State(None)  # this visitor's last search, as a short-lived id for the map
+            with gr.Accordion("Result as JSON (same as the API and the CLI)", open=False):
+                as_json = gr.JSON()
+
+            @gr.render(inputs=cards)
+            def show(items: list[dict[str, Any]]) -> None:
+                for item in items:
+                    with gr.Row(equal_height=True):
+                        with gr.Column(scale=1, min_width=160):
+                            gr.Image(item["crop"], label=item["title"], height=160, show_label=True)
+                            gr.Markdown(f"**{item['title']}**, confidence {item['confidence']:.0%}")
+                        gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
+                                   columns=10, height="auto", scale=5, allow_preview=True)
+
+            def from_map(request: gr.Request):
+                """``/?logo=ID`` (the map's "search with this logo" link) puts that logo in the photo box."""
+                logo_id = request.query_params.get("logo", "")
+                webp = service.thumbnail(int(logo_id)) if logo_id.isdigit() else None
+                if webp is None:
+                    return gr.skip()
+                return {"image": Image.open(io.BytesIO(webp)).convert("RGB"), "boxes": []}
+
+            blocks.load(from_map, None, photo, api_name=False)
+        with gr.Tab("Add to index"):
+            with gr.Row():
+                new_photo = image_annotator(label="Logo crop (the whole image), or a photo with a box around the logo",
+                                            sources=["upload", "clipboard"], disable_edit_boxes=True,
+                                            show_remove_button=True, height=420)
+                with gr.Column():
+                    label = gr.Dropdown(service.labels_in_use(), allow_custom_value=True,
+                                        label="Label (pick one or type a new one)", value=None)
+                    token = gr.Textbox(label="Admin token", type="password")
+                    add_button = gr.Button("Add", variant="primary")
+                    added = gr.Markdown()
+            add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo", preprocess=False)
+        with gr.Tab("Map"):
+            map_tab = gr.HTML(_map_frame())
+        go.click(search, [photo, k], [found, photo, cards, message, as_json, search_link], api_name="search",
+                 preprocess=False).then(_map_frame, search_link, map_tab, api_name=False)
+    return blocks
