@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -58,16 +59,25 @@ def server(app_data):
         pytest.fail("the app did not start in 240 s:\n" + log.read_text())
     yield url
     process.terminate()
-    process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # open event streams can hold a graceful shutdown
+        process.kill()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1300, "height": 1000})
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return browser.new_page(viewport={"width": 1300, "height": 1000})
 
 
 def _open(page, server):
@@ -240,16 +250,28 @@ def test_lasso_labels_the_selection_in_the_store_and_undo_restores(server, page,
     assert store.labels(sorted(inside)) == before
 
 
-def test_last_search_is_marked_on_the_map(server, page):
+def test_my_search_is_marked_on_my_map_and_on_nobody_elses(server, browser, page):
     _open(page, server)
     _pick_example(page, 1)
     page.get_by_role("button", name="Search", exact=True).click()
     playwright.expect(page.get_by_text("Logo 1:").first).to_be_visible(timeout=60_000)
-    _open_map(page, server)
+    link = page.get_by_role("link", name="See them on the map").get_attribute("href")
+    assert link.startswith("/dashboard/?search=")
+    page.goto(server + link, wait_until="load")
+    page.wait_for_function("() => document.querySelector('#map .js-plotly-plot')?._fullData?.length > 2",
+                           timeout=60_000)
     page.click("#show-last")
     playwright.expect(page.locator("#highlight-note")).to_contain_text("Stars: the 2 logo(s)", timeout=30_000)
     stars = page.evaluate("() => document.querySelector('#map .js-plotly-plot')._fullData.at(-1).x.length")
     assert stars == 2
+    visitor = browser.new_context(viewport={"width": 1300, "height": 1000})  # another visitor: own cookies, storage
+    other = visitor.new_page()
+    _open_map(other, server)
+    other.click("#show-last")
+    playwright.expect(other.locator("#highlight-note")).to_contain_text("Search a photo in the Search tab first",
+                                                                        timeout=30_000)
+    assert other.evaluate("() => document.querySelector('#map .js-plotly-plot')._fullData.at(-1).x.length") == 0
+    visitor.close()
 
 
 def test_cluster_health_lists_labels_and_highlights_one(server, page):
@@ -276,3 +298,30 @@ def test_gradio_client_search_by_api_name(server):
     *_, result = client.predict(value, 5, api_name="/search")
     (logo,) = result["logos"]
     assert logo["label"] == item["label"] and len(logo["neighbours"]) == 5
+
+
+def test_gradio_refuses_a_non_ascii_admin_token(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server + "/", verbose=False)
+    value = {"image": handle_file(str(ROOT / "assets/logos/Lidl/lidl-photo2.jpg")), "boxes": []}
+    with pytest.raises(Exception, match="valid admin token"):
+        client.predict(value, "Lidl", "tökén", api_name="/add_logo")
+    assert json.load(urllib.request.urlopen(server + "/health", timeout=5))["status"] == "ok"
+
+
+def test_add_tab_takes_the_whole_upload_as_one_logo_when_no_box_is_drawn(server, app_data):
+    """Last in this file: it adds a logo to the store the other tests look at."""
+    from gradio_client import Client, handle_file
+
+    from pipeline.store import LogoStore
+
+    store = LogoStore(app_data)
+    before = store.count()
+    client = Client(server + "/", verbose=False)
+    crop = ROOT / "assets/logos/Lidl/lidl-photo2.jpg"
+    message, _ = client.predict({"image": handle_file(str(crop)), "boxes": []}, "Lidl", "t", api_name="/add_logo")
+    assert "Added logo(s) #" in message and store.count() == before + 1
+    (record,) = store.get([store.max_id()])
+    width, height = Image.open(crop).size
+    assert record.label == "Lidl" and record.box.to_list() == [0, 0, width, height]

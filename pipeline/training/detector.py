@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -36,6 +37,7 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork, box_convert
 
+from pipeline.datasets import DatasetPhoto, load_yolo
 from pipeline.training.synth import Icon, fetch_simple_icons, held_out, load_icons, logo_card
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,55 @@ class SceneStream(torch.utils.data.IterableDataset):
                 "boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)}
 
 
+class RealPhotoStream(torch.utils.data.IterableDataset):
+    """An endless stream of a detection dataset's photos (e.g. the real-drinks train split) with their boxes.
+
+    Each photo is zoomed in (an SSD-style IoU crop, so logos grow and edges of
+    the frame go) or out (logos shrink on a wider canvas), then colour-jittered:
+    real shelf photos vary in framing and light far more than 492 photos show.
+    """
+
+    def __init__(self, photos: list[DatasetPhoto], seed: int, max_side: int = 1024) -> None:
+        self.photos, self.seed, self.max_side = photos, seed, max_side
+
+    def __iter__(self):
+        from torchvision import tv_tensors
+        from torchvision.transforms import v2
+
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.seed, 1000 + (info.id if info else 0)])
+        torch.manual_seed(int(rng.integers(2**31)))
+        zoom = v2.RandomChoice([v2.RandomIoUCrop(), v2.RandomZoomOut(fill=127, side_range=(1.0, 2.5)),
+                                v2.Identity()], p=[0.4, 0.25, 0.35])
+        transform = v2.Compose([zoom, v2.RandomPhotometricDistort(p=0.8), v2.ToDtype(torch.float32, scale=True),
+                                v2.SanitizeBoundingBoxes(min_size=4)])
+        while True:
+            photo = self.photos[int(rng.integers(len(self.photos)))]
+            image = Image.open(photo.path).convert("RGB")
+            image.thumbnail((self.max_side, self.max_side))
+            scale = image.width / photo.width
+            boxes = tv_tensors.BoundingBoxes([[v * scale for v in a.box.to_list()] for a in photo.annotations],
+                                             format="XYXY", canvas_size=(image.height, image.width))
+            picture, target = transform(tv_tensors.Image(v2.functional.pil_to_tensor(image)),
+                                        {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)})
+            yield picture.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor),
+                                                      "labels": target["labels"]}
+
+
+class Mixed(torch.utils.data.IterableDataset):
+    """Each sample drawn from one of ``streams`` with the given probabilities."""
+
+    def __init__(self, streams: list[torch.utils.data.IterableDataset], weights: list[float], seed: int) -> None:
+        self.streams, self.seed = streams, seed
+        self.share = np.asarray(weights, dtype=float) / sum(weights)
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        iterators = [iter(stream) for stream in self.streams]
+        while True:
+            yield next(iterators[int(rng.choice(len(iterators), p=self.share))])
+
+
 def freeze_early_backbone(model: FCOS) -> None:
     """Keep the stem and the first two stages as ImageNet made them, and every backbone BatchNorm's statistics.
 
@@ -158,14 +209,26 @@ def freeze_early_backbone(model: FCOS) -> None:
 
 
 def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] = (448, 336), lr: float = 1e-3,
-          seed: int = 0, cache_dir: Path = Path(".cache"), resume: Path | None = None) -> dict[str, object]:
+          seed: int = 0, cache_dir: Path = Path(".cache"), resume: Path | None = None, real: Path | None = None,
+          real_share: float = 0.5, checkpoint_minutes: float = 5.0) -> dict[str, object]:
     """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON).
 
-    ``resume`` continues from a saved ``logo-detector.pt`` (a new warm-up and cosine decay).
+    Args:
+        real: A YOLO-layout dataset of real photos (e.g. real-drinks); only its
+            ``train`` split is used (:func:`pipeline.datasets.real_drinks_split`),
+            mixed with generated scenes at ``real_share``.
+        resume: Continue from a saved ``logo-detector.pt`` (a new warm-up and cosine decay).
+        checkpoint_minutes: How often ``out/logo-detector.pt`` is saved, so a
+            killed run resumes from where it was.
     """
     torch.manual_seed(seed)
     icons = [icon for icon in load_icons(fetch_simple_icons(cache_dir)) if not held_out(icon.slug)]
-    loader = torch.utils.data.DataLoader(SceneStream(icons, size, seed), batch_size=batch_size, num_workers=1,
+    stream: torch.utils.data.IterableDataset = SceneStream(icons, size, seed)
+    real_photos: list[DatasetPhoto] = []
+    if real is not None:
+        real_photos = [p for p in load_yolo(real, skip_empty_boxes=True).split("train").photos if p.annotations]
+        stream = Mixed([stream, RealPhotoStream(real_photos, seed)], [1 - real_share, real_share], seed)
+    loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=1,
                                          collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
     model = build_model(pretrained=resume is None, min_size=min(size), max_size=max(size))
     if resume is not None:
@@ -178,7 +241,8 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
                                   weight_decay=1e-4)
     budget = minutes * 60
     started = time.perf_counter()
-    step, history = 0, []
+    step, history, saved = 0, [], started
+    out.mkdir(parents=True, exist_ok=True)
     for images, targets in loader:
         elapsed = time.perf_counter() - started
         if elapsed > budget:
@@ -199,14 +263,24 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
                                                                           for k, v in losses.items()}}
             history.append(record)
             log.info("%s", record)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "logo-detector.pt")
+        if time.perf_counter() - saved > checkpoint_minutes * 60:
+            _save(model, out / "logo-detector.pt")
+            saved = time.perf_counter()
+    _save(model, out / "logo-detector.pt")
     export_onnx(model, out / "logo-detector.onnx")
     record = {"steps": step, "images": step * batch_size, "minutes": round((time.perf_counter() - started) / 60, 1),
               "batch_size": batch_size, "train_size": list(size), "lr": lr, "seed": seed,
-              "training_icons": len(icons), "resumed_from": str(resume) if resume else None, "history": history}
+              "training_icons": len(icons), "real_photos": len(real_photos), "real_share": real_share if real else 0,
+              "resumed_from": str(resume) if resume else None, "history": history}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _save(model: FCOS, path: Path) -> None:
+    """Write the weights atomically: a kill mid-write leaves the previous checkpoint."""
+    partial = path.with_suffix(".partial")
+    torch.save(model.state_dict(), partial)
+    partial.replace(path)
 
 
 def main() -> None:
@@ -216,10 +290,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--resume", type=Path, help="a logo-detector.pt to continue from")
+    parser.add_argument("--real", type=Path, help="YOLO dataset of real photos to mix in (its train split), "
+                                                  "e.g. ../shared/datasets/real-drinks")
+    parser.add_argument("--real-share", type=float, default=0.5, help="share of real photos in each batch")
+    parser.add_argument("--size", type=int, nargs=2, default=(448, 336), metavar=("LONG", "SHORT"),
+                        help="training input size (longest and shortest side)")
     args = parser.parse_args()
+    if args.real is not None and not (args.real / "labels").is_dir():
+        parser.error(f"--real {args.real}: no YOLO dataset there (the real-drinks photos come from the public "
+                     "GitHub repository hxtruong6/brand-detection; see its README in ../shared/datasets/real-drinks)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
-    record = train(args.out, args.minutes, args.batch_size, lr=args.lr, resume=args.resume)
+    record = train(args.out, args.minutes, args.batch_size, size=tuple(args.size), lr=args.lr, resume=args.resume,
+                   real=args.real, real_share=args.real_share)
     print(json.dumps({k: v for k, v in record.items() if k != "history"}))
 
 

@@ -1,0 +1,209 @@
+"""Calibrated confidence and open-set rejection, on synthetic clusters of unit vectors (no network)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from pipeline import calibration
+from pipeline.calibration import (FEATURES, Calibrator, calibrate, distance_limit, expected_calibration_error,
+                                  leave_one_out, precision_threshold, reliability_curve, suggest_thresholds,
+                                  vote_features)
+from pipeline.errors import StoreError
+from pipeline.index import angular_from_cosine
+from pipeline.knn import VoteConfig, predict_label
+from pipeline.types import LabelSource, Neighbour
+
+H, M = LabelSource.HUMAN, LabelSource.MACHINE
+DIM, LABELS, K = 64, 40, 10
+TIGHT, NOISY = 0.35, 0.9
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def brand_centres(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Brand centres (pairs 0/1 .. 14/15 look alike) and each brand's spread (every 4th is noisy)."""
+    centres = unit(rng.normal(size=(LABELS, DIM)))
+    for i in range(0, 16, 2):
+        centres[i + 1] = unit(centres[i] + 0.9 * unit(rng.normal(size=DIM)))
+    return centres, np.where(np.arange(LABELS) % 4 == 3, NOISY, TIGHT)
+
+
+def photos(rng: np.random.Generator, centres: np.ndarray, spread: np.ndarray, brands: np.ndarray) -> np.ndarray:
+    noise = rng.normal(size=(len(brands), DIM)) / np.sqrt(DIM)
+    return unit(centres[brands] + spread[brands, None] * noise)
+
+
+def store(seed: int, per_label: int = 5):
+    """A store of LABELS brands x ``per_label`` human-labelled logos: (ids, vectors, labels, sources, centres)."""
+    rng = np.random.default_rng(seed)
+    centres, spread = brand_centres(rng)
+    brands = np.repeat(np.arange(LABELS), per_label)
+    labels = [f"brand{b}" for b in brands]
+    return np.arange(len(brands)) + 1, photos(rng, centres, spread, brands), labels, [H] * len(brands), centres
+
+
+def search(vectors: np.ndarray, labels: list, query: np.ndarray, k: int = K) -> list[Neighbour]:
+    distances = angular_from_cosine(vectors @ query)
+    return [Neighbour(int(i) + 1, labels[i], H, float(distances[i])) for i in np.argsort(distances)[:k]]
+
+
+@pytest.fixture(scope="module")
+def world():
+    ids, vectors, labels, sources, centres = store(seed=0)
+    calibrator = calibrate(ids, vectors, labels, sources, model_id="test-model", k=K)
+    sizes = {label: labels.count(label) for label in set(labels)}
+    return vectors, labels, centres, calibrator, sizes
+
+
+def test_vote_features_follow_the_weighted_vote():
+    near = [Neighbour(1, None, None, 0.1), Neighbour(2, "acme", H, 0.2), Neighbour(3, "acme", M, 0.3),
+            Neighbour(4, "zeta", H, 0.5)]
+    winner, features = vote_features(near, {"acme": 4, "zeta": 9}, machine_weight=0.5)
+    assert winner == predict_label(near, VoteConfig(machine_weight=0.5)).label == "acme"
+    assert dict(zip(FEATURES, features)) == pytest.approx({"nearest_same": 0.2, "margin": 0.3, "coverage": 0.5})
+    # a human label at 0.3 outweighs two machine labels at 0.25 when machine labels weigh little
+    near = [Neighbour(1, "acme", M, 0.25), Neighbour(2, "acme", M, 0.25), Neighbour(3, "zeta", H, 0.3)]
+    assert vote_features(near, {"acme": 2, "zeta": 1}, machine_weight=0.2)[0] == "zeta"
+
+
+def test_no_labelled_neighbour_is_unknown_with_probability_zero(world):
+    calibrator = world[3]
+    winner, features = vote_features([Neighbour(1, None, None, 0.01)], {}, machine_weight=0.5)
+    assert winner is None and calibrator.probability(features) == 0.0
+    prediction = calibrator.predict([Neighbour(1, None, None, 0.01)], {})
+    assert prediction.label is None and prediction.confidence == 0.0
+
+
+def test_a_logo_at_its_brand_centre_is_named_with_high_probability(world):
+    vectors, labels, centres, calibrator, sizes = world
+    near = search(vectors, labels, centres[20])  # a tight brand with no look-alike
+    prediction = calibrator.predict(near, sizes)
+    assert prediction.label == "brand20" and prediction.confidence > 0.9
+    assert prediction.confidence > predict_label(near, VoteConfig()).confidence  # more than the vote share says
+
+
+def test_a_brand_absent_from_the_store_is_unknown(world):
+    vectors, labels, _, calibrator, sizes = world
+    newcomers = unit(np.random.default_rng(7).normal(size=(20, DIM)))
+    for query in newcomers:
+        near = search(vectors, labels, query)
+        _, features = vote_features(near, sizes, calibrator.machine_weight)
+        assert calibrator.probability(features) < 0.5
+        assert features[0] > calibrator.max_distance  # the distance limit alone rejects it
+        assert calibrator.predict(near, sizes).label is None
+
+
+def test_leave_one_out_uses_human_labels_only_as_truth(monkeypatch):
+    ids, vectors, labels, sources, _ = store(seed=3)
+    sources = list(sources)
+    for i in range(0, 25):  # brands 0-4 labelled by a machine: voters, never queries
+        sources[i] = M
+    labels[-5:] = [None] * 5  # brand 39 unlabelled: takes neighbour slots, never votes
+    data = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, held_out_fraction=0.3, seed=1)
+    human = [label for label, source in zip(labels, sources) if label and source is H]
+    assert len(data.held_out_labels) == round(0.3 * len(set(human)))
+    assert not set(data.held_out_labels) & {f"brand{b}" for b in range(5)}
+    held_human = sum(label in data.held_out_labels for label in human)
+    assert len(data.correct) == len(human) + held_human == len(data.winners) == len(data.open_set)
+    assert data.open_set.sum() == held_human
+    assert data.correct[data.open_set].sum() == 0  # an absent label can never be right
+    assert 0.5 < data.correct[~data.open_set].mean() < 1.0
+    assert len(data.nearest_same) == len(human) and np.all((data.nearest_same >= 0) & (data.nearest_same <= 2))
+
+    monkeypatch.setattr(calibration, "_CHUNK_ENTRIES", 7 * len(ids))  # 7 queries per chunk: same answers
+    chunked = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, held_out_fraction=0.3, seed=1)
+    np.testing.assert_allclose(chunked.features, data.features, atol=1e-6)
+    assert chunked.winners == data.winners and np.array_equal(chunked.correct, data.correct)
+
+
+def test_save_and_load_round_trip(world, tmp_path, caplog):
+    calibrator = world[3]
+    path = tmp_path / "calibration.json"
+    calibrator.save(path)
+    assert json.loads(path.read_text())["model_id"] == "test-model"  # plain JSON, no pickle
+    loaded = Calibrator.load(path, "test-model")
+    assert loaded == calibrator
+    features = leave_one_out(*store(seed=5)[:4], k=K, machine_weight=0.5).features
+    assert np.array_equal(loaded.probabilities(features), calibrator.probabilities(features))
+    with caplog.at_level(logging.WARNING):
+        assert Calibrator.load(path, "another-model") is None
+    assert "another-model" in caplog.text
+
+
+def test_calibrator_file_of_another_feature_set_is_refused(world, tmp_path):
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({**world[3].to_json(), "features": ["share"]}))
+    with pytest.raises(StoreError, match="calibrate again"):
+        Calibrator.load(path, "test-model")
+
+
+def test_probabilities_are_calibrated_on_a_held_out_store(world):
+    calibrator = world[3]
+    held_out = leave_one_out(*store(seed=1)[:4], k=K, machine_weight=0.5, seed=1)
+    probs = calibrator.probabilities(held_out.features)
+    right = held_out.correct.astype(bool)
+    assert 0.2 < right.mean() < 0.9  # both kinds of answers are there
+    assert expected_calibration_error(probs, held_out.correct) < 0.1
+    assert probs[right].mean() > 0.8 and probs[~right].mean() < 0.35  # and it tells them apart
+    assert calibrator.stats["ece"] < 0.1
+    assert calibrator.n_samples == calibrator.stats["right"] + calibrator.stats["wrong"]
+
+
+def test_degenerate_stores_raise_a_clear_error():
+    ids, vectors, labels, sources, _ = store(seed=2)
+    with pytest.raises(StoreError, match="at least 20 human-labelled logos of 2"):
+        calibrate(ids[:15], vectors[:15], labels[:15], sources[:15], model_id="m")
+    with pytest.raises(StoreError, match="2\\+ labels"):
+        calibrate(ids, vectors, ["one"] * len(ids), sources, model_id="m")
+    with pytest.raises(StoreError, match="human-labelled"):
+        calibrate(ids, vectors, labels, [M] * len(ids), model_id="m")
+    features = np.random.default_rng(0).random((50, len(FEATURES)))
+    with pytest.raises(StoreError, match="some right and some wrong"):
+        Calibrator.fit(features, np.ones(50), model_id="m", k=K, machine_weight=0.5)
+    with pytest.raises(StoreError, match="at least 20"):
+        Calibrator.fit(features[:10], np.arange(10) % 2, model_id="m", k=K, machine_weight=0.5)
+
+
+def test_distance_limit_is_a_high_quantile_of_same_label_distances():
+    distances = np.linspace(0.0, 1.0, 101)
+    assert distance_limit(distances, quantile=0.99) == pytest.approx(0.99)
+    assert distance_limit(np.array([])) == 2.0
+
+
+def test_precision_threshold_takes_the_lowest_threshold_that_keeps_precision():
+    probs, right = np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 1, 0, 1])
+    assert precision_threshold(probs, right, 0.95) == 0.8
+    assert precision_threshold(probs, right, 0.75) == 0.6
+    assert precision_threshold(np.array([0.9, 0.9]), np.array([0, 1]), 0.95) is None  # ties go together
+    thresholds = suggest_thresholds(np.r_[probs, 0.99], np.r_[right, 1], ["a"] * 4 + ["b"], 0.95, min_samples=3)
+    assert thresholds == {"a": 0.8}  # "b" has too few answers: the global default applies
+
+
+def test_suggested_thresholds_are_probabilities_for_labels_with_enough_answers(world):
+    calibrator = world[3]
+    data = leave_one_out(*store(seed=4, per_label=8)[:4], k=K, machine_weight=0.5)
+    probs = calibrator.probabilities(data.features)
+    thresholds = suggest_thresholds(probs, data.correct, data.winners, target_precision=0.9, min_samples=6)
+    answers = {label: data.winners.count(label) for label in set(data.winners)}
+    assert len(thresholds) >= 10 and all(answers[label] >= 6 for label in thresholds)
+    for label, threshold in thresholds.items():
+        assert 0.0 <= threshold <= 1.0
+        given = (np.array(data.winners) == label) & (probs >= threshold)
+        assert data.correct[given].mean() >= 0.9
+    assert 0.0 < calibrator.min_probability <= 1.0
+
+
+def test_expected_calibration_error_and_reliability_curve():
+    correct = np.array([1] * 9 + [0])
+    assert expected_calibration_error(np.full(10, 0.9), correct) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(10, 0.9), np.zeros(10)) == pytest.approx(0.9)
+    mean_prob, share_right, counts = reliability_curve(np.array([0.05, 0.15, 0.95, 1.0]), np.array([0, 0, 1, 0]), 10)
+    np.testing.assert_allclose(mean_prob, [0.05, 0.15, 0.975])
+    np.testing.assert_allclose(share_right, [0.0, 0.0, 0.5])
+    assert counts.tolist() == [1, 1, 2]

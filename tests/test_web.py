@@ -1,0 +1,117 @@
+"""One token check and one error table for every front end; per-visitor state stays per visitor."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import create_app
+from pipeline.importing import import_folder
+from pipeline.service import LogoService
+from web.auth import MAX_TOKEN_BYTES, Access, AdminAuth
+
+TOKEN = "s3cret"
+MALFORMED = ["tökén".encode(), "é" * 10, "", " ", "x" * (MAX_TOKEN_BYTES + 1), "\ud800", b"\xff\xfe", None]
+
+
+@pytest.fixture
+def filled(settings, embedder, gallery_dir) -> LogoService:
+    service = LogoService(settings.replace(admin_token=TOKEN), embedder=embedder)
+    import_folder(service, gallery_dir, progress=False)
+    service.build_index()
+    return service
+
+
+@pytest.mark.parametrize("token", MALFORMED)
+def test_a_malformed_token_is_denied_never_an_error(token):
+    assert AdminAuth(TOKEN).check(token) is Access.DENIED
+    assert AdminAuth(TOKEN).check(TOKEN) is Access.GRANTED and AdminAuth(TOKEN).check(TOKEN.encode()) is Access.GRANTED
+
+
+def test_api_answers_401_to_a_non_ascii_token(filled, query_images):
+    client = TestClient(create_app(filled))
+    photo = {"file": ("a.jpg", query_images["Shell"].read_bytes(), "image/jpeg")}
+    before = filled.count()
+    for header in ({"X-Admin-Token": "tökén".encode()}, {"Authorization": "Bearer ünïcode".encode()},
+                   {"X-Admin-Token": "x" * 10_000}):
+        answer = client.post("/api/v1/ann/add", files=photo, headers=header)
+        assert answer.status_code == 401 and "admin token" in answer.json()["detail"]
+    assert filled.count() == before
+
+
+def test_an_internal_error_is_a_500_with_a_short_detail_and_a_logged_traceback(filled, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(filled, "search_logo", broken)
+    client = TestClient(create_app(filled), raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="web.errors"):
+        answer = client.get("/api/v1/ann/1")
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": "internal error; the server log has the details"}
+    assert "disk on fire" not in answer.text  # internals stay in the log
+    assert any(r.exc_info and "disk on fire" in str(r.exc_info[1]) for r in caplog.records)
+    assert client.get("/api/v1/logos/99999/thumbnail").status_code == 404  # a caller's mistake stays a 4xx
+
+
+def _dash(client: TestClient, outputs: list[tuple[str, str]], inputs: list[dict], state: list[dict],
+          changed: str) -> dict:
+    """Call one Dash callback over HTTP, as the page does (its output key as ``_dash-dependencies`` names it)."""
+    last = f"{outputs[-1][0]}.{outputs[-1][1]}"
+    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json() if last in d["output"]]
+    spec = [{"id": i, "property": p} for i, p in outputs]
+    body = {"output": key, "outputs": spec, "inputs": inputs, "state": state, "changedPropIds": [changed]}
+    answer = client.post("/dashboard/_dash-update-component", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["response"]
+
+
+def _bulk(client: TestClient, token: str, ids: list[int], session: str = "tab-1", trigger: str = "apply") -> str:
+    selected = {"points": [{"customdata": i} for i in ids]}
+    response = _dash(
+        client, [("bulk-message", "children"), ("labels-version", "data"), ("label-options", "children")],
+        [{"id": "apply", "property": "n_clicks", "value": 1}, {"id": "clear", "property": "n_clicks", "value": None},
+         {"id": "undo", "property": "n_clicks", "value": 1 if trigger == "undo" else None}],
+        [{"id": "map", "property": "selectedData", "value": selected},
+         {"id": "bulk-label", "property": "value", "value": "Relabelled"},
+         {"id": "token", "property": "value", "value": token},
+         {"id": "labels-version", "property": "data", "value": 0},
+         {"id": "session", "property": "data", "value": session}],
+        f"{trigger}.n_clicks")
+    return response["bulk-message"]["children"]
+
+
+def test_dash_refuses_a_non_ascii_token_and_undo_is_per_session(filled):
+    client = TestClient(create_app(filled))
+    ids = filled.stored_ids()[:2]
+    before = {i: filled.label_of(i) for i in ids}
+    assert "valid admin token" in _bulk(client, "tökén", ids)
+    assert {i: filled.label_of(i) for i in ids} == before
+    assert _bulk(client, TOKEN, ids, session="tab-1").startswith("Labelled 2 logos")
+    assert _bulk(client, TOKEN, ids, session="tab-2", trigger="undo") == "Nothing to undo."  # another visitor
+    assert filled.label_of(ids[0])[0] == "Relabelled"
+    assert _bulk(client, TOKEN, ids, session="tab-1", trigger="undo").startswith("Undone: 2 logos")
+    assert {i: filled.label_of(i) for i in ids} == before
+
+
+def _show_search(client: TestClient, query: str) -> str:
+    response = _dash(
+        client, [("map", "figure"), ("highlight-note", "children")],
+        [{"id": "label-search", "property": "value", "value": None}, [], [], [],  # three lists of health entries
+         {"id": "show-last", "property": "n_clicks", "value": 1}],
+        [{"id": "cluster-ids", "property": "data", "value": []},
+         {"id": "map-meta", "property": "data", "value": {"traces": 4}},
+         {"id": "url", "property": "search", "value": query}], "show-last.n_clicks")
+    return response["highlight-note"]["children"]
+
+
+def test_one_visitors_search_is_not_shown_to_another(filled, query_images):
+    """Visitor A searches; visitor B's map (no link, or a guessed one) shows nothing of it."""
+    client = TestClient(create_app(filled))
+    result = filled.search_photo(query_images["KFC"])
+    link_a = filled.share_search(result)
+    assert filled.search_links.get(link_a) is result
+    assert "Search a photo in the Search tab first" in _show_search(client, "")
+    assert "expired" in _show_search(client, "?search=" + link_a[:-2] + "xx")
