@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.config import Settings
+from pipeline.datasets import LOADERS as DATASET_FORMATS
+from pipeline.datasets import DetectionDataset, load_dataset, real_drinks_split
 from pipeline.detectors import list_detectors
 from pipeline.embedders import list_embedders
-from pipeline.errors import LogoError
+from pipeline.errors import DatasetError, LogoError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +32,14 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd = commands.add_parser("import-folder", help="add labelled logos from an ImageFolder tree (LABEL/IMAGE)")
     cmd.add_argument("folder", type=Path)
+    cmd = commands.add_parser("import-dataset", help="add the labelled boxes of a YOLO or COCO detection dataset")
+    cmd.add_argument("dataset", type=Path, help="YOLO: the folder (images/, labels/, classes.txt or data.yaml); "
+                                                 "COCO: the JSON file, or a folder holding one")
+    cmd.add_argument("--format", choices=sorted(DATASET_FORMATS), required=True)
+    cmd.add_argument("--split", help="only these splits (comma-separated), e.g. train,val")
+    cmd.add_argument("--split-by", choices=["folder", "real-drinks"], default="folder",
+                     help="folder: images/<split>/ (Ultralytics layout); real-drinks: that dataset's published "
+                          "crc32 split of file names")
     cmd = commands.add_parser("import-photos", help="detect logos on every photo of a folder, add them unlabelled")
     cmd.add_argument("folder", type=Path)
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
@@ -61,6 +71,21 @@ def _box(text: str) -> list[float]:
     return values
 
 
+def _dataset(args: argparse.Namespace) -> DetectionDataset:
+    """The dataset ``import-dataset`` names, narrowed to ``--split`` if given."""
+    path = args.dataset
+    if args.format == "coco" and path.is_dir():
+        found = sorted(path.glob("*.json"))
+        if len(found) != 1:
+            raise DatasetError(f"{path}: expected one COCO .json file in the folder, found {len(found)}")
+        path = found[0]
+    dataset = load_dataset(path, args.format)
+    if args.split:
+        dataset = dataset.split(args.split.split(","), split_of=real_drinks_split if args.split_by == "real-drinks"
+                                else None)
+    return dataset
+
+
 def _print_search(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, separators=(",", ":")))
@@ -82,7 +107,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     # imported here so --help answers without loading torch
     from pipeline.demo import DEMO_LOGOS, build_demo
     from pipeline.evaluation import evaluate
-    from pipeline.importing import import_folder, import_photos
+    from pipeline.importing import import_dataset, import_folder, import_photos
     from pipeline.service import LogoService
 
     try:
@@ -96,6 +121,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         service = LogoService(settings)
         if args.command == "import-folder":
             print(json.dumps(import_folder(service, args.folder, progress=progress).to_json()))
+        elif args.command == "import-dataset":
+            print(json.dumps(import_dataset(service, _dataset(args), progress=progress).to_json()))
         elif args.command == "import-photos":
             print(json.dumps(import_photos(service, args.folder, progress=progress).to_json()))
         elif args.command == "build-index":

@@ -1,4 +1,4 @@
-"""Bulk import: labelled logo folders (ImageFolder layout) and unlabelled product photos.
+"""Bulk import: labelled logo folders (ImageFolder layout), detection datasets, and unlabelled product photos.
 
 Bad files never stop an import: each is skipped and reported with its reason.
 Files already in the store (same decoded pixels) are skipped, so an import can
@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.datasets import DetectionDataset
 from pipeline.images import ImageError, image_sha256
 from pipeline.service import LogoService
 from pipeline.store import NewLogo
@@ -116,4 +117,33 @@ def import_photos(service: LogoService, root: Path, *, progress: bool = True) ->
             NewLogo(crop=service.logo_crop(photo, d.box), box=d.box, image_hash=digest, image_path=str(path), score=d.score)
             for d in detections
         ])
+    return report
+
+
+def import_dataset(service: LogoService, dataset: DetectionDataset, *, source: LabelSource = LabelSource.HUMAN,
+                   batch: int = 64, progress: bool = True) -> ImportReport:
+    """Add every labelled box of a detection dataset (YOLO or COCO, see :mod:`pipeline.datasets`) as a logo.
+
+    Each box is cut with the service's padding (as a searched logo is), labelled
+    with its class and kept with its photo's path and box, so that re-embedding
+    can cut it again. Photos already stored are skipped as duplicates, which
+    makes a re-run after an interruption safe.
+    """
+    report = ImportReport()
+    pending: list[NewLogo] = []
+    seen: set[str] = set()
+    for entry in tqdm(dataset.photos, desc=f"import {dataset.root.name}", unit="photo", disable=not progress):
+        if not entry.annotations:
+            continue
+        loaded = _load_new(service, entry.path, report, seen)
+        if loaded is None:
+            continue
+        photo, digest = loaded
+        pending += [NewLogo(crop=service.logo_crop(photo, a.box), box=a.box, image_hash=digest,
+                            image_path=str(entry.path), label=a.label, label_source=source)
+                    for a in entry.annotations]
+        if len(pending) >= batch:
+            report.added += service.add_crops(pending)
+            pending = []
+    report.added += service.add_crops(pending)
     return report

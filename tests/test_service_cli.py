@@ -120,3 +120,42 @@ def test_cli_end_to_end_in_a_subprocess(gallery_dir, query_images, tmp_path):
     figures = json.loads(cli("evaluate", str(gallery_dir), str(queries), "--json"))
     assert {"top1", "recall@5"} <= set(figures)
     assert figures["queries"] == len(BRANDS) and figures["top1"] >= 0.8 and figures["recall@5"] == 1.0
+
+
+def _yolo_dataset(root: Path, query_images: dict[str, Path]) -> list[tuple[str, list[float]]]:
+    """Two 'photos' with demo logos pasted at known places, plus one without any logo, in YOLO layout."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    classes = list(query_images)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    truth = []
+    for number, brands in enumerate([["KFC", "Shell"], ["Lidl"], []]):
+        canvas = Image.new("RGB", (640, 480), (235, 230, 220))
+        lines = []
+        for slot, brand in enumerate(brands):
+            logo = Image.open(query_images[brand]).convert("RGB")
+            logo.thumbnail((200, 200))
+            x, y = 40 + 300 * slot, 120
+            canvas.paste(logo, (x, y))
+            box = [x, y, x + logo.width, y + logo.height]
+            truth.append((brand, box))
+            lines.append(f"{classes.index(brand)} {(x + logo.width / 2) / 640} {(y + logo.height / 2) / 480} "
+                         f"{logo.width / 640} {logo.height / 480}")
+        canvas.save(root / "images" / f"photo{number}.jpg", quality=95)
+        (root / "labels" / f"photo{number}.txt").write_text("\n".join(lines))
+    return truth
+
+
+def test_cli_import_dataset_adds_each_box_with_its_label_once(service, query_images, tmp_path, capsys):
+    truth = _yolo_dataset(tmp_path / "ds", query_images)
+    data = str(service.settings.data_dir)
+    assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"added": 3, "duplicates": 0, "failed": []}
+    records = service.store.get(service.store.ids())
+    assert sorted((r.label, [round(v) for v in r.box.to_list()]) for r in records) == sorted(truth)
+    assert {r.label_source for r in records} == {LabelSource.HUMAN}
+    assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicates"] == 2 and service.store.count() == 3
+    (tmp_path / "ds" / "labels" / "photo1.txt").write_text("0 0.5 0.5 0.2\n")
+    assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 1
+    assert "photo1.txt line 1" in capsys.readouterr().err
