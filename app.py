@@ -50,6 +50,7 @@ def main() -> None:
     settings = Settings.from_env()
     service = LogoService(settings)
     build_demo(service, progress=True)  # first start: a progress bar in the log
+    service.request_calibration()  # in the background, if the labels changed since the last calibration
     service.start_map()  # the UMAP map fits in the background (or is read from its cache)
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,
              "enabled" if settings.admin_token else "disabled: set ADMIN_TOKEN")

@@ -10,8 +10,10 @@ cluttered surround (see ``pipeline.training.synth``).
     -> OUT/gallery/<brand>/{0,1,2}.png and OUT/query/<brand>/{0,1}.png
 
 ``--collection fontawesome-brands`` draws the logos from Font Awesome Free's
-brand icons instead: another collection, reserved for independent evaluation
-(never used in training, tuning or the demo).
+brand icons instead, and ``--collection devicon`` from the colour logos of
+``@iconify-json/devicon`` (multi-colour marks and wordmarks, printed in their own
+colours): other collections, reserved for independent evaluation (never used
+in training, tuning or the demo).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.demo import DEMO_LOGOS
-from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_fontawesome_brands, load_icons, logo_card,
-                            photograph)
+from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_devicon, load_fontawesome_brands,
+                                     load_icons, logo_card, photograph)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,13 +37,15 @@ def demo_slugs() -> set[str]:
     return {p.stem for p in DEMO_LOGOS.glob("*/*.png")}
 
 
-COLLECTIONS = ("simple-icons", "fontawesome-brands")
+COLLECTIONS = ("simple-icons", "fontawesome-brands", "devicon")
 
 
 def candidates(collection: str, cache: Path) -> list[Icon]:
-    """Logos a set may use: held-out simple-icons minus the demo ones, or every Font Awesome brand."""
+    """Logos a set may use: held-out simple-icons minus the demo ones, or every logo of another collection."""
     if collection == "fontawesome-brands":
         return load_fontawesome_brands(cache)
+    if collection == "devicon":
+        return load_devicon(cache)
     excluded = demo_slugs()
     return [icon for icon in load_icons(fetch_simple_icons(cache)) if held_out(icon.slug) and icon.slug not in excluded]
 

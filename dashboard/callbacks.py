@@ -13,7 +13,7 @@ from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 from dashboard.figures import map_figure, map_frame
 from dashboard.layout import summary_text
 from pipeline.errors import LogoError
-from pipeline.service import LogoService
+from pipeline.service import LogoService, calibration_summary
 from web.auth import Access, AdminAuth
 
 THUMB = "/api/v1/logos/{}/thumbnail"
@@ -150,6 +150,27 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             return f"Not done: {exc}", no_update, no_update
         options = [html.Option(value=name) for name in service.labels_in_use()]
         return message, (version or 0) + 1, options
+
+    @app.callback(Output("threshold-message", "children"), Input("set-threshold", "n_clicks"),
+                  Input("recalibrate", "n_clicks"), State("bulk-label", "value"), State("threshold", "value"),
+                  State("token", "value"), prevent_initial_call=True)
+    def confidence(_: int | None, __: int | None, label: str | None, value: float | None, token: str | None):
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            return access.message
+        try:
+            if ctx.triggered_id == "recalibrate":
+                summary = calibration_summary(service.calibrate())
+                return (f"Calibrated on {summary['answers']} answers: calibration error {summary['ece']:.3f}, "
+                        f"default threshold {summary['default_threshold']:.2f}.")
+            label = (label or "").strip()
+            if not label:
+                return "Type the label above first."
+            service.set_threshold(label, value)
+        except LogoError as exc:
+            return f"Not done: {exc}"
+        return (f"'{label}' is now given at confidence {value:.2f} or more." if value is not None
+                else f"'{label}' uses the default threshold again.")
 
     @app.callback(Output("purity", "children"), Output("suspects", "children"), Output("clusters", "children"),
                   Output("cluster-ids", "data"), Input("labels-version", "data"), Input("map-key", "data"),

@@ -35,6 +35,16 @@ def _bulk_panel(service: LogoService) -> html.Div:
         ], style={"display": "flex", "gap": "0.4rem", "marginTop": "0.4rem"}),
         html.P("This deployment is read-only (no ADMIN_TOKEN configured)." if read_only else "",
                id="bulk-message", style={"fontSize": "0.9rem"}),
+        html.Div([
+            html.Span("Confidence this label needs", style={"fontSize": "0.85rem"}),
+            dcc.Input(id="threshold", type="number", min=0, max=1, step=0.01, placeholder="0..1, empty: default",
+                      style={"width": "9rem"}, disabled=read_only),
+            html.Button("Set", id="set-threshold", disabled=read_only,
+                        title="the label typed above is given only at this calibrated confidence or more"),
+            html.Button("Recalibrate", id="recalibrate", disabled=read_only,
+                        title="refit the confidence calibration on every human label now"),
+        ], style={"display": "flex", "gap": "0.4rem", "alignItems": "center", "flexWrap": "wrap"}),
+        html.P("", id="threshold-message", style={"fontSize": "0.85rem"}),
     ], style=PANEL)
 
 

@@ -274,6 +274,8 @@ class Calibrator:
         min_probability: Probability a label needs when it has no own threshold.
         thresholds: Per-label probability needed, overriding ``min_probability``.
         stats: Fit-time numbers (log-loss, Brier score, ECE, counts, time) for reports.
+        labels_version: The store's labels when it was fitted (see ``LogoStore.labels_version``), to tell
+            when a new fit is due.
     """
 
     model_id: str
@@ -288,6 +290,7 @@ class Calibrator:
     min_probability: float = 0.5
     thresholds: Mapping[str, float] = field(default_factory=dict)
     stats: Mapping[str, float] = field(default_factory=dict)
+    labels_version: str = ""
 
     @classmethod
     def fit(cls, features: np.ndarray, correct: np.ndarray, *, model_id: str, k: int, machine_weight: float,
@@ -387,7 +390,8 @@ class Calibrator:
                        n_samples=int(value["n_samples"]), max_distance=float(value["max_distance"]),
                        min_probability=float(value["min_probability"]),
                        thresholds={str(label): float(t) for label, t in value["thresholds"].items()},
-                       stats={str(key): float(v) for key, v in value["stats"].items()})
+                       stats={str(key): float(v) for key, v in value["stats"].items()},
+                       labels_version=str(value.get("labels_version", "")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"malformed calibration ({exc!r}); calibrate again") from None
 

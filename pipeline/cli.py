@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("folder", type=Path)
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
     commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
+    commands.add_parser("calibrate", help="fit the confidence calibration on the store's human labels")
+    cmd = commands.add_parser("threshold", help="set the confidence a label needs to be given ('none' removes it)")
+    cmd.add_argument("label")
+    cmd.add_argument("value", type=_threshold, metavar="VALUE", help="0..1, or none")
     cmd = commands.add_parser("search", help="find and name the logos of a photo")
     cmd.add_argument("image", type=Path)
     cmd.add_argument("--box", action="append", type=_box, metavar="X0,Y0,X1,Y1",
@@ -69,6 +73,18 @@ def _box(text: str) -> list[float]:
     if len(values) != 4:
         raise argparse.ArgumentTypeError(f"a box is X0,Y0,X1,Y1, got {text!r}")
     return values
+
+
+def _threshold(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a threshold is a number between 0 and 1, or none; got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold is between 0 and 1, got {value}")
+    return value
 
 
 def _dataset(args: argparse.Namespace) -> DetectionDataset:
@@ -108,7 +124,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     from pipeline.demo import DEMO_LOGOS, build_demo
     from pipeline.evaluation import evaluate
     from pipeline.importing import import_dataset, import_folder, import_photos
-    from pipeline.service import LogoService
+    from pipeline.service import LogoService, calibration_summary
 
     try:
         settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
@@ -129,6 +145,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(service.build_index().__dict__))
         elif args.command == "reembed":
             print(json.dumps(service.reembed(progress=progress).to_json()))
+        elif args.command == "calibrate":
+            print(json.dumps(calibration_summary(service.calibrate())))
+        elif args.command == "threshold":
+            service.set_threshold(args.label, args.value)
+            print(json.dumps({"label": args.label, "threshold": args.value}))
         elif args.command == "search":
             _print_search(service.search_photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
         elif args.command == "stats":

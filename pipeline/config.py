@@ -32,6 +32,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MAX_DISTANCE": ("max_distance", float),
     "LOGOS_MIN_CONFIDENCE": ("min_confidence", float),
     "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
+    "LOGOS_TARGET_PRECISION": ("target_precision", float),
     "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
     "LOGOS_BATCH_SIZE": ("batch_size", int),
@@ -69,6 +70,9 @@ class Settings:
             thresholds stored in the store override it.
         machine_label_weight: Vote weight of a machine-labelled neighbour relative
             to a human-labelled one (humans outrank machines).
+        target_precision: Share of given labels that should be right: the
+            calibration (``python -m pipeline calibrate``) picks the default and
+            per-label confidence thresholds that reach it on the store's own labels.
         max_image_pixels: Uploads with more pixels are refused (decompression bombs).
         max_upload_bytes: Uploads larger than this are refused before decoding.
         batch_size: Crops embedded per forward pass.
@@ -93,6 +97,7 @@ class Settings:
     max_distance: float = 0.9
     min_confidence: float = 0.3
     machine_label_weight: float = 0.5
+    target_precision: float = 0.95
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 30 * 1024 * 1024
     batch_size: int = 8

@@ -10,8 +10,8 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.calibration import Calibrator, calibrate
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
-from pipeline.errors import BadInputError, ImageError, LogoNotFoundError, StoreError
+from pipeline.errors import BadInputError, ImageError, LogoNotFoundError, NotFoundError, StoreError
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
@@ -65,6 +66,15 @@ class ReembedReport:
                 "seconds": round(self.seconds, 2)}
 
 
+def calibration_summary(calibrator: Calibrator) -> dict[str, object]:
+    """What a calibration says, in the CLI's and the API's JSON shape."""
+    return {"model": calibrator.model_id, "answers": calibrator.n_samples,
+            "ece": round(float(calibrator.stats.get("ece", float("nan"))), 4),
+            "max_distance": round(calibrator.max_distance, 4),
+            "default_threshold": round(calibrator.min_probability, 4),
+            "label_thresholds": len(calibrator.thresholds)}
+
+
 class LogoService:
     """Search, add and label logos in one data directory.
 
@@ -94,6 +104,10 @@ class LogoService:
         self._embedder_lock = threading.Lock()
         self.map = LogoMap(self.store, settings.data_dir / "map")
         self.search_links = SearchLinks()
+        self.calibration_path = settings.data_dir / "calibration.json"
+        self._calibrator: tuple[tuple[float, str], Calibrator | None] | None = None
+        self._calibrating = threading.Lock()
+        self._calibration_wanted = threading.Event()
         self._neighbour_table: tuple[tuple[str, int], dict[int, list[int]]] | None = None
 
     @property
@@ -132,9 +146,109 @@ class LogoService:
             raise BadInputError(f"k must be between 1 and 1000, got {k}")
         return k
 
-    def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
-        """The kNN label for a set of neighbours, with the store's per-label thresholds."""
-        return predict_label(neighbours, self.vote_config())
+    def predict(self, neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int] | None = None) -> Prediction:
+        """The label of a query from its neighbours (the first ``settings.k`` vote).
+
+        With a calibration of the store (:meth:`calibrate`), the confidence is
+        the probability that the label is right and a logo unlike any labelled
+        one is unknown; without one, the plain vote share of :mod:`pipeline.knn`.
+        Per-label thresholds set by people (:meth:`set_threshold`) win over
+        suggested ones in both cases.
+        """
+        voters = list(neighbours)[: self.settings.k]
+        calibrator = self.calibrator()
+        if calibrator is None:
+            return predict_label(voters, self.vote_config())
+        thresholds = {**calibrator.thresholds, **self.store.thresholds()}
+        sizes = self.store.label_counts() if label_sizes is None else label_sizes
+        return replace(calibrator, thresholds=thresholds).predict(voters, sizes)
+
+    # -- calibration -------------------------------------------------------------------
+    def calibrator(self) -> Calibrator | None:
+        """The store's calibration for the current embedding model, re-read when its file changes."""
+        model_id = self.store.model_id
+        try:
+            stamp = (self.calibration_path.stat().st_mtime, model_id or "")
+        except FileNotFoundError:
+            return None
+        cached = self._calibrator
+        if cached is None or cached[0] != stamp:
+            try:
+                loaded = Calibrator.load(self.calibration_path, model_id) if model_id else None
+            except StoreError as exc:
+                log.warning("%s", exc)
+                loaded = None
+            cached = self._calibrator = (stamp, loaded)
+        return cached[1]
+
+    def labels_version(self) -> str:
+        """Changes whenever a label or a labelled logo is added, changed or removed."""
+        return self.store.labels_version()
+
+    def calibration_is_stale(self) -> bool:
+        """Whether the labels changed since the last calibration (or there is none)."""
+        calibrator = self.calibrator()
+        return calibrator is None or calibrator.labels_version != self.labels_version()
+
+    def calibrate(self) -> Calibrator:
+        """Fit the confidence calibration on the store's human labels (leave-one-out) and save it.
+
+        Raises:
+            StoreError: Too few human labels to calibrate.
+        """
+        with self._calibrating:
+            version = self.labels_version()
+            model_id = self.store.model_id
+            frame = self.store.label_frame().set_index("id")
+            ids, vectors = [], []
+            for batch_ids, batch in self.store.iter_vectors():
+                ids.append(batch_ids)
+                vectors.append(batch)
+            if model_id is None or not ids:
+                raise StoreError("the store is empty: add labelled logos before calibrating")
+            all_ids = np.concatenate(ids)
+            rows = frame.reindex(all_ids)
+            labels = [label if isinstance(label, str) else None for label in rows.label]
+            sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
+            calibrator = calibrate(all_ids, np.concatenate(vectors), labels, sources, model_id=model_id,
+                                   k=self.settings.k, machine_weight=self.settings.machine_label_weight,
+                                   target_precision=self.settings.target_precision)
+            calibrator = replace(calibrator, labels_version=version)
+            calibrator.save(self.calibration_path)
+            log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
+                     calibrator.n_samples, calibrator.stats.get("ece", float("nan")), calibrator.max_distance,
+                     calibrator.min_probability)
+            return calibrator
+
+    def request_calibration(self) -> None:
+        """Recalibrate in a background thread (once more if labels change meanwhile); never blocks a caller."""
+        self._calibration_wanted.set()
+        threading.Thread(target=self._calibrate_when_wanted, name="calibrate", daemon=True).start()
+
+    def _calibrate_when_wanted(self) -> None:
+        while self._calibration_wanted.is_set():
+            if not self._calibrating.acquire(blocking=False):
+                return  # the running fit will see the flag and go again
+            self._calibrating.release()
+            self._calibration_wanted.clear()
+            if not self.calibration_is_stale():
+                continue
+            try:
+                self.calibrate()
+            except StoreError as exc:
+                log.info("no calibration yet: %s", exc)
+
+    def set_threshold(self, label: str, threshold: float | None) -> None:
+        """Set (or with None remove) the confidence ``label`` needs to be given as an answer."""
+        if label not in self.store.label_counts():
+            raise NotFoundError(f"no logo carries the label {label!r}")
+        self.store.set_threshold(label, threshold)
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        """Per-label thresholds: ``{"set": set by people, "suggested": from the calibration}``."""
+        calibrator = self.calibrator()
+        return {"set": self.store.thresholds(), "suggested": dict(calibrator.thresholds) if calibrator else {},
+                "default": calibrator.min_probability if calibrator else self.settings.min_confidence}
 
     # -- search ------------------------------------------------------------------------
     def detect(self, image: Image.Image, boxes: Sequence[Box | Sequence[float]] | None = None) -> list[Detection]:
@@ -157,6 +271,12 @@ class LogoService:
         vectors = self.embedder.embed(list(crops)) if crops else np.zeros((0, 0), np.float32)
         return vectors, [self.search_embedding(vector, k) for vector in vectors]
 
+    def _name(self, neighbour_lists: list[list[Neighbour]], k: int | None) -> list[tuple[Prediction, list[Neighbour]]]:
+        """Each query's prediction (from ``settings.k`` voters, whatever ``k``) and its first ``k`` neighbours."""
+        shown = self._k(k)
+        sizes = self.store.label_counts() if neighbour_lists else {}
+        return [(self.predict(neighbours, sizes), neighbours[:shown]) for neighbours in neighbour_lists]
+
     def search_photo(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
                      k: int | None = None) -> PhotoSearchResult:
         """Find the logos of a photo and name each from its nearest stored logos.
@@ -168,9 +288,10 @@ class LogoService:
         """
         photo = self.load(image)
         detections = self.detect(photo, boxes)
-        vectors, neighbour_lists = self._embed_and_search([self.logo_crop(photo, d.box) for d in detections], k)
-        logos = [LogoMatch(d.box, self.predict(neighbours), neighbours, d.score)
-                 for d, neighbours in zip(detections, neighbour_lists, strict=True)]
+        crops = [self.logo_crop(photo, d.box) for d in detections]
+        vectors, neighbour_lists = self._embed_and_search(crops, max(self._k(k), self.settings.k))
+        logos = [LogoMatch(d.box, prediction, neighbours, d.score)
+                 for d, (prediction, neighbours) in zip(detections, self._name(neighbour_lists, k), strict=True)]
         return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
 
     def share_search(self, result: PhotoSearchResult) -> str:
@@ -225,6 +346,8 @@ class LogoService:
             raise BadInputError(f"got {len(labels)} labels for {len(detections)} logos")
         source = LabelSource.parse(source)
         image_hash = image_sha256(photo)
+        if any(labels):
+            self.request_calibration()  # runs after this add: it waits for nothing but a free moment
         return self.add_crops([
             NewLogo(crop=self.logo_crop(photo, d.box), box=d.box, image_hash=image_hash, image_path=image_path,
                     label=label, label_source=source if label else None, score=d.score)
@@ -251,11 +374,16 @@ class LogoService:
         missing = [i for i in ids if i not in known]
         if missing:
             raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
-        return self.store.set_label(ids, label, LabelSource.HUMAN, who=who, session=session)
+        change = self.store.set_label(ids, label, LabelSource.HUMAN, who=who, session=session)
+        self.request_calibration()
+        return change
 
     def undo_label(self, session: str, who: str = "local") -> LabelChange | None:
         """Undo the last label change made in ``session`` (None if it has nothing left to undo)."""
-        return self.store.undo_last(session, who=who)
+        change = self.store.undo_last(session, who=who)
+        if change is not None:
+            self.request_calibration()
+        return change
 
     def neighbour_table(self, k: int = 10) -> dict[int, list[int]]:
         """Every stored logo's ``k`` nearest neighbours (itself excluded), cached until the logos change."""

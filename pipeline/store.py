@@ -385,6 +385,12 @@ class LogoStore:
     def thresholds(self) -> dict[str, float]:
         return dict(self._conn().execute("SELECT label, threshold FROM label_thresholds").fetchall())
 
+    def labels_version(self) -> str:
+        """A value that changes whenever labels change: labelled logos, last logo, last label event."""
+        labelled, last_logo = self._conn().execute("SELECT COUNT(label), COALESCE(MAX(id), 0) FROM logos").fetchone()
+        last_event = self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM label_events").fetchone()[0]
+        return f"{labelled}:{last_logo}:{last_event}"
+
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM logos").fetchone()[0])
 

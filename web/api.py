@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
-from pipeline.service import LogoService
+from pipeline.service import LogoService, calibration_summary
 from pipeline.types import LabelSource, Neighbour
 from web.auth import Access, AdminAuth
 
@@ -42,6 +42,10 @@ class BatchIn(BaseModel):
 class BatchOut(BaseModel):
     results: dict[int, list[NeighbourOut]]
     count: int
+
+
+class ThresholdIn(BaseModel):
+    threshold: float | None = Field(..., ge=0.0, le=1.0, description="confidence the label needs; null removes it")
 
 
 class EmbeddingIn(BaseModel):
@@ -137,6 +141,21 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
                k: Annotated[int | None, Form(ge=1, le=100)] = None) -> dict[str, Any]:
         """Find and name the logos of a photo: the same JSON as ``python -m pipeline search --json``."""
         return service.search_photo(read_upload(file, max_bytes), boxes=_json_list(boxes, "boxes"), k=k).to_json()
+
+    @router.post("/calibrate", dependencies=[admin])
+    def calibrate() -> dict[str, Any]:
+        """Fit the confidence calibration on the store's human labels now (it also refits by itself)."""
+        return calibration_summary(service.calibrate())
+
+    @router.get("/labels/thresholds")
+    def thresholds() -> dict[str, Any]:
+        """Per-label confidence thresholds: set by people, suggested by the calibration, and the default."""
+        return service.thresholds()
+
+    @router.put("/labels/{label}/threshold", dependencies=[admin])
+    def set_threshold(label: str, body: ThresholdIn) -> dict[str, Any]:
+        service.set_threshold(label, body.threshold)
+        return {"label": label, "threshold": body.threshold}
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
     def thumbnail(logo_id: int) -> Response:

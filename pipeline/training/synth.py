@@ -46,15 +46,21 @@ def held_out(slug: str) -> bool:
 
 @dataclass(frozen=True)
 class Icon:
-    """One logo: an SVG with a name and a brand colour (hex)."""
+    """One logo: an SVG with a name and a brand colour (hex).
+
+    A ``multicolour`` logo keeps the colours of its own SVG when printed; a
+    single-colour glyph (simple-icons, Font Awesome) is inked in a scheme's colour.
+    """
 
     slug: str
     title: str
     hex: str
     svg: str
+    multicolour: bool = False
 
 
 FONTAWESOME_VERSION = "6.7.2"
+DEVICON_VERSION = "1.2.68"
 
 
 def fetch_npm_package(name: str, version: str, cache_dir: Path, marker: str) -> Path:
@@ -91,6 +97,28 @@ def load_fontawesome_brands(cache_dir: Path, version: str = FONTAWESOME_VERSION)
             for path in sorted((package / "svgs" / "brands").glob("*.svg"))]
 
 
+def load_iconify_set(name: str, version: str, cache_dir: Path) -> list[Icon]:
+    """Every icon of an ``@iconify-json/NAME`` npm package (SVG bodies in one ``icons.json``), kept in its colours."""
+    package = fetch_npm_package(f"@iconify-json/{name}", version, cache_dir, "icons.json")
+    data = json.loads((package / "icons.json").read_text())
+    icons = []
+    for slug, entry in sorted(data["icons"].items()):
+        width, height = entry.get("width", data.get("width", 16)), entry.get("height", data.get("height", 16))
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{entry.get("left", 0)} {entry.get("top", 0)} '
+               f'{width} {height}">{entry["body"]}</svg>')
+        icons.append(Icon(slug, slug.replace("-", " ").title(), "333333", svg, multicolour=True))
+    return icons
+
+
+def load_devicon(cache_dir: Path, version: str = DEVICON_VERSION) -> list[Icon]:
+    """The colour logos of dev tools and languages in ``@iconify-json/devicon`` (MIT), glyphs and wordmarks.
+
+    Reserved for independent evaluation: brand logos of another collection and
+    style (multi-colour marks and wordmarks), never used in training or tuning.
+    """
+    return load_iconify_set("devicon", version, cache_dir)
+
+
 def load_icons(package_dir: Path) -> list[Icon]:
     """Every icon of an unpacked simple-icons package, sorted by slug."""
     meta = json.loads((package_dir / "data" / "simple-icons.json").read_text())
@@ -106,7 +134,7 @@ def render_icon(icon: Icon, size: int, colour: str) -> Image.Image:
     """The icon as an RGBA image ``size`` pixels on its longer side, filled with ``colour`` (hex)."""
     import cairosvg
 
-    svg = icon.svg.replace("<svg ", f'<svg fill="#{colour.lstrip("#")}" ', 1)
+    svg = icon.svg if icon.multicolour else icon.svg.replace("<svg ", f'<svg fill="#{colour.lstrip("#")}" ', 1)
     png = cairosvg.svg2png(bytestring=svg.encode(), output_width=size, output_height=size)
     image = Image.open(io.BytesIO(png)).convert("RGBA")
     bbox = image.getchannel("A").getbbox()
@@ -124,7 +152,14 @@ def _random_colour(rng: np.random.Generator, light: bool | None = None) -> tuple
 
 
 def logo_card(icon: Icon, rng: np.random.Generator, size: int = 160) -> Image.Image:
-    """The logo printed on a plain panel, in one of the colour schemes packaging uses."""
+    """The logo printed on a plain panel, in one of the colour schemes packaging uses.
+
+    A multicolour logo keeps its own colours, on white, on a light tint or on a dark panel.
+    """
+    if icon.multicolour:
+        paper = rng.choice(3, p=[0.5, 0.3, 0.2])
+        background = [(255, 255, 255), _random_colour(rng, light=True), _random_colour(rng, light=False)][paper]
+        return _card(render_icon(icon, size, "000000"), background, size, rng)
     scheme = rng.choice(["brand_on_white", "white_on_brand", "dark_on_tint", "brand_on_tint", "light_on_dark"],
                         p=[0.35, 0.2, 0.15, 0.15, 0.15])
     brand = icon.hex if _luminance(icon.hex) < 0.85 else "333333"
@@ -135,7 +170,10 @@ def logo_card(icon: Icon, rng: np.random.Generator, size: int = 160) -> Image.Im
         "brand_on_tint": (brand, _random_colour(rng, light=True)),
         "light_on_dark": ("%02X%02X%02X" % _random_colour(rng, light=True), _random_colour(rng, light=False)),
     }[str(scheme)]
-    mark = render_icon(icon, size, ink)
+    return _card(render_icon(icon, size, ink), paper, size, rng)
+
+
+def _card(mark: Image.Image, paper: tuple[int, int, int], size: int, rng: np.random.Generator) -> Image.Image:
     pad = int(size * rng.uniform(0.08, 0.3))
     card = Image.new("RGB", (mark.width + 2 * pad, mark.height + 2 * pad), paper)
     card.paste(mark, (pad, pad), mark)
