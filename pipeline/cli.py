@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--split-by", choices=["folder", "real-drinks"], default="folder",
                      help="folder: images/<split>/ (Ultralytics layout); real-drinks: that dataset's published "
                           "crc32 split of file names")
+    cmd.add_argument("--skip-empty-boxes", action="store_true",
+                     help="drop boxes of zero size (under a pixel) instead of refusing the dataset")
     cmd = commands.add_parser("import-photos", help="detect logos on every photo of a folder, add them unlabelled")
     cmd.add_argument("folder", type=Path)
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
@@ -95,7 +97,7 @@ def _dataset(args: argparse.Namespace) -> DetectionDataset:
         if len(found) != 1:
             raise DatasetError(f"{path}: expected one COCO .json file in the folder, found {len(found)}")
         path = found[0]
-    dataset = load_dataset(path, args.format)
+    dataset = load_dataset(path, args.format, skip_empty_boxes=args.skip_empty_boxes)
     if args.split:
         dataset = dataset.split(args.split.split(","), split_of=real_drinks_split if args.split_by == "real-drinks"
                                 else None)

@@ -1,0 +1,132 @@
+"""End-to-end on real photos: from a photo to named logos, through the CLI and the HTTP API as users use them.
+
+    python benchmarks/real_photos.py --dataset ../shared/datasets/real-drinks [--detector-path M.onnx]
+                                     [--threshold T]
+
+1. Gallery: the labelled boxes of the dataset's ``train`` split, imported into a
+   fresh store with ``python -m pipeline import-dataset --split train
+   --split-by real-drinks``, then ``python -m pipeline calibrate``.
+2. Queries: every ``test``-split photo, sent to ``POST /api/v1/search`` of a
+   running ``python app.py`` on that store (bundled detector unless told).
+3. Scoring, per true box: *found* when a returned box overlaps it at IoU >= 0.5,
+   *found and named* when that box also carries the true label. *Extra labelled
+   boxes* are returned boxes with a label that overlap no true box (the
+   dataset's boxes are partial, so some may be real but unboxed logos: an upper bound).
+
+real-drinks: 739 photos of drinks packaging with logo boxes of 5 brands, from
+the public GitHub repository hxtruong6/brand-detection (MIT); see its README in
+``../shared/datasets/real-drinks`` for the split and the caveats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import torch
+from torchvision.ops import box_iou
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.datasets import load_yolo  # noqa: E402
+
+
+def _cli(data: Path, *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "pipeline", "-q", "--data-dir", str(data), *args], cwd=ROOT,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"python -m pipeline {' '.join(args)} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL,
+                               env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port),
+                                    "LOGOS_DATA_DIR": str(data)})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            return process, url
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit("app.py exited before answering /health") from None
+            time.sleep(1)
+    process.kill()
+    raise SystemExit("app.py did not answer /health in 300 s")
+
+
+def score(dataset: Path, url: str) -> dict[str, float]:
+    photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
+    truth_boxes = found = named = extra = 0
+    latencies = []
+    with httpx.Client(timeout=120) as client:
+        for photo in photos:
+            started = time.perf_counter()
+            answer = client.post(url + "/api/v1/search", files={"file": (photo.path.name, photo.path.read_bytes(),
+                                                                          "image/jpeg")})
+            latencies.append(time.perf_counter() - started)
+            answer.raise_for_status()
+            logos = answer.json()["logos"]
+            truth = torch.tensor([a.box.to_list() for a in photo.annotations], dtype=torch.float32).reshape(-1, 4)
+            boxes = torch.tensor([logo["box"] for logo in logos], dtype=torch.float32).reshape(-1, 4)
+            iou = box_iou(truth, boxes) if len(boxes) and len(truth) else torch.zeros(len(truth), len(boxes))
+            truth_boxes += len(truth)
+            for t, annotation in enumerate(photo.annotations):
+                hits = [i for i in range(len(logos)) if iou[t, i] >= 0.5]
+                found += bool(hits)
+                named += any(logos[i]["label"] == annotation.label for i in hits)
+            for i, logo in enumerate(logos):
+                if logo["label"] is not None and (not len(truth) or float(iou[:, i].max()) < 0.5):
+                    extra += 1
+    latencies.sort()
+    return {"photos": len(photos), "logos": truth_boxes, "found_and_named": named / truth_boxes,
+            "found": found / truth_boxes, "extra_labelled_per_photo": extra / len(photos),
+            "search_p50_ms": 1000 * latencies[len(latencies) // 2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "real-drinks")
+    parser.add_argument("--detector-path", type=Path, help="another YOLOv8-layout ONNX detector")
+    parser.add_argument("--threshold", type=float, help="detector threshold (default: the app's)")
+    args = parser.parse_args()
+    if not (args.dataset / "labels").is_dir():
+        parser.error(f"{args.dataset}: no YOLO dataset there (real-drinks: ../shared/datasets/real-drinks; the "
+                     "public original is GitHub hxtruong6/brand-detection)")
+    env = {}
+    if args.detector_path:
+        env["LOGOS_DETECTOR_PATH"] = str(args.detector_path.resolve())
+    if args.threshold is not None:
+        env["LOGOS_DETECTOR_THRESHOLD"] = str(args.threshold)
+    with tempfile.TemporaryDirectory(prefix="real-photos-") as tmp:
+        data = Path(tmp)
+        imported = _cli(data, "import-dataset", str(args.dataset), "--format", "yolo", "--split", "train",
+                        "--split-by", "real-drinks", "--skip-empty-boxes")
+        calibration = _cli(data, "calibrate")
+        process, url = _serve(data, env)
+        try:
+            figures = score(args.dataset, url)
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    print(f"gallery: {imported['added']} logos of the train split; calibration: {calibration}")
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
