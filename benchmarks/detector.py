@@ -5,7 +5,8 @@
 
 With ``--real DIR`` (a YOLO dataset; real-drinks, from the public GitHub
 repository hxtruong6/brand-detection, MIT) the models are also scored on the
-photos of its ``test`` split, which no training or tuning here uses; its boxes
+photos of its ``test`` split (``--split val`` for choosing recipes and
+thresholds), which no training or tuning here uses; its boxes
 are partial (some logos carry none), so "false boxes" there is an upper bound.
 Give ``--model`` several times to compare models side by side.
 
@@ -140,7 +141,9 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=200)
     parser.add_argument("--threshold", type=float, default=None,
                         help="operating threshold (default: the app's, LOGOS_DETECTOR_THRESHOLD)")
-    parser.add_argument("--real", type=Path, help="also score the test split of this YOLO dataset of real photos")
+    parser.add_argument("--real", type=Path, help="also score a split of this YOLO dataset of real photos")
+    parser.add_argument("--split", default="test", choices=["test", "val"],
+                        help="which real-drinks split: test (report) or val (choose recipes and thresholds)")
     parser.add_argument("--picture", type=Path, help="save detections on example photos to this JPEG")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -152,9 +155,9 @@ def main() -> None:
     print(f"operating threshold: {threshold}; recall and false boxes at IoU 0.5")
     scenes = held_out_scenes(args.scenes)
     _report("generated scenes (held-out simple-icons logos)", scenes, models, threshold)
-    real = real_photos(args.real) if args.real is not None else []
+    real = real_photos(args.real, args.split) if args.real is not None else []
     if real:
-        _report(f"real photos ({args.real.name} test split)", real, models, threshold)
+        _report(f"real photos ({args.real.name} {args.split} split)", real, models, threshold)
     if args.picture:
         runtime = OnnxDetector(models[0], DetectorConfig(score_threshold=threshold))
         if real:

@@ -87,7 +87,7 @@ class Settings:
     embedder: str = "efficientnet-lite0-logo"
     detector: str = "logo-detector"
     detector_path: Path | None = None
-    detector_threshold: float = 0.5
+    detector_threshold: float = 0.4
     crop_padding: float = 0.05
     embed_runtime: str = "onnxruntime"
     index_backend: str = "annoy"

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from pipeline.config import Settings
+from pipeline.datasets import load_yolo
 from pipeline.demo import DEMO_LOGOS
+from pipeline.detectors import BUNDLED_DETECTOR, DetectorConfig, create_detector
 from pipeline.training.detector import YoloLayout, build_model, export_onnx
-from pipeline.detectors import BUNDLED_DETECTOR, create_detector
 from pipeline.training.scenes import compose_scene
+
+REAL_PHOTOS = Path(__file__).resolve().parent / "fixtures" / "real-drinks"  # five real-drinks test photos
 
 
 def test_bundled_detector_finds_the_logos_of_a_generated_scene():
@@ -26,6 +32,18 @@ def test_bundled_detector_finds_the_logos_of_a_generated_scene():
     iou = box_iou(truth, torch.tensor([d.box.to_list() for d in found]))
     assert (iou.max(dim=1).values >= 0.5).all(), iou  # every pasted logo is found
     assert all(0 <= d.box.x0 < d.box.x1 <= 1024 and 0 <= d.box.y0 < d.box.y1 <= 768 for d in found)
+
+
+def test_bundled_detector_finds_the_logos_on_real_photos():
+    """Real packaging photos (held-out test split): every boxed logo is found at the app's operating threshold."""
+    detector = create_detector("logo-detector", config=DetectorConfig(
+        score_threshold=Settings().detector_threshold))
+    for photo in load_yolo(REAL_PHOTOS).photos:
+        found = detector.detect(Image.open(photo.path))
+        truth = torch.tensor([a.box.to_list() for a in photo.annotations])
+        assert found, f"no logo found on {photo.path.name}"
+        iou = box_iou(truth, torch.tensor([d.box.to_list() for d in found]))
+        assert (iou.max(dim=1).values >= 0.5).all(), (photo.path.name, iou)
 
 
 def test_bundled_detector_finds_nothing_on_a_blank_photo():

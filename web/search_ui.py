@@ -38,9 +38,9 @@ def _map_frame(search_id: str | None = None) -> str:
 
 
 def _examples() -> list[list[dict[str, Any]]]:
-    """The bundled example photos (product-packaging scenes of demo brands)."""
-    truth = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
-    return [[{"image": str(EXAMPLE_PHOTOS / name), "boxes": []}] for name in truth]
+    """The bundled example photos: generated packaging scenes of demo brands, then real photos (``real-*.jpg``)."""
+    generated = [EXAMPLE_PHOTOS / name for name in json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())]
+    return [[{"image": str(path), "boxes": []}] for path in generated + sorted(EXAMPLE_PHOTOS.glob("real-*.jpg"))]
 
 
 def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
