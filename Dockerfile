@@ -13,7 +13,10 @@ RUN pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 --index-url htt
 
 COPY --chown=user . .
 USER user
-ENV LOGOS_DATA_DIR=/home/user/data HOST=0.0.0.0 PORT=7860 PYTHONUNBUFFERED=1
+# The store goes to /data/logos when /data (a Space's persistent storage) is mounted, else to ./data.
+ENV HOST=0.0.0.0 PORT=7860 PYTHONUNBUFFERED=1
 EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=4)"
 # Builds the demo store on first start (about a minute), then serves Gradio, Dash and the API.
 CMD ["python", "app.py"]

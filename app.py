@@ -10,6 +10,7 @@ Writes need ``ADMIN_TOKEN`` to be set and given; without it the deployment is re
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import gradio as gr
@@ -21,7 +22,8 @@ from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
 from pipeline.config import Settings
 from pipeline.demo import build_demo
-from pipeline.service import LogoService
+from pipeline.errors import ConfigError
+from pipeline.service import LogoService, open_service
 from web.api import build_api
 from web.auth import AdminAuth
 from web.errors import install_error_handlers
@@ -47,8 +49,11 @@ def create_app(service: LogoService) -> FastAPI:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings.from_env()
-    service = LogoService(settings)
+    try:
+        settings = Settings.from_env()
+        service = open_service(settings)
+    except ConfigError as exc:  # a wrong setting: one line that names it, no traceback
+        sys.exit(f"error: {exc}")
     build_demo(service, progress=True)  # first start: a progress bar in the log
     service.request_calibration()  # in the background, if the labels changed since the last calibration
     service.start_map()  # the UMAP map fits in the background (or is read from its cache)

@@ -135,6 +135,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"environment variable {var}={raw!r} is not a valid {parse.__name__}") from exc
         values.update({key: value for key, value in overrides.items() if value is not None})
+        values.setdefault("data_dir", default_data_dir())
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
@@ -143,3 +144,14 @@ class Settings:
 
 
 ENV_VARS: tuple[str, ...] = tuple(_ENV)
+SPACES_STORAGE = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
+
+
+def default_data_dir(persistent: Path = SPACES_STORAGE) -> Path:
+    """Where the store lives when ``LOGOS_DATA_DIR`` is unset: on persistent storage if mounted, else ``./data``.
+
+    Example:
+        >>> default_data_dir(Path("/no/such/mount"))
+        PosixPath('data')
+    """
+    return persistent / "logos" if persistent.is_dir() and os.access(persistent, os.W_OK) else Path("data")

@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 from annoy import AnnoyIndex
 
-from pipeline.errors import ConfigError, ModelMismatchError, StoreError
+from pipeline.errors import BadInputError, ConfigError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore
 from pipeline.util import atomic_write_json
 
@@ -288,6 +288,8 @@ class LogoIndex:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if self.store.dim is not None and vector.shape[0] != self.store.dim:
             raise ModelMismatchError(f"query has {vector.shape[0]} dimensions, the index {self.store.dim}")
+        if not np.isfinite(vector).all() or not np.linalg.norm(vector) > 0:
+            raise BadInputError("the query vector must be finite and not all zeros")
         with self._lock:
             self._refresh()
             self._refresh_delta()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,8 @@ from pipeline.calibration import Calibrator, calibrate
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, create_embedder
-from pipeline.errors import BadInputError, ImageError, LogoNotFoundError, NotFoundError, StoreError
+from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
+                             LogoNotFoundError, NotFoundError, StoreError)
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+MAX_LOGO_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a stored logo
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,27 @@ def calibration_summary(calibrator: Calibrator) -> dict[str, object]:
             "max_distance": round(calibrator.max_distance, 4),
             "default_threshold": round(calibrator.min_probability, 4),
             "label_thresholds": len(calibrator.thresholds)}
+
+
+def open_service(settings: Settings) -> LogoService:
+    """A service ready to serve, with its models loaded, or one :class:`ConfigError` naming the setting at fault.
+
+    The embedder loads lazily in :class:`LogoService`; a server loads it here
+    instead, so that a wrong ``LOGOS_EMBEDDER`` stops the start with one clear
+    line rather than failing the first visitor's search.
+    """
+    try:
+        service = LogoService(settings)
+    except DetectorError as exc:
+        raise ConfigError(f"LOGOS_DETECTOR={settings.detector} (LOGOS_DETECTOR_PATH={settings.detector_path}): "
+                          f"{exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"LOGOS_DATA_DIR={settings.data_dir}: cannot keep the store there ({exc})") from None
+    try:
+        service.embedder  # noqa: B018 - loads the model now
+    except EmbedderError as exc:
+        raise ConfigError(f"LOGOS_EMBEDDER={settings.embedder}: {exc}") from None
+    return service
 
 
 class LogoService:
@@ -314,6 +339,8 @@ class LogoService:
     def search_logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""
         k = self._k(k)
+        if not 0 < int(logo_id) <= MAX_LOGO_ID:
+            raise LogoNotFoundError(f"no logo with id {logo_id}")
         try:
             vector = self.store.vectors([logo_id])[0]
         except LogoNotFoundError:
@@ -487,7 +514,7 @@ class LogoService:
 
     def thumbnail(self, logo_id: int) -> bytes | None:
         """A stored logo's WebP thumbnail (None for an unknown id)."""
-        return self.store.thumbnail(logo_id)
+        return self.store.thumbnail(logo_id) if 0 < int(logo_id) <= MAX_LOGO_ID else None
 
     def labels_in_use(self) -> list[str]:
         """Every label that some logo carries, sorted."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +17,7 @@ from pipeline.importing import import_folder
 from pipeline.service import LogoService
 from web.auth import MAX_TOKEN_BYTES, Access, AdminAuth
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret"
 MALFORMED = ["tökén".encode(), "é" * 10, "", " ", "x" * (MAX_TOKEN_BYTES + 1), "\ud800", b"\xff\xfe", None]
 
@@ -115,3 +121,28 @@ def test_one_visitors_search_is_not_shown_to_another(filled, query_images):
     assert filled.search_links.get(link_a) is result
     assert "Search a photo in the Search tab first" in _show_search(client, "")
     assert "expired" in _show_search(client, "?search=" + link_a[:-2] + "xx")
+
+
+def test_ids_beyond_64_bits_and_degenerate_embeddings_are_the_callers_mistake(filled):
+    client = TestClient(create_app(filled), raise_server_exceptions=False)
+    huge = 99999999999999999999
+    assert client.get(f"/api/v1/ann/{huge}").status_code == 404
+    assert client.get(f"/api/v1/logos/{huge}/thumbnail").status_code == 404
+    batch = client.post("/api/v1/ann/batch", json={"logo_ids": [huge, 1], "count": 2})
+    assert batch.status_code == 200 and list(batch.json()["results"]) == ["1"]
+    dim = len(filled.store.vectors([1])[0])
+    for vector in ([0.0] * dim, [float("nan")] * dim):
+        answer = client.post("/api/v1/ann/from_embedding", content=json.dumps({"embedding": vector}),
+                             headers={"content-type": "application/json"})
+        assert answer.status_code in (400, 422), answer.text
+
+
+@pytest.mark.parametrize(("variable", "value"), [("LOGOS_EMBEDDER", "nope"), ("LOGOS_DETECTOR", "onnx"),
+                                                 ("LOGOS_DATA_DIR", "/dev/null/data"), ("LOGOS_K", "ten")])
+def test_a_bad_setting_stops_the_app_with_one_line_naming_it(variable, value, tmp_path):
+    env = {**os.environ, "LOGOS_DATA_DIR": str(tmp_path / "data"), variable: value}
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert variable in line
