@@ -24,10 +24,10 @@ style (glyphs, never the same brands); devicon is another collection and style
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +43,11 @@ from pipeline.service import LogoService  # noqa: E402
 
 
 def known(brand: str) -> bool:
-    """Half the brands, fixed by a hash of the name: these go into the store; the rest are held out of it."""
-    return zlib.crc32(brand.encode()) % 2 == 0
+    """Half the brands, fixed by a hash of the name: these go into the store; the rest are held out of it.
+
+    (SHA-1, not CRC-32: CRC is linear in the bits, so its parity splits similar names far from half and half.)
+    """
+    return hashlib.sha1(brand.encode()).digest()[0] % 2 == 0
 
 
 def run(collection: str, settings: Settings, embedder, seed: int) -> dict[str, object]:

@@ -37,7 +37,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
                id="bulk-message", style={"fontSize": "0.9rem"}),
         html.Div([
             html.Span("Confidence this label needs", style={"fontSize": "0.85rem"}),
-            dcc.Input(id="threshold", type="number", min=0, max=1, step=0.01, placeholder="0..1, empty: default",
+            dcc.Input(id="threshold", type="number", min=0, max=1, step=0.01, placeholder="0..1",
                       style={"width": "9rem"}, disabled=read_only),
             html.Button("Set", id="set-threshold", disabled=read_only,
                         title="the label typed above is given only at this calibrated confidence or more"),
