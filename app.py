@@ -17,6 +17,7 @@ import gradio as gr
 import uvicorn
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
@@ -37,6 +38,9 @@ def create_app(service: LogoService) -> FastAPI:
     auth = AdminAuth(service.settings.admin_token)
     app = FastAPI(title="Logo search API", version="1")
     install_error_handlers(app)
+    origins = [origin.strip() for origin in service.settings.cors_origins.split(",") if origin.strip()]
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],
+                       max_age=600)  # robotoff-ann's browser clients call it from other origins
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -40,6 +40,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "HOST": ("host", str),
     "PORT": ("port", int),
     "ADMIN_TOKEN": ("admin_token", str),
+    "LOGOS_CORS_ORIGINS": ("cors_origins", str),
 }
 
 
@@ -81,6 +82,8 @@ class Settings:
         port: Port of the web app (7860, as Hugging Face Spaces expects).
         admin_token: Token that enables writes in the web app and API; None
             (the default) makes a deployment read-only.
+        cors_origins: Origins allowed to call the API from a browser,
+            comma-separated; ``*`` (any, as robotoff-ann) by default.
     """
 
     data_dir: Path = Path("data")
@@ -105,6 +108,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 7860
     admin_token: str | None = None
+    cors_origins: str = "*"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

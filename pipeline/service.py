@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -532,6 +533,22 @@ class LogoService:
         """Ids of the logos labelled ``label`` (none for an empty label)."""
         frame = self.store.label_frame()
         return frame.id[frame.label == label].to_numpy() if label else np.zeros(0, np.int64)
+
+    def index_names(self) -> list[str]:
+        """The named indexes a client may pick (robotoff-ann's ``index``): one per embedding model in the store."""
+        return [self.query_model_id()]
+
+    def check_index(self, name: str | None) -> None:
+        """Refuse an index name the store does not have (None means the default one)."""
+        if name is not None and name not in self.index_names():
+            raise BadInputError(f"unknown index: {name} (known: {', '.join(self.index_names())})")
+
+    def random_logo_id(self) -> int:
+        """A stored logo picked at random (robotoff-ann's ``GET /ann``)."""
+        logo_id = self.store.random_id(random.random())
+        if logo_id is None:
+            raise LogoNotFoundError("the store is empty")
+        return logo_id
 
     def query_model_id(self) -> str:
         """The model id a raw embedding is assumed to come from: the store's, else the configured embedder's."""

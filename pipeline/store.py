@@ -391,6 +391,13 @@ class LogoStore:
         last_event = self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM label_events").fetchone()[0]
         return f"{labelled}:{last_logo}:{last_event}"
 
+    def random_id(self, draw: float) -> int | None:
+        """A stored logo id picked by ``draw`` in [0, 1): the first id at or after that share of the id range."""
+        top = self.max_id()
+        row = self._conn().execute("SELECT id FROM logos WHERE id >= ? ORDER BY id LIMIT 1",
+                                   (1 + int(draw * top),)).fetchone()
+        return row[0] if row else None
+
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM logos").fetchone()[0])
 

@@ -113,3 +113,28 @@ def test_gradio_and_dash_are_mounted(make_client):
     layout = client.get("/dashboard/_dash-layout")
     assert layout.status_code == 200 and "Logo space" in layout.text
     assert client.get("/config").status_code == 200  # Gradio's own config route
+
+
+def test_robotoff_ann_requests_get_robotoff_ann_answers(make_client):
+    """robotoff-ann's GET batch with a CSV list, random ann, the ``index`` parameter and CORS."""
+    client, service = make_client()
+    batch = client.get("/api/v1/ann/batch?logo_ids=1,2,999&count=3")
+    assert batch.status_code == 200
+    assert batch.json()["count"] == 2 and set(batch.json()["results"]) == {"1", "2"}
+    assert all(len(found) == 3 for found in batch.json()["results"].values())
+    assert client.get("/api/v1/ann/batch?logo_ids=1,x").status_code == 400
+    random_ann = client.get("/api/v1/ann?count=4")
+    assert random_ann.status_code == 200 and random_ann.json()["count"] == 4
+    assert {"logo_id", "distance"} <= set(random_ann.json()["results"][0])
+    index = service.index_names()[0]
+    assert client.get(f"/api/v1/ann/1?count=2&index={index}").json()["count"] == 2
+    unknown = client.get("/api/v1/ann/1?index=no-such-index")
+    assert unknown.status_code == 400 and "unknown index" in unknown.json()["detail"]
+    assert client.get("/api/v1/ann/batch?logo_ids=1&index=nope").status_code == 400
+    assert client.get("/api/v1/ann?index=nope").status_code == 400
+    preflight = client.options("/api/v1/ann/1", headers={"Origin": "https://hunger.example",
+                                                         "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] in ("*",
+                                                                                                 "https://hunger.example")
+    assert client.get("/api/v1/ann/count", headers={"Origin": "https://x.example"}).headers[
+        "access-control-allow-origin"] == "*"

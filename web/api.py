@@ -21,6 +21,9 @@ from pipeline.types import LabelSource, Neighbour
 from web.auth import Access, AdminAuth
 
 PREFIX = "/api/v1"
+MAX_BATCH = 1000
+Count = Annotated[int, Query(ge=1, le=500, description="neighbours per logo")]
+Index = Annotated[str | None, Query(description="named index (embedding model); default: the store's")]
 
 
 class NeighbourOut(BaseModel):
@@ -35,7 +38,7 @@ class NeighboursOut(BaseModel):
 
 
 class BatchIn(BaseModel):
-    logo_ids: list[int] = Field(min_length=1, max_length=1000)
+    logo_ids: list[int] = Field(min_length=1, max_length=MAX_BATCH)
     count: int = Field(100, ge=1, le=500)
 
 
@@ -106,23 +109,48 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
     def stored() -> dict[str, list[int]]:
         return {"stored": service.stored_ids()}
 
-    @router.get("/ann/{logo_id}", response_model=NeighboursOut)
-    def ann(logo_id: int, count: Annotated[int, Query(ge=1, le=500)] = 100) -> NeighboursOut:
-        return _out(service.search_logo(logo_id, count))
-
-    @router.post("/ann/batch", response_model=BatchOut)
-    def ann_batch(body: BatchIn) -> BatchOut:
+    def batch(logo_ids: list[int], count: int) -> BatchOut:
         results = {}
-        for logo_id in body.logo_ids:
+        for logo_id in logo_ids:
             try:
-                results[logo_id] = _out(service.search_logo(logo_id, body.count)).results
+                results[logo_id] = _out(service.search_logo(logo_id, count)).results
             except LogoNotFoundError:
                 continue  # as robotoff-ann: unknown ids are left out
         return BatchOut(results=results, count=len(results))
 
+    @router.get("/ann/batch", response_model=BatchOut)
+    def ann_batch_get(logo_ids: Annotated[str, Query(description="comma-separated logo ids, e.g. 1,2,3")],
+                      count: Count = 100, index: Index = None) -> BatchOut:
+        """robotoff-ann's batch route: a GET with a comma-separated list."""
+        service.check_index(index)
+        try:
+            ids = [int(part) for part in logo_ids.split(",") if part.strip()]
+        except ValueError:
+            raise BadInputError(f"logo_ids must be comma-separated integers, got {logo_ids[:100]!r}") from None
+        if not 1 <= len(ids) <= MAX_BATCH:
+            raise BadInputError(f"give between 1 and {MAX_BATCH} logo ids")
+        return batch(ids, count)
+
+    @router.post("/ann/batch", response_model=BatchOut)
+    def ann_batch(body: BatchIn, index: Index = None) -> BatchOut:
+        service.check_index(index)
+        return batch(body.logo_ids, body.count)
+
+    @router.get("/ann", response_model=NeighboursOut)
+    def ann_random(count: Count = 100, index: Index = None) -> NeighboursOut:
+        """robotoff-ann's route: the neighbours of a stored logo picked at random."""
+        service.check_index(index)
+        return _out(service.search_logo(service.random_logo_id(), count))
+
+    @router.get("/ann/{logo_id}", response_model=NeighboursOut)
+    def ann(logo_id: int, count: Count = 100, index: Index = None) -> NeighboursOut:
+        service.check_index(index)
+        return _out(service.search_logo(logo_id, count))
+
     @router.post("/ann/from_embedding", response_model=NeighboursOut)
-    def ann_from_embedding(body: EmbeddingIn) -> NeighboursOut:
-        model = body.model or service.query_model_id()
+    def ann_from_embedding(body: EmbeddingIn, index: Index = None) -> NeighboursOut:
+        service.check_index(index)
+        model = body.model or index or service.query_model_id()
         return _out(service.search_embedding(body.embedding, body.count, model_id=model))
 
     @router.post("/ann/add", dependencies=[admin])
