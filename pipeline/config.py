@@ -16,6 +16,16 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 
+def _flag(text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
+    value = text.strip().lower()
+    if value not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ValueError(text)
+    return value in {"1", "true", "yes", "on"}
+
+
+_flag.__name__ = "flag (true/false)"
+
 # env var name -> (field name, parser)
 _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_DATA_DIR": ("data_dir", Path),
@@ -41,6 +51,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "PORT": ("port", int),
     "ADMIN_TOKEN": ("admin_token", str),
     "LOGOS_CORS_ORIGINS": ("cors_origins", str),
+    "LOGOS_IMAGE_URL_HOSTS": ("image_url_hosts", str),
+    "LOGOS_IMAGE_URL_TIMEOUT": ("image_url_timeout", float),
+    "LOGOS_IMAGE_URL_ALLOW_PRIVATE": ("image_url_allow_private", _flag),
 }
 
 
@@ -84,6 +97,13 @@ class Settings:
             (the default) makes a deployment read-only.
         cors_origins: Origins allowed to call the API from a browser,
             comma-separated; ``*`` (any, as robotoff-ann) by default.
+        image_url_hosts: Hosts the server may fetch images from when a client
+            adds logos by ``image_url`` (comma-separated, exact names); empty
+            (the default) turns fetching off.
+        image_url_timeout: Seconds an image server has to answer, in all.
+        image_url_allow_private: Let allowed hosts resolve to private,
+            loopback or link-local addresses (off: a public host name cannot
+            be pointed at the server's own network).
     """
 
     data_dir: Path = Path("data")
@@ -109,6 +129,9 @@ class Settings:
     port: int = 7860
     admin_token: str | None = None
     cors_origins: str = "*"
+    image_url_hosts: str = ""
+    image_url_timeout: float = 10.0
+    image_url_allow_private: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

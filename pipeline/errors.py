@@ -62,6 +62,10 @@ class DatasetError(BadInputError):
     """A detection dataset (YOLO txt, COCO JSON) that cannot be read; the message names the file and line."""
 
 
+class FetchError(BadInputError):
+    """An image URL that is not allowed or does not give an image (host, address, size, type, time)."""
+
+
 class StoreError(LogoError, RuntimeError):
     """A store operation that its current state does not allow (HTTP 409); the message is meant for the user."""
 

@@ -27,6 +27,7 @@ from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, cre
 from pipeline.embedders import Embedder, create_embedder
 from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
                              LogoNotFoundError, NotFoundError, StoreError)
+from pipeline.fetch import FetchConfig, fetch_image
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
@@ -382,6 +383,52 @@ class LogoService:
             for d, label in zip(detections, labels, strict=True)
         ])
 
+    def add_from_url(self, image_url: str, logos: Sequence[tuple[int, Sequence[float]]]) -> int:
+        """robotoff-ann's add: the logos of the image at ``image_url``, each with the client's own id.
+
+        Args:
+            image_url: Where the photo is; fetched only from ``settings.image_url_hosts`` (:mod:`pipeline.fetch`).
+            logos: ``(client id, [y_min, x_min, y_max, x_max])`` with coordinates in 0..1 of the photo.
+
+        Returns:
+            How many logos were added: ids the store already holds are skipped (and when all are, the image is
+            not even fetched), as robotoff-ann does.
+        """
+        wanted: dict[int, Sequence[float]] = {}
+        for client_id, box in logos:
+            if not 0 < int(client_id) <= MAX_LOGO_ID:
+                raise BadInputError(f"a logo id is a positive 64-bit integer, got {client_id}")
+            if len(box) != 4 or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in box):
+                raise BadInputError(f"bounding_box is [y_min, x_min, y_max, x_max] in 0..1, got {list(box)[:8]}")
+            wanted.setdefault(int(client_id), box)
+        known = self.store.by_external_id(list(wanted))
+        new = {client_id: box for client_id, box in wanted.items() if client_id not in known}
+        if not new:
+            return 0
+        settings = self.settings
+        hosts = frozenset(h.strip().lower() for h in settings.image_url_hosts.split(",") if h.strip())
+        photo = self.load(fetch_image(image_url, FetchConfig(hosts, settings.max_upload_bytes,
+                                                             settings.image_url_timeout,
+                                                             settings.image_url_allow_private)))
+        image_hash = image_sha256(photo)
+        additions = []
+        for client_id, (y0, x0, y1, x1) in new.items():
+            box = Box.from_sequence([x0 * photo.width, y0 * photo.height, x1 * photo.width, y1 * photo.height])
+            additions.append(NewLogo(crop=self.logo_crop(photo, box), box=box, image_hash=image_hash,
+                                     external_id=client_id))
+        return len(self.add_crops(additions))
+
+    def resolve_client_id(self, client_id: int) -> int:
+        """The store's id of a logo a client names: the logo with that external id if any, else that store id."""
+        if not 0 < int(client_id) <= MAX_LOGO_ID:
+            return int(client_id)
+        return self.store.by_external_id([client_id]).get(int(client_id), int(client_id))
+
+    def client_ids(self, ids: Sequence[int]) -> dict[int, int]:
+        """``{store id: the id clients know}``: the external id where a logo has one, else the store id."""
+        external = self.store.external_ids(ids)
+        return {int(i): external.get(int(i), int(i)) for i in ids}
+
     def label(self, ids: Sequence[int], label: str | None, source: LabelSource | str = LabelSource.HUMAN,
               who: str = "local") -> LabelChange:
         """Set or clear the label of stored logos; machine labels never replace human ones."""
@@ -510,8 +557,8 @@ class LogoService:
         return self.store.count()
 
     def stored_ids(self) -> list[int]:
-        """Every stored logo id, ascending."""
-        return self.store.ids()
+        """Every stored logo by the id clients know (its external id where it has one), in store order."""
+        return self.store.client_ids()
 
     def thumbnail(self, logo_id: int) -> bytes | None:
         """A stored logo's WebP thumbnail (None for an unknown id)."""

@@ -101,6 +101,7 @@ class NewLogo:
     label: str | None = None
     label_source: LabelSource | None = None
     score: float | None = None
+    external_id: int | None = None  # the client's own id (e.g. Robotoff's logo id); unique in a store
 
 
 def clean_label(label: str | None) -> str | None:
@@ -145,7 +146,12 @@ class LogoStore:
         self._local = threading.local()
         self._map_lock = threading.Lock()
         self._map: tuple[str, int, np.memmap] | None = None
-        self._conn().executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        conn = self._conn()
+        conn.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        if "external_id" not in {row[1] for row in conn.execute("PRAGMA table_info(logos)")}:
+            conn.execute("ALTER TABLE logos ADD COLUMN external_id INTEGER")  # a store made before external ids
+        conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS logos_external_id ON logos(external_id)"
+                     " WHERE external_id IS NOT NULL")
 
     # -- connections -------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -217,9 +223,16 @@ class LogoStore:
             source = (LabelSource.parse(logo.label_source) if logo.label_source else LabelSource.HUMAN) if label else None
             box = logo.box
             rows.append((logo.image_hash, logo.image_path, *(box.to_list() if box else (None,) * 4), label,
-                         source.value if source else None, logo.score))
+                         source.value if source else None, logo.score, logo.external_id))
         thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
         now = time.time()
+        try:
+            return self._insert(rows, thumbs, vectors, model_id, now)
+        except sqlite3.IntegrityError as exc:  # a client's external id taken meanwhile by another add
+            raise StoreError(f"cannot add these logos: {exc}") from None
+
+    def _insert(self, rows: list[tuple], thumbs: list[bytes | None], vectors: np.ndarray, model_id: str,
+                now: float) -> list[int]:
         with self._transaction() as conn:
             self._check_model(conn, model_id, vectors.shape[1], claim=True)
             start = conn.execute("SELECT COALESCE(MAX(vector_row) + 1, 0) FROM logos").fetchone()[0]
@@ -228,7 +241,7 @@ class LogoStore:
             for offset, row in enumerate(rows):
                 cursor = conn.execute(
                     "INSERT INTO logos (image_hash, image_path, x0, y0, x1, y1, label, label_source, score,"
-                    " model_id, vector_row, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " external_id, model_id, vector_row, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, model_id, start + offset, now),
                 )
                 ids.append(int(cursor.lastrowid))
@@ -397,6 +410,29 @@ class LogoStore:
         row = self._conn().execute("SELECT id FROM logos WHERE id >= ? ORDER BY id LIMIT 1",
                                    (1 + int(draw * top),)).fetchone()
         return row[0] if row else None
+
+    def client_ids(self) -> list[int]:
+        """Every logo's external id where it has one, else its id, in id order."""
+        return [row[0] for row in self._conn().execute("SELECT COALESCE(external_id, id) FROM logos ORDER BY id")]
+
+    def by_external_id(self, external_ids: Sequence[int]) -> dict[int, int]:
+        """``{external id: logo id}`` for the external ids the store holds."""
+        found: dict[int, int] = {}
+        for chunk in chunked([int(i) for i in external_ids], 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(self._conn().execute(
+                f"SELECT external_id, id FROM logos WHERE external_id IN ({marks})", chunk).fetchall())
+        return found
+
+    def external_ids(self, ids: Sequence[int]) -> dict[int, int]:
+        """``{logo id: external id}`` for the logos of ``ids`` that have one."""
+        found: dict[int, int] = {}
+        for chunk in chunked([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(self._conn().execute(
+                f"SELECT id, external_id FROM logos WHERE id IN ({marks}) AND external_id IS NOT NULL",
+                chunk).fetchall())
+        return found
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM logos").fetchone()[0])

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
 from pipeline.service import LogoService, calibration_summary
@@ -57,8 +60,20 @@ class EmbeddingIn(BaseModel):
     model: str | None = Field(None, description="model id of the embedding; default: the store's")
 
 
-def _out(neighbours: list[Neighbour]) -> NeighboursOut:
-    results = [NeighbourOut(logo_id=n.id, distance=round(n.distance, 6), label=n.label) for n in neighbours]
+class UrlLogoIn(BaseModel):
+    id: int = Field(description="the client's own logo id (e.g. Robotoff's)")
+    bounding_box: list[float] = Field(min_length=4, max_length=4, description="[y_min, x_min, y_max, x_max] in 0..1")
+
+
+class UrlAddIn(BaseModel):
+    image_url: str = Field(max_length=2048)
+    logos: list[UrlLogoIn] = Field(min_length=1, max_length=100)
+
+
+def _out(neighbours: list[Neighbour], client_ids: dict[int, int]) -> NeighboursOut:
+    """Neighbours as robotoff-ann answers them, each logo by the id its client knows."""
+    results = [NeighbourOut(logo_id=client_ids.get(n.id, n.id), distance=round(n.distance, 6), label=n.label)
+               for n in neighbours]
     return NeighboursOut(results=results, count=len(results))
 
 
@@ -109,11 +124,16 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
     def stored() -> dict[str, list[int]]:
         return {"stored": service.stored_ids()}
 
+    def neighbours_of(store_id: int, count: int) -> NeighboursOut:
+        """A stored logo's neighbours, each by the id its client knows."""
+        neighbours = service.search_logo(store_id, count)
+        return _out(neighbours, service.client_ids([n.id for n in neighbours]))
+
     def batch(logo_ids: list[int], count: int) -> BatchOut:
         results = {}
         for logo_id in logo_ids:
             try:
-                results[logo_id] = _out(service.search_logo(logo_id, count)).results
+                results[logo_id] = neighbours_of(service.resolve_client_id(logo_id), count).results
             except LogoNotFoundError:
                 continue  # as robotoff-ann: unknown ids are left out
         return BatchOut(results=results, count=len(results))
@@ -140,27 +160,46 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
     def ann_random(count: Count = 100, index: Index = None) -> NeighboursOut:
         """robotoff-ann's route: the neighbours of a stored logo picked at random."""
         service.check_index(index)
-        return _out(service.search_logo(service.random_logo_id(), count))
+        return neighbours_of(service.random_logo_id(), count)
 
     @router.get("/ann/{logo_id}", response_model=NeighboursOut)
     def ann(logo_id: int, count: Count = 100, index: Index = None) -> NeighboursOut:
         service.check_index(index)
-        return _out(service.search_logo(logo_id, count))
+        return neighbours_of(service.resolve_client_id(logo_id), count)
 
     @router.post("/ann/from_embedding", response_model=NeighboursOut)
     def ann_from_embedding(body: EmbeddingIn, index: Index = None) -> NeighboursOut:
         service.check_index(index)
         model = body.model or index or service.query_model_id()
-        return _out(service.search_embedding(body.embedding, body.count, model_id=model))
+        neighbours = service.search_embedding(body.embedding, body.count, model_id=model)
+        return _out(neighbours, service.client_ids([n.id for n in neighbours]))
 
-    @router.post("/ann/add", dependencies=[admin])
-    def ann_add(file: Annotated[UploadFile, File(description="the photo")],
-                boxes: Annotated[str | None, Form(description="JSON [[x0,y0,x1,y1], ...]")] = None,
-                labels: Annotated[str | None, Form(description='JSON ["label" or null, ...]')] = None,
-                ) -> dict[str, Any]:
-        data = read_upload(file, max_bytes)
-        ids = service.add_logos(data, boxes=_json_list(boxes, "boxes"), labels=_json_list(labels, "labels"),
-                                source=LabelSource.HUMAN)  # a client's file name is never a server path
+    @router.post("/ann/add", dependencies=[admin], openapi_extra={"requestBody": {"content": {
+        "application/json": {"schema": UrlAddIn.model_json_schema()},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary"},
+            "boxes": {"type": "string", "description": "JSON [[x0,y0,x1,y1], ...] in pixels"},
+            "labels": {"type": "string", "description": 'JSON ["label" or null, ...]'}}}}}}})
+    async def ann_add(request: Request) -> dict[str, Any]:
+        """Add logos: robotoff-ann's JSON ``{"image_url", "logos": [{"id", "bounding_box"}]}`` (fetched from
+        the allowed hosts, ids kept), or our multipart upload with pixel boxes and labels."""
+        if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+            try:
+                body = UrlAddIn.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors()) from None
+            added = await run_in_threadpool(service.add_from_url, body.image_url,
+                                            [(logo.id, logo.bounding_box) for logo in body.logos])
+            return {"added": added}
+        form = await request.form(max_files=1, max_fields=10)
+        file = form.get("file")
+        if not isinstance(file, StarletteUpload):
+            raise BadInputError("send JSON {image_url, logos} or a multipart form with a 'file'")
+        data = await run_in_threadpool(read_upload, file, max_bytes)
+        boxes, labels = form.get("boxes"), form.get("labels")
+        ids = await run_in_threadpool(  # a client's file name is never a server path
+            service.add_logos, data, boxes=_json_list(boxes if isinstance(boxes, str) else None, "boxes"),
+            labels=_json_list(labels if isinstance(labels, str) else None, "labels"), source=LabelSource.HUMAN)
         return {"added": len(ids), "ids": ids}
 
     @router.post("/search")
