@@ -287,7 +287,7 @@ class LogoIndex:
             raise ModelMismatchError(f"the index holds {store_model} vectors; this query is a {model_id} vector")
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         if self.store.dim is not None and vector.shape[0] != self.store.dim:
-            raise ModelMismatchError(f"query has {vector.shape[0]} dimensions, the index {self.store.dim}")
+            raise BadInputError(f"query has {vector.shape[0]} dimensions, the index {self.store.dim}")
         if not np.isfinite(vector).all() or not np.linalg.norm(vector) > 0:
             raise BadInputError("the query vector must be finite and not all zeros")
         with self._lock:

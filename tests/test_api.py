@@ -54,7 +54,7 @@ def test_ann_bad_input(make_client):
     assert client.get("/api/v1/ann/1?count=0").status_code == 422
     assert client.post("/api/v1/ann/batch", json={"logo_ids": []}).status_code == 422
     wrong_dim = client.post("/api/v1/ann/from_embedding", json={"embedding": [0.1, 0.2]})
-    assert wrong_dim.status_code == 409 and "dimensions" in wrong_dim.json()["detail"]
+    assert wrong_dim.status_code == 400 and "dimensions" in wrong_dim.json()["detail"]  # as robotoff-ann
     other_model = client.post("/api/v1/ann/from_embedding", json={"embedding": [0.1] * 432, "model": "clip"})
     assert other_model.status_code == 409
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.index import ExactIndex, IndexConfig, LogoIndex, get_backend
-from pipeline.errors import ModelMismatchError, StoreError
+from pipeline.errors import BadInputError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore, NewLogo
 from tests.conftest import unit_vectors
 
@@ -72,7 +72,7 @@ def test_model_mismatch_and_empty_store(tmp_path):
     fill(store, 3, seed=6)
     with pytest.raises(ModelMismatchError, match="other-model"):
         index.search(unit_vectors(1, 32)[0], 1, "other-model")
-    with pytest.raises(ModelMismatchError, match="dimensions"):
+    with pytest.raises(BadInputError, match="dimensions"):
         index.search(unit_vectors(1, 16)[0], 1, "m")
 
 
