@@ -281,6 +281,7 @@ class LogoIndex:
 
         Raises:
             ModelMismatchError: ``vector`` comes from another model than the store's.
+            BadInputError: ``vector`` has the wrong dimension, is not finite, or is all zeros.
         """
         store_model = self.store.model_id
         if store_model is not None and model_id != store_model:

@@ -196,3 +196,18 @@ def test_a_host_that_resolves_to_a_private_address_is_refused(images):
         fetch_image(images + "/photo.jpg", FetchConfig(frozenset({"127.0.0.1"}), 10**6))
     assert fetch_image(images + "/photo.jpg", FetchConfig(frozenset({"127.0.0.1"}), 10**6,
                                                           allow_private=True)) == _Images.photo
+
+
+def test_a_private_address_is_refused_by_the_api_and_nothing_is_stored(images, settings, embedder):
+    """The same add through an app that allows the host by name but not private addresses (the default)."""
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+    from pipeline.service import LogoService
+
+    service = LogoService(settings.replace(admin_token=TOKEN, image_url_hosts="127.0.0.1"), embedder=embedder)
+    client = TestClient(create_app(service))
+    answer = client.post("/api/v1/ann/add", headers={"X-Admin-Token": TOKEN}, json={
+        "image_url": images + "/photo.jpg", "logos": [{"id": 7_000_003, "bounding_box": [0, 0, 1, 1]}]})
+    assert answer.status_code == 400 and "non-public address" in answer.json()["detail"]
+    assert service.count() == 0
