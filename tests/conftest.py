@@ -1,8 +1,17 @@
-"""Shared fixtures: one embedder for the session (loading takes a second), real demo logos."""
+"""Shared fixtures: one embedder for the session (loading takes a second), real demo logos, a live app."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +22,7 @@ from pipeline.demo import DEMO_LOGOS
 from pipeline.embedders import Embedder, create_embedder
 from pipeline.service import LogoService
 
+ROOT = Path(__file__).resolve().parent.parent
 BRANDS = ["Coca-Cola", "Starbucks", "Lidl", "KFC", "Red Bull", "Shell"]
 
 
@@ -57,3 +67,41 @@ def _brand_files(brand: str) -> list[Path]:
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running_app(data: Path, env: dict[str, str], ready: Callable[[dict], bool] = lambda health: True,
+                timeout: float = 240) -> Iterator[str]:
+    """``python app.py`` on a free loopback port with its store in ``data``; yields its URL once ``/health``
+    answers and ``ready(health)`` holds, and stops it after. Its log goes beside ``data``."""
+    port = free_port()
+    env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port), "LOGOS_DATA_DIR": str(data)}
+    log = data.parent / f"{data.name}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    try:
+        while True:
+            try:
+                if ready(json.load(urllib.request.urlopen(url + "/health", timeout=2))):
+                    break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+            if time.time() > deadline:
+                pytest.fail(f"the app was not ready in {timeout:.0f} s:\n" + log.read_text())
+            time.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # open event streams can hold a graceful shutdown
+            process.kill()
+            process.wait(timeout=30)

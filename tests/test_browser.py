@@ -6,18 +6,15 @@ Screenshots are saved under ``test-artifacts/``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from tests.conftest import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -37,33 +34,9 @@ def app_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(app_data):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "ADMIN_TOKEN": "t", "LOGOS_DATA_DIR": str(app_data)}
-    log = app_data.parent / f"{app_data.name}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        try:  # up, and the background map fit done (so that it does not slow the first tests)
-            if json.load(urllib.request.urlopen(url + "/health", timeout=2))["map"] == "ready":
-                break
-            time.sleep(1)
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("the app did not start in 240 s:\n" + log.read_text())
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # open event streams can hold a graceful shutdown
-        process.kill()
-        process.wait(timeout=30)
+    # up, and the background map fit done (so that it does not slow the first tests)
+    with running_app(app_data, {"ADMIN_TOKEN": "t"}, ready=lambda health: health["map"] == "ready") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ thresholds set from the CLI and the API change the answer, and a calibration of 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path

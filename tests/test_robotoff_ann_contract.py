@@ -9,29 +9,17 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
 from pipeline.demo import DEMO_LOGOS
+from tests.conftest import free_port, running_app
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "robotoff"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _photo() -> bytes:
@@ -80,7 +68,7 @@ class _Images(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def images() -> str:
-    port = _free_port()
+    port = free_port()
     _Images.photo = _photo()
     _Images.other_host = f"localhost:{port}"  # the same server under a name the app does not allow
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Images)
@@ -91,32 +79,10 @@ def images() -> str:
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> str:
-    port = _free_port()
-    data = tmp_path_factory.mktemp("ann-contract")
-    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "LOGOS_DATA_DIR": str(data),
-           "ADMIN_TOKEN": TOKEN, "LOGOS_IMAGE_URL_HOSTS": "127.0.0.1", "LOGOS_IMAGE_URL_ALLOW_PRIVATE": "true",
+    env = {"ADMIN_TOKEN": TOKEN, "LOGOS_IMAGE_URL_HOSTS": "127.0.0.1", "LOGOS_IMAGE_URL_ALLOW_PRIVATE": "true",
            "LOGOS_IMAGE_URL_TIMEOUT": "2", "LOGOS_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024)}
-    log = data.parent / f"{data.name}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            assert process.poll() is None, log.read_text()
-            time.sleep(1)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start:\n" + log.read_text())
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    with running_app(tmp_path_factory.mktemp("ann-contract"), env) as url:
+        yield url
 
 
 def _add(app: str, body: dict) -> httpx.Response:
