@@ -65,12 +65,13 @@ def run(collection: str, settings: Settings, embedder, seed: int) -> dict[str, o
         queries = labelled_files(data / "query")
         crops = [service.load(path) for path, _ in queries]
         sizes = service.store.label_counts()
+        name = service.namer()
         probabilities, right, given, given_right, held_unknown, known_right = [], [], 0, 0, [], []
         for (_, brand), neighbours in zip(queries, service.search_crops(crops, settings.k), strict=True):
             winner, features = vote_features(neighbours, sizes, settings.machine_label_weight)
             probabilities.append(calibrator.probability(features) if winner else 0.0)
             right.append(winner == brand)
-            label = service.predict(neighbours, sizes).label
+            label = name(neighbours).label
             given += label is not None
             given_right += label is not None and label == brand
             if known(brand):

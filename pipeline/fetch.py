@@ -88,7 +88,7 @@ def fetch_image(url: str, config: FetchConfig) -> bytes:
                     kind = answer.headers.get("content-type", "").split(";")[0].strip().lower()
                     if not kind.startswith("image/"):
                         raise FetchError(f"the URL does not give an image (content type {kind or 'none'!r})")
-                    return _read_capped(answer, config.max_bytes, deadline)
+                    return _read_capped(answer, config, deadline)
             except httpx.TimeoutException:
                 raise FetchError(f"the image server did not answer within {config.timeout:g} s") from None
             except httpx.HTTPError as exc:
@@ -96,16 +96,18 @@ def fetch_image(url: str, config: FetchConfig) -> bytes:
     raise FetchError(f"more than {config.max_redirects} redirects")
 
 
-def _read_capped(answer: httpx.Response, max_bytes: int, deadline: float) -> bytes:
+def _read_capped(answer: httpx.Response, config: FetchConfig, deadline: float) -> bytes:
+    """The body, refused as soon as it is known to pass the byte cap or the deadline (a trickling server)."""
+    too_large = ImageTooLargeError(f"the image is larger than {config.max_bytes // (1024 * 1024)} MiB")
     declared = answer.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise ImageTooLargeError(f"the image is larger than {max_bytes // (1024 * 1024)} MiB")
+    if declared.isdigit() and int(declared) > config.max_bytes:
+        raise too_large
     chunks, size = [], 0
     for chunk in answer.iter_bytes():
         size += len(chunk)
-        if size > max_bytes:
-            raise ImageTooLargeError(f"the image is larger than {max_bytes // (1024 * 1024)} MiB")
+        if size > config.max_bytes:
+            raise too_large
         if time.monotonic() > deadline:
-            raise httpx.ReadTimeout("deadline")
+            raise FetchError(f"the image server did not answer within {config.timeout:g} s")
         chunks.append(chunk)
     return b"".join(chunks)

@@ -12,7 +12,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,22 +173,28 @@ class LogoService:
             raise BadInputError(f"k must be between 1 and 1000, got {k}")
         return k
 
-    def predict(self, neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int] | None = None) -> Prediction:
-        """The label of a query from its neighbours (the first ``settings.k`` vote).
+    def namer(self) -> Callable[[Sequence[Neighbour]], Prediction]:
+        """How the store names a query now, from its neighbours (the first ``settings.k`` vote).
 
         With a calibration of the store (:meth:`calibrate`), the confidence is
         the probability that the label is right and a logo unlike any labelled
         one is unknown; without one, the plain vote share of :mod:`pipeline.knn`.
         Per-label thresholds set by people (:meth:`set_threshold`) win over
-        suggested ones in both cases.
+        suggested ones in both cases. The calibration, thresholds and label
+        sizes are read once here, so name every logo of a photo with one namer.
         """
-        voters = list(neighbours)[: self.settings.k]
+        voters = self.settings.k
         calibrator = self.calibrator()
         if calibrator is None:
-            return predict_label(voters, self.vote_config())
-        thresholds = {**calibrator.thresholds, **self.store.thresholds()}
-        sizes = self.store.label_counts() if label_sizes is None else label_sizes
-        return replace(calibrator, thresholds=thresholds).predict(voters, sizes)
+            config = self.vote_config()
+            return lambda neighbours: predict_label(list(neighbours)[:voters], config)
+        calibrated = replace(calibrator, thresholds={**calibrator.thresholds, **self.store.thresholds()})
+        sizes = self.store.label_counts()
+        return lambda neighbours: calibrated.predict(list(neighbours)[:voters], sizes)
+
+    def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
+        """The label of one query from its neighbours (see :meth:`namer`)."""
+        return self.namer()(neighbours)
 
     # -- calibration -------------------------------------------------------------------
     def calibrator(self) -> Calibrator | None:
@@ -301,8 +307,8 @@ class LogoService:
     def _name(self, neighbour_lists: list[list[Neighbour]], k: int | None) -> list[tuple[Prediction, list[Neighbour]]]:
         """Each query's prediction (from ``settings.k`` voters, whatever ``k``) and its first ``k`` neighbours."""
         shown = self._k(k)
-        sizes = self.store.label_counts() if neighbour_lists else {}
-        return [(self.predict(neighbours, sizes), neighbours[:shown]) for neighbours in neighbour_lists]
+        name = self.namer()
+        return [(name(neighbours), neighbours[:shown]) for neighbours in neighbour_lists]
 
     def search_photo(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
                      k: int | None = None) -> PhotoSearchResult:
