@@ -14,6 +14,12 @@ brand icons instead, and ``--collection devicon`` from the colour logos of
 ``@iconify-json/devicon`` (multi-colour marks and wordmarks, printed in their own
 colours): other collections, reserved for independent evaluation (never used
 in training, tuning or the demo).
+
+``--collection real-drinks --dataset DIR`` crops real photos instead: the gallery is
+``--gallery`` boxes per brand from the dataset's ``val`` split, the queries are every
+box of its ``test`` split (never trained on), cut exactly at the annotated box.
+real-drinks is the public GitHub repository hxtruong6/brand-detection (MIT); its
+README in ``../shared/datasets/real-drinks`` gives the split and the caveats.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from PIL import Image
+
+from pipeline.datasets import load_yolo
 from pipeline.demo import DEMO_LOGOS
 from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_devicon, load_fontawesome_brands,
                                      load_icons, logo_card, photograph)
@@ -37,7 +46,8 @@ def demo_slugs() -> set[str]:
     return {p.stem for p in DEMO_LOGOS.glob("*/*.png")}
 
 
-COLLECTIONS = ("simple-icons", "fontawesome-brands", "devicon")
+COLLECTIONS = ("simple-icons", "fontawesome-brands", "devicon", "real-drinks")
+DEFAULT_REAL_DRINKS = ROOT.parent / "shared" / "datasets" / "real-drinks"
 
 
 def candidates(collection: str, cache: Path) -> list[Icon]:
@@ -73,6 +83,39 @@ def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cac
     return out
 
 
+def generate_photo_crops(out: Path, dataset: Path, gallery: int, seed: int) -> Path:
+    """Crops of a YOLO photo dataset: ``gallery`` boxes per class from ``val``, every ``test`` box as a query."""
+    if not Path(dataset).is_dir():
+        raise SystemExit(f"{dataset}: no such dataset folder. real-drinks is the public GitHub repository"
+                         " hxtruong6/brand-detection (MIT), prepared as ../shared/datasets/real-drinks/README.md says")
+    params = {"dataset": str(Path(dataset).resolve()), "gallery": gallery, "seed": seed, "v": 1}
+    manifest = out / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    data = load_yolo(Path(dataset), skip_empty_boxes=True)
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    for split in ("val", "test"):
+        boxes = [(photo.path, a) for photo in data.split(split).photos for a in photo.annotations]
+        if split == "val":
+            chosen = []
+            for label in data.classes:
+                mine = [b for b in boxes if b[1].label == label]
+                chosen += [mine[i] for i in sorted(rng.choice(len(mine), min(gallery, len(mine)), replace=False))]
+            boxes = chosen
+        folder = out / ("gallery" if split == "val" else "query")
+        for n, (path, annotation) in enumerate(boxes):
+            target = folder / _folder(annotation.label) / f"{path.stem}-{n}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as photo:
+                box = annotation.box
+                photo.convert("RGB").crop((int(box.x0), int(box.y0), int(box.x1), int(box.y1))).save(target)
+        counts[folder.name] = len(boxes)
+    manifest.write_text(json.dumps({"params": params, "crops": counts}, indent=1))
+    return out
+
+
 def _folder(title: str) -> str:
     return "".join(c if c.isalnum() or c in " .-_&+'" else "_" for c in title).strip() or "_"
 
@@ -86,9 +129,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_REAL_DRINKS, help="real-drinks: the dataset folder")
     args = parser.parse_args()
-    print(generate(args.out or default_out(args.collection), args.classes, args.gallery, args.queries, args.seed,
-                   args.cache, args.collection))
+    out = args.out or default_out(args.collection)
+    if args.collection == "real-drinks":
+        print(generate_photo_crops(out, args.dataset, args.gallery, args.seed))
+    else:
+        print(generate(out, args.classes, args.gallery, args.queries, args.seed, args.cache, args.collection))
 
 
 def default_out(collection: str) -> Path:

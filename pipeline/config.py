@@ -107,7 +107,7 @@ class Settings:
     """
 
     data_dir: Path = Path("data")
-    embedder: str = "efficientnet-lite0-logo"
+    embedder: str = "efficientnet-lite0-logo-colour"
     detector: str = "logo-detector"
     detector_path: Path | None = None
     detector_threshold: float = 0.4

@@ -33,8 +33,11 @@ from pipeline.util import chunked
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
-TRAINED_EMBEDDER = "efficientnet-lite0-logo"
-BUNDLED_EMBEDDER_WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "embedder" / "logo-embedder.pt"
+TRAINED_EMBEDDER = "efficientnet-lite0-logo-colour"
+GREY_EMBEDDER = "efficientnet-lite0-logo"
+_ASSETS = Path(__file__).resolve().parent.parent / "assets" / "embedder"
+BUNDLED_EMBEDDER_WEIGHTS = _ASSETS / "logo-embedder-colour.pt"
+GREY_EMBEDDER_WEIGHTS = _ASSETS / "logo-embedder.pt"
 RUNTIMES = ("onnxruntime", "torch")
 
 
@@ -145,7 +148,7 @@ register_embedder(
 )
 register_embedder(
     EmbedderSpec(
-        TRAINED_EMBEDDER,
+        GREY_EMBEDDER,
         efficientnet_lite0_imagenet,
         pool="gem",
         crop_mode="border",
@@ -153,9 +156,24 @@ register_embedder(
         grayscale=True,
         input_size=160,
         head_dim=256,
-        weights=BUNDLED_EMBEDDER_WEIGHTS,
+        weights=GREY_EMBEDDER_WEIGHTS,
         description="EfficientNet-Lite0 fine-tuned on photographed simple-icons logos (ArcFace + Multi-Similarity),"
                     " grey 160 px crop, GeM of the last two stages, trained head, 256-d",
+    )
+)
+register_embedder(
+    EmbedderSpec(
+        TRAINED_EMBEDDER,
+        efficientnet_lite0_imagenet,
+        pool="gem",
+        crop_mode="border",
+        stages=(3, 4),
+        input_size=160,
+        head_dim=256,
+        weights=BUNDLED_EMBEDDER_WEIGHTS,
+        description="EfficientNet-Lite0 fine-tuned in colour on simple-icons, emoji, flags, generated wordmarks and"
+                    " real photo crops (ArcFace + Multi-Similarity), 160 px crop, GeM of the last two stages,"
+                    " trained head, 256-d",
     )
 )
 register_embedder(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
-from pipeline.training.embedder import FROZEN_BLOCKS, LookAlikeBatches, trained_state
-from pipeline.training.metrics import retrieval_figures
+from pipeline.datasets import load_yolo
 from pipeline.embedders import TRAINED_EMBEDDER, build_net, get_spec
-from pipeline.training.synth import split_of
+from pipeline.training.embedder import (FROZEN_BLOCKS, LookAlikeBatches, _to_batch, network_input, real_crop_views,
+                                        serving_transform, trained_state)
+from pipeline.training.metrics import retrieval_figures
+from pipeline.training.synth import Icon, split_of
 
 
 def test_splits_are_fixed_and_disjoint():
@@ -50,3 +55,49 @@ def test_only_the_trained_tensors_are_shipped_in_fp16():
     assert not any(k.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.conv_head"))
                    or any(k.startswith(f"backbone.blocks.{i}.") for i in range(FROZEN_BLOCKS)) for k in state)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+def test_generated_marks_are_fixed_designs_that_render_and_differ():
+    from pipeline.training.marks import generated_mark
+    from pipeline.training.synth import render_icon
+
+    glyph = Icon("glyph", "Glyph", "000000", '<svg viewBox="0 0 24 24"><path d="M2 2h20v20H2z"/></svg>')
+    marks = [generated_mark(seed, [glyph]) for seed in range(12)]
+    assert generated_mark(3, [glyph]) == marks[3]
+    assert len({m.svg for m in marks}) == 12 and all(m.multicolour for m in marks)
+    for mark in marks[:4]:
+        image = render_icon(mark, 120, "000000")
+        # cropped to what is drawn, which fills most of the design's box (the text fits inside it)
+        assert 60 <= max(image.size) <= 120
+
+
+def test_network_input_keeps_colour_only_for_colour_models():
+    spec = get_spec(TRAINED_EMBEDDER)
+    net = build_net(spec, trained=False)
+    transform, size = serving_transform(spec, net)
+    crop = Image.new("RGB", (90, 40), (200, 30, 30))
+    colour, grey = network_input(crop, transform, grey=False), network_input(crop, transform, grey=True)
+    assert colour.shape == (3, size, size) and grey.shape == (size, size)
+    assert colour.dtype == np.uint8 and colour[0].mean() > colour[1].mean() + 50  # red stays red
+    batch = _to_batch(np.stack([colour, colour]))
+    assert batch.shape == (2, 3, size, size) and -1.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+    assert _to_batch(np.stack([grey])).shape == (1, 3, size, size)
+
+
+def test_favoured_classes_join_about_half_the_batches():
+    labels = np.repeat(np.arange(60), 5)
+    batches = LookAlikeBatches(labels, classes=8, per_class=4, seed=1, favoured=(58, 59))
+    with_favoured = sum(bool({58, 59} & set(labels[batches.next()].tolist())) for _ in range(400))
+    assert 150 < with_favoured < 260  # ~half by design, plus the few drawn at random anyway
+
+
+def test_real_photo_boxes_become_labelled_crops(tmp_path):
+    root = Path(__file__).parent / "fixtures" / "real-drinks"
+    spec = get_spec(TRAINED_EMBEDDER)
+    transform, size = serving_transform(spec, build_net(spec, trained=False))
+    views, classes = real_crop_views(root, "test", 2, transform, size, False, 0, tmp_path)
+    boxes = [a for photo in load_yolo(root, skip_empty_boxes=True).photos for a in photo.annotations]
+    assert views.images.shape == (2 * len(boxes), 3, size, size)
+    assert sorted(classes[i] for i in views.labels[::2]) == sorted(a.label for a in boxes)
+    again, _ = real_crop_views(root, "test", 2, transform, size, False, 0, tmp_path)  # from the cache
+    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(views.images))

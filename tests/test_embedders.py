@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderError, efficientnet_lite0_imagenet, build_net, create_embedder,
+from pipeline.embedders import (GREY_EMBEDDER, TRAINED_EMBEDDER, EmbedderError, efficientnet_lite0_imagenet, build_net, create_embedder,
                                  get_spec, list_embedders, load_trained_weights)
 
 
@@ -45,7 +45,7 @@ def test_offline_weights_are_the_imagenet_ones():
 
 
 @pytest.mark.parametrize("name, dim", [("efficientnet-lite0", 1280), ("efficientnet-lite0-ms", 432),
-                                       (TRAINED_EMBEDDER, 256)])
+                                       (GREY_EMBEDDER, 256), (TRAINED_EMBEDDER, 256)])
 def test_vectors_unit_norm_deterministic_and_runtime_independent(name, dim):
     onnx, torch_runtime = create_embedder(name), create_embedder(name, runtime="torch")
     assert onnx.runtime == "onnxruntime" and onnx.model_id == name and onnx.dim == dim
@@ -57,9 +57,10 @@ def test_vectors_unit_norm_deterministic_and_runtime_independent(name, dim):
     assert onnx.embed([]).shape == (0, dim)
 
 
-def test_trained_embedder_loads_its_bundled_weights():
+@pytest.mark.parametrize("name, grey", [(TRAINED_EMBEDDER, False), (GREY_EMBEDDER, True)])
+def test_trained_embedders_load_their_bundled_weights(name, grey):
     """The shipped tensors change the network (fine-tuned blocks and head), and two loads agree exactly."""
-    spec = get_spec(TRAINED_EMBEDDER)
+    spec = get_spec(name)
     assert spec.weights is not None and spec.weights.is_file() and spec.weights.stat().st_size < 20e6
     probe = torch.rand(2, 3, 160, 160) * 2 - 1
     with torch.inference_mode():
@@ -68,8 +69,8 @@ def test_trained_embedder_loads_its_bundled_weights():
     assert trained.shape == (2, 256)
     torch.testing.assert_close(trained, again, rtol=0, atol=0)
     assert not torch.allclose(trained, untrained, atol=1e-2)
-    embedder = create_embedder(TRAINED_EMBEDDER)
-    assert embedder.data_config["input_size"] == (3, 160, 160) and embedder.grayscale
+    embedder = create_embedder(name)
+    assert embedder.data_config["input_size"] == (3, 160, 160) and embedder.grayscale is grey
 
 
 def test_wrong_trained_weights_give_a_clear_error(tmp_path):

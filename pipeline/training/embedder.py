@@ -1,26 +1,37 @@
 """Train the bundled logo embedder: EfficientNet-Lite0 fine-tuned for logo retrieval.
 
-    python -m pipeline.training.embedder --minutes 45 --out assets/embedder
+    python -m pipeline.training.embedder --minutes 60 --real ../shared/datasets/real-drinks \
+        --init assets/embedder/logo-embedder.pt --out assets/embedder
 
-Data: every simple-icons logo of the ``train`` split (:func:`pipeline.training.synth.split_of`;
-the ``test`` split, which the retrieval benchmark uses, is never seen), each
-rendered in ``--views`` independent colour schemes and "photographed" by
-:func:`pipeline.training.synth.photograph` (rotation, perspective, colour shifts, blur,
-noise, JPEG, occlusion, clutter). Crops are preprocessed exactly as the
-embedder preprocesses them when serving (grey, autocontrast, resized to fit
-the input and padded) and cached as uint8 under ``.cache/``.
+Data (``--embedder`` picks the registered spec; a grey spec sees grey crops only):
+- every simple-icons logo of the ``train`` split (:func:`pipeline.training.synth.split_of`;
+  the ``test`` split, which the retrieval benchmark uses, is never seen), each rendered in
+  ``--views`` independent colour schemes (brand colour, white on brand, dark on a tint...);
+- for colour specs, emoji, flags and colour icons (:func:`pipeline.training.synth.load_colour_graphics`)
+  in their own colours, and ``--marks`` generated glyph-and-wordmark designs
+  (:mod:`pipeline.training.marks`);
+- with ``--real DIR``, crops of the boxes of a YOLO photo dataset's ``train`` split
+  (real-drinks: :func:`pipeline.datasets.real_drinks_split`), one class per brand, so
+  that the same brand in different photos gives real positive pairs.
 
-Model: the registered spec :data:`pipeline.embedders.TRAINED_EMBEDDER`: the
-bundled ImageNet weights, stem and first three blocks frozen, the later blocks
-fine-tuned, GeM of the last two stages, then a linear head to 256-d.
+Every rendered logo is "photographed" by :func:`pipeline.training.synth.photograph`
+(rotation, perspective, colour shifts, blur, noise, JPEG, occlusion, clutter). Crops
+are preprocessed exactly as the embedder preprocesses them when serving and cached
+as uint8 under ``.cache/``.
 
-Loss (pytorch-metric-learning): ArcFace over every training logo (each logo's
-class centre competes with all others, so the nearest look-alikes dominate)
-plus a Multi-Similarity loss on the hard pairs its miner finds in each batch.
-Batches are built around look-alikes: half the logos of a batch are drawn at
-random and each brings the logo whose ArcFace centre is nearest to its own.
-The ``val`` split picks the checkpoint; the learning rate follows a
-time-based warm-up and cosine so a run fits a wall-clock budget.
+Model: the registered spec: the bundled ImageNet weights, stem and first three
+blocks frozen, the later blocks fine-tuned, GeM of the last two stages, then a
+linear head to 256-d. ``--init`` starts from a shipped weights file (the grey model).
+
+Loss (pytorch-metric-learning): ArcFace over every training class (each class's
+centre competes with all others, so the nearest look-alikes dominate) plus a
+Multi-Similarity loss on the hard pairs its miner finds in each batch. Batches
+are built around look-alikes: half the classes of a batch are drawn at random and
+each brings the class whose ArcFace centre is nearest to its own; half the
+batches also bring one real-photo brand. The ``val`` splits (simple-icons and
+colour graphics) pick the checkpoint; the learning rate follows a time-based
+warm-up and cosine so that a run fits a wall-clock budget, and ``--resume``
+continues a run where its last checkpoint left it, schedule included.
 """
 
 from __future__ import annotations
@@ -42,67 +53,116 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from pipeline.embedders import (TRAINED_EMBEDDER, EmbeddingNet, build_net, crop_transform, data_config_of, get_spec,
-                                 load_trained_weights, prepare_crop)
+from pipeline.datasets import load_yolo
+from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderSpec, EmbeddingNet, build_net, crop_transform,
+                                 data_config_of, get_spec, load_trained_weights, prepare_crop)
+from pipeline.training.marks import generated_mark
 from pipeline.training.metrics import retrieval_figures
-from pipeline.training.synth import Icon, fetch_simple_icons, load_icons, logo_card, photograph, split_of
+from pipeline.training.synth import (Icon, fetch_simple_icons, load_colour_graphics, load_icons, logo_card,
+                                     photograph, split_of)
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 FROZEN_BLOCKS = 3  # stem + blocks 0-2 (strides 2-8) keep their ImageNet weights
-DATA_VERSION = 1
+DATA_VERSION = 2
+
+Transform = Callable[[Image.Image], torch.Tensor]
 
 
 @dataclass
 class LogoViews:
-    """Preprocessed crops ``images`` [N, S, S] uint8 (grey) and their class ``labels`` [N]."""
+    """Preprocessed crops ``images`` (uint8: [N, S, S] grey or [N, 3, S, S] colour) and class ``labels`` [N]."""
 
     images: np.ndarray
     labels: np.ndarray
 
 
-def grey_input(image: Image.Image, transform: Callable[[Image.Image], torch.Tensor]) -> np.ndarray:
-    """The crop as the embedder feeds it (its own grey preparation and ``transform``), back in uint8."""
-    tensor = transform(prepare_crop(image, grayscale=True))[0]
-    return np.round((tensor.numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
+def network_input(image: Image.Image, transform: Transform, grey: bool) -> np.ndarray:
+    """The crop as the embedder feeds it (its own preparation and ``transform``), back in uint8."""
+    tensor = transform(prepare_crop(image, grayscale=grey))
+    array = np.round((tensor.numpy() * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
+    return array[0] if grey else array
 
 
-def _render(job: tuple[Icon, int, int, Callable[[Image.Image], torch.Tensor]]) -> np.ndarray:
-    icon, views, seed, transform = job
+def _render(job: tuple[Icon, int, int, Transform, bool]) -> np.ndarray:
+    icon, views, seed, transform, grey = job
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, zlib.crc32(icon.slug.encode())])
-    return np.stack([grey_input(photograph(logo_card(icon, rng), rng), transform) for _ in range(views)])
+    return np.stack([network_input(photograph(logo_card(icon, rng), rng), transform, grey) for _ in range(views)])
 
 
-def serving_transform(net: EmbeddingNet) -> tuple[Callable[[Image.Image], torch.Tensor], int]:
-    """The trained embedder's own serving transform and its input side, so training sees what serving sees."""
-    spec = get_spec(TRAINED_EMBEDDER)
+def serving_transform(spec: EmbedderSpec, net: EmbeddingNet) -> tuple[Transform, int]:
+    """The spec's own serving transform and its input side, so training sees what serving sees."""
     data_config = data_config_of(spec, net)
     return crop_transform(data_config, spec.crop_mode), data_config["input_size"][-1]
 
 
-def make_views(icons: list[Icon], views: int, transform: Callable[[Image.Image], torch.Tensor], size: int,
-               seed: int, cache: Path, workers: int) -> LogoViews:
-    """``views`` photographed crops per icon (``transform`` makes them ``size`` px), cached on disk."""
-    key = zlib.crc32(json.dumps([DATA_VERSION, [i.slug for i in icons], views, size, seed]).encode())
-    path = cache / f"embedder-views-{key:08x}.npy"
-    labels = np.repeat(np.arange(len(icons)), views)
+def _cached(cache: Path, key: object, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """``make()`` saved once under ``cache`` by a hash of ``key`` (written atomically), then memory-mapped."""
+    path = cache / f"embedder-views-{zlib.crc32(json.dumps([DATA_VERSION, key]).encode()):08x}.npy"
     if path.exists():
-        return LogoViews(np.load(path, mmap_mode="r"), labels)
+        return np.load(path, mmap_mode="r")
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = np.empty((len(icons) * views, size, size), np.uint8)
-    started = time.perf_counter()
-    jobs = [(icon, views, seed, transform) for icon in icons]
-    with ProcessPoolExecutor(workers) as pool:
-        for n, block in enumerate(pool.map(_render, jobs, chunksize=8)):
-            images[n * views:(n + 1) * views] = block
-            if n % 200 == 0:
-                log.info("rendered %d/%d logos (%.0f s)", n, len(icons), time.perf_counter() - started)
+    images = make()
     partial = path.with_suffix(".partial.npy")
     np.save(partial, images)
     partial.replace(path)
-    return LogoViews(images, labels)
+    return np.load(path, mmap_mode="r")
+
+
+def make_views(icons: list[Icon], views: int, transform: Transform, size: int, grey: bool,
+               seed: int, cache: Path, workers: int) -> LogoViews:
+    """``views`` photographed crops per icon (``transform`` makes them ``size`` px), cached on disk."""
+
+    def render() -> np.ndarray:
+        shape = (len(icons) * views, size, size) if grey else (len(icons) * views, 3, size, size)
+        images = np.empty(shape, np.uint8)
+        started = time.perf_counter()
+        with ProcessPoolExecutor(workers) as pool:
+            jobs = [(icon, views, seed, transform, grey) for icon in icons]
+            for n, block in enumerate(pool.map(_render, jobs, chunksize=8)):
+                images[n * views:(n + 1) * views] = block
+                if n % 500 == 0:
+                    log.info("rendered %d/%d logos (%.0f s)", n, len(icons), time.perf_counter() - started)
+        return images
+
+    key = [[i.slug for i in icons], views, size, seed, grey]
+    return LogoViews(_cached(cache, key, render), np.repeat(np.arange(len(icons)), views))
+
+
+def real_crop_views(root: Path, split: str, views: int, transform: Transform, size: int, grey: bool,
+                    seed: int, cache: Path) -> tuple[LogoViews, tuple[str, ...]]:
+    """``views`` crops of every box of a YOLO dataset's ``split``: the box loosened or tightened a little,
+    colours and sharpness jittered as another photo of the same pack would be. One class per dataset class.
+    """
+    dataset = load_yolo(root, skip_empty_boxes=True).split(split)
+    boxes = [(photo.path, a.box, dataset.classes.index(a.label)) for photo in dataset.photos
+             for a in photo.annotations]
+    if not boxes:
+        raise ValueError(f"{root}: no boxes in the {split} split")
+    jitter = v2.Compose([v2.ColorJitter(0.3, 0.3, 0.3, 0.03), v2.RandomApply([v2.GaussianBlur(5, (0.2, 1.5))], 0.3)])
+
+    def render() -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        out = []
+        for path, box, _ in boxes:
+            with Image.open(path) as photo:
+                photo = photo.convert("RGB")
+                for view in range(views):
+                    slack = 0.0 if view == 0 else 0.12
+                    w, h = box.width, box.height
+                    x0, y0, x1, y1 = (box.x0 + w * rng.uniform(-slack, slack), box.y0 + h * rng.uniform(-slack, slack),
+                                      box.x1 + w * rng.uniform(-slack, slack), box.y1 + h * rng.uniform(-slack, slack))
+                    crop = photo.crop((int(max(0, x0)), int(max(0, y0)), int(min(photo.width, max(x1, x0 + 4))),
+                                       int(min(photo.height, max(y1, y0 + 4)))))
+                    out.append(network_input(crop if view == 0 else jitter(crop), transform, grey))
+        return np.stack(out)
+
+    key = [str(root), split, len(boxes), views, size, seed, grey]
+    labels = np.repeat(np.array([label for *_, label in boxes]), views)
+    return LogoViews(_cached(cache, key, render), labels), dataset.classes
 
 
 def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:
@@ -122,8 +182,11 @@ def trained_state(net: EmbeddingNet, half: bool = True) -> dict[str, torch.Tenso
 
 
 def _to_batch(images: np.ndarray) -> torch.Tensor:
-    grey = torch.from_numpy(np.array(images, dtype=np.float32)).div_(127.5).sub_(1.0)
-    return grey.unsqueeze(1).expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+    """uint8 crops (grey [N, S, S] or colour [N, 3, S, S]) -> the network's [-1, 1] input [N, 3, S, S]."""
+    batch = torch.from_numpy(np.array(images, dtype=np.float32)).div_(127.5).sub_(1.0)
+    if batch.dim() == 3:
+        batch = batch.unsqueeze(1).expand(-1, 3, -1, -1)
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 @torch.inference_mode()
@@ -133,13 +196,19 @@ def embed_views(net: EmbeddingNet, images: np.ndarray, batch: int = 128) -> torc
 
 
 class LookAlikeBatches:
-    """Batches of ``classes`` logos x ``per_class`` views, half the logos paired with a look-alike."""
+    """Batches of ``classes`` logos x ``per_class`` views, half the logos paired with a look-alike.
 
-    def __init__(self, labels: np.ndarray, classes: int, per_class: int, seed: int) -> None:
+    ``favoured`` classes (real-photo brands: few classes, many crops) join half the
+    batches, one at a time, so that their real positive pairs are not drowned out.
+    """
+
+    def __init__(self, labels: np.ndarray, classes: int, per_class: int, seed: int,
+                 favoured: tuple[int, ...] = ()) -> None:
         self.by_class = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
         self.classes, self.per_class = classes, per_class
         self.rng = np.random.default_rng(seed)
         self.nearest: np.ndarray | None = None
+        self.favoured = favoured
 
     def update(self, centres: torch.Tensor) -> None:
         """Look-alikes from the loss's class centres [C, D]: each class's nearest other class."""
@@ -152,10 +221,58 @@ class LookAlikeBatches:
         count = len(self.by_class)
         seeds = self.rng.choice(count, self.classes // 2, replace=False)
         chosen = list(dict.fromkeys(seeds.tolist() + (self.nearest[seeds].tolist() if self.nearest is not None else [])))
+        if self.favoured and self.rng.random() < 0.5:
+            chosen = list(dict.fromkeys([int(self.rng.choice(self.favoured))] + chosen))
         while len(chosen) < self.classes:
             chosen = list(dict.fromkeys(chosen + [int(self.rng.integers(count))]))
         return np.concatenate([self.rng.choice(self.by_class[c], self.per_class, replace=False)
                                for c in chosen[: self.classes]])
+
+
+def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespace
+                  ) -> tuple[LogoViews, tuple[int, ...], dict[str, LogoViews], dict[str, int]]:
+    """The training crops, the real-photo classes among them, the validation sets, and class counts per source."""
+    transform, size = serving_transform(spec, net)
+    grey = spec.grayscale
+    render = dict(transform=transform, size=size, grey=grey, cache=args.cache, workers=args.workers)
+    icons = load_icons(fetch_simple_icons(args.cache))
+    sources = {"simple-icons": make_views([i for i in icons if split_of(i.slug) == "train"][: args.max_classes or None],
+                                          args.views, seed=args.seed, **render)}
+    val = {"simple-icons": make_views([i for i in icons if split_of(i.slug) == "val"][:200], 5, seed=args.seed + 1,
+                                      **render)}
+    if not grey:
+        graphics = load_colour_graphics(args.cache, args.colour_per_set)
+        sources["colour graphics"] = make_views([g for g in graphics if split_of(g.slug) == "train"],
+                                                args.colour_views, seed=args.seed, **render)
+        val["colour graphics"] = make_views([g for g in graphics if split_of(g.slug) == "val"][:200], 5,
+                                            seed=args.seed + 1, **render)
+        glyphs = [i for i in icons if split_of(i.slug) == "train"]
+        sources["generated marks"] = make_views([generated_mark(n, glyphs) for n in range(args.marks)],
+                                                args.colour_views, seed=args.seed, **render)
+    if args.real:
+        sources["real photo crops"], _ = real_crop_views(args.real, "train", args.real_views, transform, size, grey,
+                                                         args.seed, args.cache)
+    images, labels, favoured, counts, offset = [], [], (), {}, 0
+    for name, views in sources.items():
+        images.append(np.asarray(views.images))
+        labels.append(views.labels + offset)
+        counts[name] = int(views.labels.max()) + 1
+        if name == "real photo crops":
+            favoured = tuple(range(offset, offset + counts[name]))
+        offset += counts[name]
+    data = LogoViews(np.concatenate(images), np.concatenate(labels))
+    log.info("training classes per source: %s; %d crops", counts, len(data.labels))
+    return data, favoured, val, counts
+
+
+def validate(net: EmbeddingNet, val: dict[str, LogoViews]) -> dict[str, float]:
+    """Nearest-neighbour top-1 and recall@5 on each validation set, and their mean top-1 (which picks checkpoints)."""
+    figures: dict[str, float] = {}
+    for name, views in val.items():
+        for key, value in retrieval_figures(embed_views(net, views.images), views.labels, gallery=3).items():
+            figures[f"{name} {key}"] = round(float(value), 4)
+    figures["nn_top1"] = round(float(np.mean([v for k, v in figures.items() if k.endswith("nn_top1")])), 4)
+    return figures
 
 
 def train(args: argparse.Namespace) -> dict[str, object]:
@@ -163,22 +280,23 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     torch.set_num_threads(args.threads)
     from pytorch_metric_learning import losses, miners
 
-    spec = get_spec(TRAINED_EMBEDDER)
+    spec = get_spec(args.embedder)
     net = build_net(spec, trained=False).to(memory_format=torch.channels_last)
-    transform, size = serving_transform(net)
-    icons = load_icons(fetch_simple_icons(args.cache))
-    train_icons = [i for i in icons if split_of(i.slug) == "train"][: args.max_classes or None]
-    val_icons = [i for i in icons if split_of(i.slug) == "val"][:200]
-    log.info("%d training logos x %d views, %d validation logos", len(train_icons), args.views, len(val_icons))
-    data = make_views(train_icons, args.views, transform, size, args.seed, args.cache, args.workers)
-    val = make_views(val_icons, 5, transform, size, args.seed + 1, args.cache, args.workers)
-    log.info("data ready: %s train crops, %s validation crops", len(data.labels), len(val.labels))
+    if args.init:
+        load_trained_weights(net, args.init)
+        log.info("network initialised from %s", args.init)
+    data, favoured, val, counts = training_data(spec, net, args)
+    classes = int(data.labels.max()) + 1
 
     frozen = freeze_early_layers(net)
-    loss_arc = losses.ArcFaceLoss(num_classes=len(train_icons), embedding_size=spec.head_dim, margin=28.6,
-                                  scale=32)
+    loss_arc = losses.ArcFaceLoss(num_classes=classes, embedding_size=spec.head_dim, margin=28.6, scale=32)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_file = out / (spec.weights.name if spec.weights else "logo-embedder.pt")
+    history: list[dict[str, float]] = []
+    step, spent, best = 0, 0.0, -1.0
     if args.resume:
-        _resume(net, loss_arc, args.resume)
+        step, spent, best, history = _resume(net, loss_arc, args.resume)
     loss_pairs, miner = losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner(epsilon=0.1)
     groups = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")],
                "lr": args.lr},
@@ -187,15 +305,12 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     augment = v2.RandomAffine(degrees=0, translate=(0.06, 0.06), scale=(0.85, 1.1))
-    sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed)
+    sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed + step, favoured)
+    if step >= args.lookalike_after:
+        sampler.update(loss_arc.W.T)
 
     budget = args.minutes * 60
-    started = time.perf_counter()
-    history: list[dict[str, float]] = []
-    best = -1.0
-    step = 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter() - spent  # a resumed run continues its schedule
     while (elapsed := time.perf_counter() - started) < budget:
         progress = elapsed / budget
         factor = progress / 0.05 if progress < 0.05 else 0.5 * (1 + math.cos(math.pi * (progress - 0.05) / 0.95))
@@ -219,40 +334,39 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         if step % 20 == 0:
             log.info("step %d  %.0f s  loss %.3f  lr %.2e", step, elapsed, loss.item(), optimizer.param_groups[0]["lr"])
         if step % args.eval_every == 0:
-            figures = retrieval_figures(embed_views(net, val.images), val.labels, gallery=3)
+            figures = validate(net, val)
             history.append({"step": step, "seconds": round(elapsed), "loss": round(loss.item(), 4), **figures})
             log.info("validation at step %d: %s", step, figures)
-            _save({"net": trained_state(net, half=False), "arc": loss_arc.state_dict(), "step": step},
-                  out / "checkpoint.pt")
             if figures["nn_top1"] > best:
                 best = figures["nn_top1"]
-                _save(trained_state(net), out / "logo-embedder.pt")
-    figures = retrieval_figures(embed_views(net, val.images), val.labels, gallery=3)
+                _save(trained_state(net), weights_file)
+            _save({"net": trained_state(net, half=False), "arc": loss_arc.state_dict(), "step": step,
+                   "seconds": elapsed, "best": best, "history": json.dumps(history)}, out / "checkpoint.pt")
+    figures = validate(net, val)
     history.append({"step": step, "seconds": round(time.perf_counter() - started), **figures})
     if figures["nn_top1"] >= best:
-        _save(trained_state(net), out / "logo-embedder.pt")
-    report = {"embedder": TRAINED_EMBEDDER, "steps": step, "minutes": round((time.perf_counter() - started) / 60, 1),
-              "train_logos": len(train_icons), "views_per_logo": args.views, "val_logos": len(val_icons),
-              "batch": args.classes_per_batch * args.per_class, "threads": args.threads,
-              "input_size": size, "best_val_nn_top1": max(best, figures["nn_top1"]), "history": history,
-              "args": {k: str(v) for k, v in vars(args).items()}}
+        best = figures["nn_top1"]
+        _save(trained_state(net), weights_file)
+    report = {"embedder": spec.name, "steps": step, "minutes": round((time.perf_counter() - started) / 60, 1),
+              "classes": counts, "crops": len(data.labels), "batch": args.classes_per_batch * args.per_class,
+              "threads": args.threads, "input_size": data.images.shape[-1], "best_val_nn_top1": best,
+              "history": history, "args": {k: str(v) for k, v in vars(args).items()}}
     (out / "training.json").write_text(json.dumps(report, indent=1))
     return report
 
 
-def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path) -> None:
-    """Continue from a run's ``checkpoint.pt`` (network and class centres) or a shipped weights file."""
+def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path) -> tuple[int, float, float, list[dict[str, float]]]:
+    """Continue from a run's ``checkpoint.pt``: network, class centres, step, time spent, best score, history."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if "net" in state:
-        net.load_state_dict(state["net"], strict=False)
-        loss.load_state_dict(state["arc"])
-        log.info("resumed from %s (step %s)", path, state.get("step"))
-    else:
-        load_trained_weights(net, path)
-        log.info("resumed the network from %s; class centres start afresh", path)
+    if "net" not in state:
+        raise SystemExit(f"{path} is not a training checkpoint; start from shipped weights with --init")
+    net.load_state_dict(state["net"], strict=False)
+    loss.load_state_dict(state["arc"])
+    log.info("resumed from %s (step %s, %.0f s)", path, state["step"], state["seconds"])
+    return int(state["step"]), float(state["seconds"]), float(state["best"]), json.loads(state["history"])
 
 
-def _save(state: dict[str, torch.Tensor], path: Path) -> None:
+def _save(state: dict[str, object], path: Path) -> None:
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     partial.replace(path)
@@ -260,11 +374,17 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=45.0, help="wall-clock training budget")
+    parser.add_argument("--embedder", default=TRAINED_EMBEDDER, help="the registered spec to train")
+    parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "embedder")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
-    parser.add_argument("--views", type=int, default=12, help="photographed crops per training logo")
-    parser.add_argument("--max-classes", type=int, default=0, help="use only the first N training logos (0: all)")
+    parser.add_argument("--views", type=int, default=8, help="photographed crops per simple-icons logo")
+    parser.add_argument("--colour-views", type=int, default=5, help="crops per colour graphic and generated mark")
+    parser.add_argument("--colour-per-set", type=int, default=500, help="graphics kept per colour set (0: all)")
+    parser.add_argument("--marks", type=int, default=1500, help="generated glyph-and-wordmark designs")
+    parser.add_argument("--real", type=Path, help="a YOLO photo dataset whose train split's boxes are trained on")
+    parser.add_argument("--real-views", type=int, default=2, help="crops per real box")
+    parser.add_argument("--max-classes", type=int, default=0, help="use only the first N simple-icons logos (0: all)")
     parser.add_argument("--classes-per-batch", type=int, default=16)
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -272,9 +392,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes rendering the data")
-    parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt, or a logo-embedder.pt, to continue from")
+    parser.add_argument("--init", type=Path, help="shipped weights (a logo-embedder*.pt) to start from")
+    parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt to continue, schedule included")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.real and not args.real.is_dir():
+        parser.error(f"--real {args.real}: no such dataset folder (real-drinks: see its README for the public source)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     print(json.dumps({k: v for k, v in train(args).items() if k != "history"}))
 

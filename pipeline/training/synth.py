@@ -110,6 +110,35 @@ def load_iconify_set(name: str, version: str, cache_dir: Path) -> list[Icon]:
     return icons
 
 
+# Colourful non-brand graphics for training (npm ``@iconify-json/NAME`` versions): emoji, flags, colour icons.
+COLOUR_SETS = {"noto": "1.2.9", "twemoji": "1.2.5", "openmoji": "1.2.29", "fluent-emoji-flat": "1.2.6",
+               "flag": "1.2.12", "circle-flags": "1.2.11", "flat-color-icons": "1.2.3"}
+
+
+def load_colour_graphics(cache_dir: Path, per_set: int = 0) -> list[Icon]:
+    """Emoji, flags and colour icons of :data:`COLOUR_SETS`, kept in their own colours.
+
+    They teach an embedder what multi-colour marks look like and that colour can be
+    all that tells two of them apart (flags). Slugs are ``SET:NAME``; an emoji drawn by
+    several sets is kept from the first set only, so two classes never show the same
+    subject; square (``-1x1``) flag variants are dropped for their ``-4x3`` twins.
+
+    Args:
+        cache_dir: Where the npm packages are unpacked.
+        per_set: Keep at most this many icons of each set, spread over it (0: all).
+    """
+    seen: set[str] = set()
+    graphics = []
+    for name, version in COLOUR_SETS.items():
+        icons = [i for i in load_iconify_set(name, version, cache_dir)
+                 if i.slug not in seen and not i.slug.endswith("-1x1")]
+        if per_set and len(icons) > per_set:
+            icons = icons[:: len(icons) // per_set][:per_set]
+        seen.update(i.slug for i in icons)
+        graphics += [Icon(f"{name}:{i.slug}", i.title, i.hex, i.svg, multicolour=True) for i in icons]
+    return graphics
+
+
 def load_devicon(cache_dir: Path, version: str = DEVICON_VERSION) -> list[Icon]:
     """The colour logos of dev tools and languages in ``@iconify-json/devicon`` (MIT), glyphs and wordmarks.
 
