@@ -48,7 +48,10 @@ def create_app(service: LogoService) -> FastAPI:
 
     app.include_router(build_api(service, auth))
     app.mount(DASH_PREFIX.rstrip("/"), WSGIMiddleware(create_dash(service, auth).server))
-    return gr.mount_gradio_app(app, build_ui(service, auth), path="/")
+    # Gradio caps uploads itself while they stream, and queues its searches: a few run, a bounded queue waits
+    ui = build_ui(service, auth).queue(default_concurrency_limit=service.settings.max_active,
+                                       max_size=service.settings.max_queued)
+    return gr.mount_gradio_app(app, ui, path="/", max_file_size=service.settings.max_upload_bytes)
 
 
 def main() -> None:

@@ -27,18 +27,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-
 from PIL import Image
 
-from pipeline.datasets import load_yolo
-from pipeline.demo import DEMO_LOGOS
-from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_devicon, load_fontawesome_brands,
-                                     load_icons, logo_card, photograph)
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.datasets import load_yolo  # noqa: E402
+from pipeline.demo import DEMO_LOGOS  # noqa: E402
+from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_devicon,  # noqa: E402
+                                     load_fontawesome_brands, load_icons, logo_card, photograph)
 
 
 def demo_slugs() -> set[str]:

@@ -54,6 +54,10 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_IMAGE_URL_HOSTS": ("image_url_hosts", str),
     "LOGOS_IMAGE_URL_TIMEOUT": ("image_url_timeout", float),
     "LOGOS_IMAGE_URL_ALLOW_PRIVATE": ("image_url_allow_private", _flag),
+    "LOGOS_MAX_ACTIVE": ("max_active", int),
+    "LOGOS_MAX_QUEUED": ("max_queued", int),
+    "LOGOS_QUEUE_TIMEOUT": ("queue_timeout", float),
+    "LOGOS_COMPACT_AFTER": ("compact_after", int),
 }
 
 
@@ -104,6 +108,14 @@ class Settings:
         image_url_allow_private: Let allowed hosts resolve to private,
             loopback or link-local addresses (off: a public host name cannot
             be pointed at the server's own network).
+        max_active: CPU-bound requests (photo search, adds, batches) the web app
+            runs at once; more only share the same cores and all get slower.
+        max_queued: Such requests that may wait for a turn; past that the server
+            answers 503 with ``Retry-After`` at once.
+        queue_timeout: Seconds a request waits for its turn before a 503.
+        compact_after: Logos added since the last index build past which the
+            server rebuilds the index in the background (they are searched
+            exactly until then, which grows slower with their number).
     """
 
     data_dir: Path = Path("data")
@@ -132,6 +144,10 @@ class Settings:
     image_url_hosts: str = ""
     image_url_timeout: float = 10.0
     image_url_allow_private: bool = False
+    max_active: int = 2
+    max_queued: int = 32
+    queue_timeout: float = 30.0
+    compact_after: int = 2000
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

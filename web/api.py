@@ -2,8 +2,10 @@
 
 CPU-bound routes are plain ``def`` functions, which FastAPI runs in its thread
 pool, so a search never blocks the event loop that serves ``/health``, Gradio
-and the map. Uploads are read through :func:`read_upload`, which stops at the
-configured cap.
+and the map; the heaviest pass through a :class:`web.limits.RequestGate` that
+bounds how many run and wait (503 past that). Request bodies are capped while
+they stream (FastAPI's ``max_body_size``: 413 before a big upload is spooled),
+and uploads are read through :func:`read_upload`, which stops at the configured cap.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
 from pipeline.service import LogoService, calibration_summary
 from pipeline.types import LabelSource, Neighbour
 from web.auth import Access, AdminAuth
+from web.limits import RequestGate
 
 PREFIX = "/api/v1"
 MAX_BATCH = 1000
+JSON_BODY_BYTES = 1024 * 1024  # the JSON routes' bodies (ids, an embedding, a threshold) are small
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the boxes/labels fields, on top of the file
 Count = Annotated[int, Query(ge=1, le=500, description="neighbours per logo")]
 Index = Annotated[str | None, Query(description="named index (embedding model); default: the store's")]
 
@@ -110,11 +115,14 @@ def admin_dependency(auth: AdminAuth):
     return require_admin
 
 
-def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
+def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = None) -> APIRouter:
     """The JSON routes (parity with robotoff-ann, plus photo search)."""
-    max_bytes = service.settings.max_upload_bytes
-    router = APIRouter(prefix=PREFIX)
+    settings = service.settings
+    max_bytes = settings.max_upload_bytes
+    router = APIRouter(prefix=PREFIX, max_body_size=max_bytes + FORM_OVERHEAD_BYTES)
     admin = Depends(admin_dependency(auth))
+    gate = gate or RequestGate(settings.max_active, settings.max_queued, settings.queue_timeout)
+    heavy = Depends(gate)
 
     @router.get("/ann/count")
     def count() -> dict[str, int]:
@@ -138,7 +146,7 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
                 continue  # as robotoff-ann: unknown ids are left out
         return BatchOut(results=results, count=len(results))
 
-    @router.get("/ann/batch", response_model=BatchOut)
+    @router.get("/ann/batch", response_model=BatchOut, dependencies=[heavy])
     def ann_batch_get(logo_ids: Annotated[str, Query(description="comma-separated logo ids, e.g. 1,2,3")],
                       count: Count = 100, index: Index = None) -> BatchOut:
         """robotoff-ann's batch route: a GET with a comma-separated list."""
@@ -151,7 +159,7 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
             raise BadInputError(f"give between 1 and {MAX_BATCH} logo ids")
         return batch(ids, count)
 
-    @router.post("/ann/batch", response_model=BatchOut)
+    @router.post("/ann/batch", response_model=BatchOut, dependencies=[heavy], max_body_size=JSON_BODY_BYTES)
     def ann_batch(body: BatchIn, index: Index = None) -> BatchOut:
         service.check_index(index)
         return batch(body.logo_ids, body.count)
@@ -167,14 +175,14 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
         service.check_index(index)
         return neighbours_of(service.resolve_client_id(logo_id), count)
 
-    @router.post("/ann/from_embedding", response_model=NeighboursOut)
+    @router.post("/ann/from_embedding", response_model=NeighboursOut, max_body_size=JSON_BODY_BYTES)
     def ann_from_embedding(body: EmbeddingIn, index: Index = None) -> NeighboursOut:
         service.check_index(index)
         model = body.model or index or service.query_model_id()
         neighbours = service.search_embedding(body.embedding, body.count, model_id=model)
         return _out(neighbours, service.client_ids([n.id for n in neighbours]))
 
-    @router.post("/ann/add", dependencies=[admin], openapi_extra={"requestBody": {"content": {
+    @router.post("/ann/add", dependencies=[admin, heavy], openapi_extra={"requestBody": {"content": {
         "application/json": {"schema": UrlAddIn.model_json_schema()},
         "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
             "file": {"type": "string", "format": "binary"},
@@ -202,14 +210,14 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
             labels=_json_list(labels if isinstance(labels, str) else None, "labels"), source=LabelSource.HUMAN)
         return {"added": len(ids), "ids": ids}
 
-    @router.post("/search")
+    @router.post("/search", dependencies=[heavy])
     def search(file: Annotated[UploadFile, File(description="the photo")],
                boxes: Annotated[str | None, Form(description="JSON [[x0,y0,x1,y1], ...]")] = None,
                k: Annotated[int | None, Form(ge=1, le=100)] = None) -> dict[str, Any]:
         """Find and name the logos of a photo: the same JSON as ``python -m pipeline search --json``."""
         return service.search_photo(read_upload(file, max_bytes), boxes=_json_list(boxes, "boxes"), k=k).to_json()
 
-    @router.post("/calibrate", dependencies=[admin])
+    @router.post("/calibrate", dependencies=[admin, heavy])
     def calibrate() -> dict[str, Any]:
         """Fit the confidence calibration on the store's human labels now (it also refits by itself)."""
         return calibration_summary(service.calibrate())
@@ -219,7 +227,7 @@ def build_api(service: LogoService, auth: AdminAuth) -> APIRouter:
         """Per-label confidence thresholds: set by people, suggested by the calibration, and the default."""
         return service.thresholds()
 
-    @router.put("/labels/{label}/threshold", dependencies=[admin])
+    @router.put("/labels/{label}/threshold", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
     def set_threshold(label: str, body: ThresholdIn) -> dict[str, Any]:
         service.set_threshold(label, body.threshold)
         return {"label": label, "threshold": body.threshold}

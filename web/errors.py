@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 
 from pipeline.errors import (BadInputError, ConfigError, ImageTooLargeError, LogoError, ModelMismatchError,
                              NotFoundError, StoreError)
+from web.limits import OverloadedError
 
 log = logging.getLogger("web.errors")
 
@@ -26,6 +27,7 @@ STATUS: tuple[tuple[type[LogoError], int], ...] = (
     (ModelMismatchError, 409),
     (StoreError, 409),
     (ConfigError, 500),
+    (OverloadedError, 503),
 )
 
 
@@ -45,6 +47,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     def known(request: Request, exc: Exception) -> JSONResponse:
         status = status_of(exc)  # type: ignore[arg-type]
+        if isinstance(exc, OverloadedError):  # the client's cue to come back later, not a failure
+            return JSONResponse({"detail": str(exc)}, status_code=status,
+                                headers={"Retry-After": str(exc.retry_after)})
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status)

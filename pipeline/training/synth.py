@@ -104,7 +104,7 @@ def load_iconify_set(name: str, version: str, cache_dir: Path) -> list[Icon]:
     icons = []
     for slug, entry in sorted(data["icons"].items()):
         width, height = entry.get("width", data.get("width", 16)), entry.get("height", data.get("height", 16))
-        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{entry.get("left", 0)} {entry.get("top", 0)} '
+        svg = (f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" viewBox="{entry.get("left", 0)} {entry.get("top", 0)} '
                f'{width} {height}">{entry["body"]}</svg>')
         icons.append(Icon(slug, slug.replace("-", " ").title(), "333333", svg, multicolour=True))
     return icons
