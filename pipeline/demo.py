@@ -26,7 +26,7 @@ def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, progress: 
     """
     if service.store.count():
         reembedded = service.reembed(progress=progress).logos
-        if service.index.info() is None:
+        if service.index.needs_rebuild():  # never built, or built for another model (a crash mid re-embed)
             service.build_index()
         return {"built": False, "logos": service.store.count(), "reembedded": reembedded}
     log.info("building the demo store from %s (first start only)", logos_dir)

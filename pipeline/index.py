@@ -8,7 +8,12 @@ Two layers:
 * :class:`LogoIndex`: what the service uses. It loads the last built index
   (memory-mapped), searches logos added since that build exactly in a small
   in-memory *delta* so an add is visible at once, merges both, and rebuilds by
-  writing a new generation and swapping a pointer file atomically.
+  writing a new generation and swapping a pointer file atomically. Rebuilds are
+  serialised across processes by a file lock (the app and a CLI may share a
+  data directory); an old generation's files are removed one rebuild later, so
+  that a reader still opening it never finds it gone. A generation built for
+  another embedding model (a crash between a re-embed and its rebuild) is never
+  searched: the delta covers every logo until the next rebuild.
 
 All distances are angular distances between unit vectors, ``sqrt(2 - 2 cos)``
 (0 = identical, 2 = opposite), which is what Annoy's ``angular`` metric returns.
@@ -28,6 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 from annoy import AnnoyIndex
+from filelock import FileLock
 
 from pipeline.errors import BadInputError, ConfigError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore
@@ -74,11 +80,6 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def __len__(self) -> int: ...
-
-    @staticmethod
-    def files(path: Path) -> list[Path]:
-        """Files that :meth:`build` writes for ``path`` (removed when a generation is dropped)."""
-        return [path]
 
 
 _BACKENDS: dict[str, type[VectorIndex]] = {}
@@ -240,10 +241,14 @@ class LogoIndex:
         if stamp == self._pointer_stamp:
             return
         self._pointer_stamp = stamp
-        if stamp is None:
+        info = IndexInfo(**json.loads(pointer.read_text())) if stamp else None
+        if info is not None and (info.model_id, info.dim) != (self.store.model_id, self.store.dim):
+            log.warning("index generation %d holds %s vectors (%d-d), the store %s (%s-d): not used until rebuilt",
+                        info.generation, info.model_id, info.dim, self.store.model_id, self.store.dim)
+            info = None
+        if info is None:
             self._built, self._info = None, None
         else:
-            info = IndexInfo(**json.loads(pointer.read_text()))
             backend = get_backend(info.backend)
             self._built = backend.load(self._stem(info.generation, info.backend), info.dim, self.config)
             self._info = info
@@ -264,9 +269,14 @@ class LogoIndex:
         self._delta_max_id = newest
 
     def info(self) -> IndexInfo | None:
+        """The built generation in use; None when there is none for the store's current model."""
         with self._lock:
             self._refresh()
             return self._info
+
+    def needs_rebuild(self) -> bool:
+        """True when stored logos have no usable built generation (never built, or built for another model)."""
+        return self.store.count() > 0 and self.info() is None
 
     def counts(self) -> tuple[int, int]:
         """``(indexed, pending)``: logos in the built index, and logos only in the delta."""
@@ -308,24 +318,25 @@ class LogoIndex:
         """Index every stored vector as a new generation and switch to it atomically.
 
         Readers keep using the old generation until the pointer file is replaced;
-        a crash mid-build leaves the old generation current.
+        a crash mid-build leaves the old generation current. One rebuild runs at
+        a time across processes; the files of the generation before the old one
+        are removed afterwards (the old one's stay until the next rebuild).
         """
-        model_id, dim = self.store.model_id, self.store.dim
-        if model_id is None or dim is None:
-            raise StoreError("the store is empty: add logos before building the index")
-        backend = get_backend(self.config.backend)
-        previous = self.info()
-        generation = (previous.generation + 1) if previous else 1
-        stem = self._stem(generation, backend.name)
-        max_id = self.store.max_id()
-        started = time.perf_counter()
-        built = backend.build(_upto(self.store.iter_vectors(), max_id), dim, stem, self.config)
-        info = IndexInfo(generation, backend.name, model_id, dim, max_id, len(built), time.time(),
-                         round(time.perf_counter() - started, 3))
-        atomic_write_json(self._pointer(), info.__dict__)
-        if previous is not None:
-            for old in get_backend(previous.backend).files(self._stem(previous.generation, previous.backend)):
-                old.unlink(missing_ok=True)  # open mmaps stay valid until unmapped
+        with FileLock(self.index_dir / "rebuild.lock"):
+            model_id, dim = self.store.model_id, self.store.dim
+            if model_id is None or dim is None:
+                raise StoreError("the store is empty: add logos before building the index")
+            backend = get_backend(self.config.backend)
+            previous = self._pointed()
+            generation = self._newest_generation() + 1
+            stem = self._stem(generation, backend.name)
+            max_id = self.store.max_id()
+            started = time.perf_counter()
+            built = backend.build(self.store.iter_vectors(max_id=max_id), dim, stem, self.config)
+            info = IndexInfo(generation, backend.name, model_id, dim, max_id, len(built), time.time(),
+                             round(time.perf_counter() - started, 3))
+            atomic_write_json(self._pointer(), info.__dict__)
+            self._remove_generations(keep={generation, previous.generation if previous else generation})
         log.info("built %s index generation %d: %d logos in %.1fs", backend.name, generation, len(built),
                  info.build_seconds)
         with self._lock:
@@ -333,13 +344,29 @@ class LogoIndex:
             self._refresh()
         return info
 
+    def _pointed(self) -> IndexInfo | None:
+        """The generation the pointer file names, whatever its model."""
+        try:
+            return IndexInfo(**json.loads(self._pointer().read_text()))
+        except FileNotFoundError:
+            return None
 
-def _upto(batches: Batches, max_id: int) -> Batches:
-    """Only the logos with ``id <= max_id`` (adds racing with a build go to the delta)."""
-    for ids, vectors in batches:
-        keep = ids <= max_id
-        if keep.any():
-            yield ids[keep], vectors[keep]
-        if not keep.all():
-            return
+    def _generations(self) -> dict[int, list[Path]]:
+        """Every generation with files in the folder, and its files."""
+        found: dict[int, list[Path]] = {}
+        for path in self.index_dir.glob("*-*.idx*"):
+            number = path.name.split(".idx")[0].rsplit("-", 1)[-1]
+            if number.isdigit():
+                found.setdefault(int(number), []).append(path)
+        return found
 
+    def _newest_generation(self) -> int:
+        """The highest generation number in use or on disk (a crashed build's files included), so none is reused."""
+        pointed = self._pointed()
+        return max([*self._generations(), pointed.generation if pointed else 0, 0])
+
+    def _remove_generations(self, keep: set[int]) -> None:
+        for generation, files in self._generations().items():
+            if generation not in keep:
+                for path in files:
+                    path.unlink(missing_ok=True)  # open mmaps stay valid until unmapped

@@ -73,6 +73,7 @@ class _Fit:
     ids: np.ndarray
     xy: np.ndarray
     seconds: float
+    model_id: str | None  # the embedder whose vectors it was fitted on: another's cannot be placed on it
     placed_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     placed_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
@@ -129,10 +130,19 @@ class LogoMap:
         self._loaded = False
 
     # -- state ---------------------------------------------------------------------------
+    def _current_fit(self) -> _Fit | None:
+        """The fit, unless it was made on another embedder's vectors (the store was re-embedded since)."""
+        self._load_cached()
+        if self._fit is not None and self._fit.model_id != self.store.model_id:
+            log.info("the map was fitted on %s vectors, the store now holds %s: it will be fitted again",
+                     self._fit.model_id, self.store.model_id)
+            self._fit = None
+            self._message = "the store was re-embedded: the map is fitted again"
+        return self._fit
+
     def status(self) -> MapStatus:
         with self._lock:
-            self._load_cached()
-            fit = self._fit
+            fit = self._current_fit()
             if self._thread is not None and self._thread.is_alive():
                 return MapStatus("fitting", self._progress, self._message, len(fit.ids) if fit else 0)
             if self._failed:
@@ -158,7 +168,8 @@ class LogoMap:
         except Exception as exc:  # a damaged cache costs a refit, never the app
             log.warning("ignoring the cached map (%s); it will be fitted again", exc)
             return
-        self._fit = _Fit(saved["key"], saved["model"], saved["ids"], saved["xy"], saved["seconds"])
+        self._fit = _Fit(saved["key"], saved["model"], saved["ids"], saved["xy"], saved["seconds"],
+                         saved.get("model_id"))
         placed = self.directory / f"placed-{saved['key']}.npz"
         if placed.exists():
             with np.load(placed) as data:
@@ -168,9 +179,9 @@ class LogoMap:
     def cached_for_current_store(self) -> bool:
         """Whether the cached fit covers exactly the logos stored now."""
         with self._lock:
-            self._load_cached()
+            fit = self._current_fit()
             ids = np.array(self.store.ids(), dtype=np.int64)
-            return self._fit is not None and self._fit.key == content_key(self.store.model_id, ids)
+            return fit is not None and fit.key == content_key(self.store.model_id, ids)
 
     # -- fitting -------------------------------------------------------------------------
     def start(self, refit: bool = False) -> bool:
@@ -183,10 +194,10 @@ class LogoMap:
             True if a fit was started.
         """
         with self._lock:
-            self._load_cached()
+            fit = self._current_fit()
             if self._thread is not None and self._thread.is_alive():
                 return False
-            if self._fit is not None and not refit:
+            if fit is not None and not refit:
                 return False
             if self.store.count() < MIN_POINTS:
                 self._message = f"a map needs at least {MIN_POINTS} logos; the store has {self.store.count()}"
@@ -263,7 +274,7 @@ class LogoMap:
             for old in self.directory.glob("placed-*.npz"):
                 old.unlink(missing_ok=True)
         with self._lock:
-            self._fit = _Fit(key, model, ids, xy, seconds)
+            self._fit = _Fit(key, model, ids, xy, seconds, model_id)
             self._message = f"fitted {len(ids)} logos in {seconds:.1f} s"
         log.info("map fitted: %d logos in %.1f s", len(ids), seconds)
         return self.status()
@@ -278,10 +289,10 @@ class LogoMap:
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Place vectors on the current map without refitting (``[n, 2]``)."""
         with self._lock:
-            self._load_cached()
-            if self._fit is None:
+            fit = self._current_fit()
+            if fit is None:
                 raise StoreError("the map is not fitted yet")
-            model = self._fit.model
+            model = fit.model
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, vectors.shape[-1])
         if len(vectors) == 0:
             return np.zeros((0, 2), np.float32)
@@ -290,8 +301,7 @@ class LogoMap:
     def points(self) -> MapPoints | None:
         """Coordinates of every stored logo: the fit, plus logos added since, placed with ``transform``."""
         with self._lock:
-            self._load_cached()
-            fit = self._fit
+            fit = self._current_fit()
             if fit is None:
                 return None
             stored = np.array(self.store.ids(), dtype=np.int64)

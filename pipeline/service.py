@@ -136,6 +136,7 @@ class LogoService:
         self._calibrating = threading.Lock()
         self._calibration_wanted = threading.Event()
         self._neighbour_table: tuple[tuple[str, int], dict[int, list[int]]] | None = None
+        self._compacting = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
@@ -364,7 +365,28 @@ class LogoService:
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")
         vectors = self.embedder.embed([logo.crop for logo in logos])
-        return self.store.add(logos, vectors, self.embedder.model_id)
+        ids = self.store.add(logos, vectors, self.embedder.model_id)
+        self._compact_when_due()
+        return ids
+
+    def _compact_when_due(self) -> None:
+        """Rebuild the index in the background once more than ``compact_after`` logos wait in the exact delta.
+
+        Until then new logos are searched exactly, which costs a little more with
+        each one; one rebuild at a time (the index's file lock serialises processes).
+        """
+        if self.index.counts()[1] <= self.settings.compact_after or not self._compacting.acquire(blocking=False):
+            return
+
+        def rebuild() -> None:
+            try:
+                self.build_index()
+            except Exception:  # a failed compaction leaves the delta in use; the next add tries again
+                log.exception("background index rebuild failed")
+            finally:
+                self._compacting.release()
+
+        threading.Thread(target=rebuild, name="index-compaction", daemon=True).start()
 
     def add_logos(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
                   labels: Sequence[str | None] | None = None, source: LabelSource | str = LabelSource.HUMAN,

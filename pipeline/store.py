@@ -533,14 +533,21 @@ class LogoStore:
             raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
         return rows
 
-    def iter_vectors(self, min_id: int = 0, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(ids, vectors)`` batches of every logo with ``id > min_id``, in id order."""
+    def iter_vectors(self, min_id: int = 0, max_id: int | None = None,
+                     batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids, vectors)`` batches of every logo with ``min_id < id <= max_id``, in id order.
+
+        ``max_id`` defaults to the newest id when the call is made, read *before* the
+        vector file is mapped: logos added while the batches are read are left out
+        (they come in the next read), instead of pointing past the mapped rows.
+        """
         conn = self._conn()
-        matrix = self._matrix()
         last = min_id
-        while True:
-            rows = conn.execute("SELECT id, vector_row FROM logos WHERE id > ? ORDER BY id LIMIT ?",
-                                (last, batch)).fetchall()
+        upper = self.max_id() if max_id is None else max_id
+        matrix = self._matrix()
+        while last < upper:
+            rows = conn.execute("SELECT id, vector_row FROM logos WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                                (last, upper, batch)).fetchall()
             if not rows:
                 return
             ids = np.array([r[0] for r in rows], dtype=np.int64)
