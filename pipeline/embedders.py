@@ -3,7 +3,9 @@
 An embedder turns logo crops into L2-normalised float32 vectors whose angular
 distance says how alike two logos look. Every vector the store keeps records the
 ``model_id`` of the embedder that made it, so vectors of different models are
-never compared.
+never compared. A model with trained weights has the weights' fingerprint in
+its id (``name@sha256-prefix``): retrained weights under the same name make
+other vectors, and a store built with the old ones is re-embedded.
 
 The network is always a torch module (timm backbone + pooling + L2 norm). It can
 run in torch itself or, faster on small CPUs, in ONNX Runtime from an in-memory
@@ -12,6 +14,7 @@ export of that very module, checked numerically against torch when it is made.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import warnings
@@ -356,6 +359,32 @@ class Embedder:
                                for chunk in chunked(images, self.batch_size)])
 
 
+def weights_fingerprint(path: Path) -> str:
+    """The first 10 hex digits of the SHA-256 of a weights file: what tells two trainings apart."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:10]
+
+
+def model_id_of(spec: EmbedderSpec) -> str:
+    """The id stored with the spec's vectors: its name, plus its weights' fingerprint when it has trained weights.
+
+    Example:
+        >>> model_id_of(get_spec("efficientnet-lite0"))
+        'efficientnet-lite0'
+    """
+    if spec.weights is None or not Path(spec.weights).is_file():
+        return spec.name
+    return f"{spec.name}@{weights_fingerprint(spec.weights)}"
+
+
+def base_name(model_id: str) -> str:
+    """The registry name inside a model id (``name@fingerprint`` -> ``name``)."""
+    return model_id.split("@", 1)[0]
+
+
 def create_embedder(name: str, *, runtime: str = "onnxruntime", batch_size: int = 8, threads: int = 0) -> Embedder:
     """Create a registered embedder, or any timm hub model with an ``hf-hub:`` name.
 
@@ -372,7 +401,7 @@ def create_embedder(name: str, *, runtime: str = "onnxruntime", batch_size: int 
     """
     spec = EmbedderSpec(name, _hub_model(name), pool="head") if name.startswith(HUB_PREFIX) else get_spec(name)
     net = build_net(spec)
-    return Embedder(spec.name, net, data_config_of(spec, net), spec.crop_mode, runtime=runtime,
+    return Embedder(model_id_of(spec), net, data_config_of(spec, net), spec.crop_mode, runtime=runtime,
                     batch_size=batch_size, threads=threads, grayscale=spec.grayscale)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipeline.calibration import Calibrator, calibrate
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
-from pipeline.embedders import Embedder, create_embedder
+from pipeline.embedders import Embedder, base_name, create_embedder
 from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
                              LogoNotFoundError, NotFoundError, StoreError)
 from pipeline.fetch import FetchConfig, fetch_image
@@ -293,7 +293,7 @@ class LogoService:
     def search_embedding(self, vector: np.ndarray, k: int | None = None,
                          model_id: str | None = None) -> list[Neighbour]:
         """Neighbours of a vector made by ``model_id`` (default: this service's embedder)."""
-        model_id = model_id or self.embedder.model_id
+        model_id = self.resolve_model_id(model_id) if model_id else self.embedder.model_id
         return self._neighbours(self.index.search(vector, self._k(k), model_id))
 
     def search_crops(self, crops: Sequence[Image.Image], k: int | None = None) -> list[list[Neighbour]]:
@@ -614,9 +614,17 @@ class LogoService:
         return [self.query_model_id()]
 
     def check_index(self, name: str | None) -> None:
-        """Refuse an index name the store does not have (None means the default one)."""
-        if name is not None and name not in self.index_names():
+        """Refuse an index name the store does not have (None means the default one).
+
+        A model's bare registry name stands for its current weights (``name`` for ``name@fingerprint``).
+        """
+        if name is not None and self.resolve_model_id(name) not in self.index_names():
             raise BadInputError(f"unknown index: {name} (known: {', '.join(self.index_names())})")
+
+    def resolve_model_id(self, name: str) -> str:
+        """The store's full model id when ``name`` is its bare registry name, else ``name`` unchanged."""
+        current = self.query_model_id()
+        return current if name == base_name(current) else name
 
     def random_logo_id(self) -> int:
         """A stored logo picked at random (robotoff-ann's ``GET /ann``)."""

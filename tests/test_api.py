@@ -74,9 +74,12 @@ def test_search_matches_cli_shape(make_client, query_images):
 def test_search_bad_files(make_client, query_images):
     client, _ = make_client()
     for content, status, words in [(b"", 400, "empty"), (b"GIF89a broken", 400, "image"),
-                                   (b"x" * 300_000, 413, "larger")]:
+                                   (b"x" * 210_000, 413, "larger")]:
         answer = client.post("/api/v1/search", files={"file": ("f.jpg", content, "image/jpeg")})
         assert answer.status_code == status and words in answer.json()["detail"], answer.json()
+    # far past the cap, the body stops being read where the cap is crossed
+    huge = client.post("/api/v1/search", files={"file": ("f.jpg", b"x" * 3_000_000, "image/jpeg")})
+    assert huge.status_code == 413 and "Too Large" in huge.text
     bad_boxes = client.post("/api/v1/search", files=upload(query_images["Lidl"]), data={"boxes": "[1, 2"})
     assert bad_boxes.status_code == 400
     assert client.post("/api/v1/search").status_code == 422

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from pipeline.embedders import (GREY_EMBEDDER, TRAINED_EMBEDDER, EmbedderError, efficientnet_lite0_imagenet, build_net, create_embedder,
-                                 get_spec, list_embedders, load_trained_weights)
+                                 get_spec, list_embedders, load_trained_weights, model_id_of)
 
 
 def crops() -> list[Image.Image]:
@@ -48,7 +48,8 @@ def test_offline_weights_are_the_imagenet_ones():
                                        (GREY_EMBEDDER, 256), (TRAINED_EMBEDDER, 256)])
 def test_vectors_unit_norm_deterministic_and_runtime_independent(name, dim):
     onnx, torch_runtime = create_embedder(name), create_embedder(name, runtime="torch")
-    assert onnx.runtime == "onnxruntime" and onnx.model_id == name and onnx.dim == dim
+    assert onnx.runtime == "onnxruntime" and onnx.model_id == model_id_of(get_spec(name)) and onnx.dim == dim
+    assert onnx.model_id.startswith(name) and ("@" in onnx.model_id) == (get_spec(name).weights is not None)
     first, again, reference = onnx.embed(crops()), onnx.embed(crops()), torch_runtime.embed(crops())
     assert first.shape == (3, dim) and first.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
@@ -90,3 +91,19 @@ def test_similar_logos_are_closer_than_different_ones(embedder):
     lidl = embedder.embed([Image.open(p) for p in _brand_files("Lidl")[:2]])
     shell = embedder.embed([Image.open(_brand_files("Shell")[0])])[0]
     assert lidl[0] @ lidl[1] > lidl[0] @ shell
+
+
+def test_model_id_changes_with_the_trained_weights(tmp_path):
+    """Retrained weights under the same name make other vectors: the id must tell them apart."""
+    from dataclasses import replace
+
+    spec = get_spec(TRAINED_EMBEDDER)
+    copy = tmp_path / "same.pt"
+    copy.write_bytes(spec.weights.read_bytes())
+    assert model_id_of(replace(spec, weights=copy)) == model_id_of(spec)
+    state = torch.load(copy, weights_only=True)
+    state["head.bias"] = state["head.bias"] + 0.01
+    retrained = tmp_path / "retrained.pt"
+    torch.save(state, retrained)
+    assert model_id_of(replace(spec, weights=retrained)) != model_id_of(spec)
+    assert model_id_of(replace(spec, weights=retrained)).split("@")[0] == TRAINED_EMBEDDER
