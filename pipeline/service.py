@@ -644,6 +644,10 @@ class LogoService:
     def map_status(self) -> MapStatus:
         return self.map.status()
 
+    def wait_for_map(self, timeout: float | None = None) -> MapStatus:
+        """Block until a running map fit ends (scripts and notebooks; the app never waits)."""
+        return self.map.wait(timeout)
+
     def map_points(self) -> MapPoints | None:
         """Every stored logo's map coordinates (None until the map is fitted)."""
         return self.map.points()
