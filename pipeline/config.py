@@ -145,7 +145,7 @@ class Settings:
     image_url_timeout: float = 10.0
     image_url_allow_private: bool = False
     max_active: int = 2
-    max_queued: int = 32
+    max_queued: int = 64
     queue_timeout: float = 30.0
     compact_after: int = 2000
 

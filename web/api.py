@@ -59,6 +59,10 @@ class ThresholdIn(BaseModel):
     threshold: float | None = Field(..., ge=0.0, le=1.0, description="confidence the label needs; null removes it")
 
 
+class LabelIn(BaseModel):
+    label: str | None = Field(..., max_length=200, description="the logo's label; null clears it")
+
+
 class EmbeddingIn(BaseModel):
     embedding: list[float] = Field(min_length=1)
     count: int = Field(1, ge=1, le=500)
@@ -231,6 +235,12 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
     def set_threshold(label: str, body: ThresholdIn) -> dict[str, Any]:
         service.set_threshold(label, body.threshold)
         return {"label": label, "threshold": body.threshold}
+
+    @router.put("/logos/{logo_id}/label", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
+    def set_label(logo_id: int, body: LabelIn) -> dict[str, Any]:
+        """Give one stored logo a human label (or clear it); logged, so it can be undone and audited."""
+        service.bulk_label([service.resolve_client_id(logo_id)], body.label, who="api")
+        return {"id": logo_id, "label": body.label}
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
     def thumbnail(logo_id: int) -> Response:
