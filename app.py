@@ -61,7 +61,10 @@ def main() -> None:
         service = open_service(settings)
     except ConfigError as exc:  # a wrong setting: one line that names it, no traceback
         sys.exit(f"error: {exc}")
-    build_demo(service, progress=True)  # first start: a progress bar in the log
+    try:
+        build_demo(service, size=settings.demo, progress=True)  # first start: a progress bar in the log
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     service.request_calibration()  # in the background, if the labels changed since the last calibration
     service.start_map()  # the UMAP map fits in the background (or is read from its cache)
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,

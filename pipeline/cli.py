@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="last line: JSON figures (public format)")
     cmd = commands.add_parser("demo", help="build the demo store from assets/ if the data folder is empty")
     cmd.add_argument("--assets", type=Path, default=None, help="demo logos folder (default: bundled)")
+    cmd.add_argument("--small", action="store_true", help="the 43 bundled brands only, not every simple-icons brand")
     return parser
 
 
@@ -158,7 +159,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             stats = service.stats().to_json()
             print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
         elif args.command == "demo":
-            print(json.dumps(build_demo(service, args.assets or DEMO_LOGOS, progress=progress)))
+            size = "small" if args.small else settings.demo
+            print(json.dumps(build_demo(service, args.assets or DEMO_LOGOS, size=size, progress=progress)))
     except (LogoError, NotADirectoryError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -58,6 +58,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MAX_QUEUED": ("max_queued", int),
     "LOGOS_QUEUE_TIMEOUT": ("queue_timeout", float),
     "LOGOS_COMPACT_AFTER": ("compact_after", int),
+    "LOGOS_DEMO": ("demo", str),
 }
 
 
@@ -116,6 +117,9 @@ class Settings:
         compact_after: Logos added since the last index build past which the
             server rebuilds the index in the background (they are searched
             exactly until then, which grows slower with their number).
+        demo: What an empty store is filled with at the app's first start:
+            ``full`` (every simple-icons brand, thousands of labels), ``small``
+            (43 bundled brands) or ``none`` (:mod:`pipeline.demo`).
     """
 
     data_dir: Path = Path("data")
@@ -148,6 +152,7 @@ class Settings:
     max_queued: int = 64
     queue_timeout: float = 30.0
     compact_after: int = 2000
+    demo: str = "full"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))

@@ -358,15 +358,20 @@ class LogoService:
         return self._neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
 
     # -- writes ------------------------------------------------------------------------
-    def add_crops(self, logos: Sequence[NewLogo]) -> list[int]:
-        """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed)."""
+    def add_crops(self, logos: Sequence[NewLogo], *, compact: bool = True) -> list[int]:
+        """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed).
+
+        With ``compact``, a background rebuild folds the new logos into the index once
+        enough have piled up; a bulk import that rebuilds at its end passes False.
+        """
         if not logos:
             return []
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")
         vectors = self.embedder.embed([logo.crop for logo in logos])
         ids = self.store.add(logos, vectors, self.embedder.model_id)
-        self._compact_when_due()
+        if compact:
+            self._compact_when_due()
         return ids
 
     def _compact_when_due(self) -> None:

@@ -78,10 +78,12 @@ def free_port() -> int:
 @contextmanager
 def running_app(data: Path, env: dict[str, str], ready: Callable[[dict], bool] = lambda health: True,
                 timeout: float = 240) -> Iterator[str]:
-    """``python app.py`` on a free loopback port with its store in ``data``; yields its URL once ``/health``
+    """``python app.py`` on a free loopback port with its store in ``data`` (the small demo unless ``env`` says
+    otherwise); yields its URL once ``/health``
     answers and ``ready(health)`` holds, and stops it after. Its log goes beside ``data``."""
     port = free_port()
-    env = {**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(port), "LOGOS_DATA_DIR": str(data)}
+    env = {**os.environ, "LOGOS_DEMO": "small", **env, "HOST": "127.0.0.1", "PORT": str(port),
+           "LOGOS_DATA_DIR": str(data)}
     log = data.parent / f"{data.name}.log"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
