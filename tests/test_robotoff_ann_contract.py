@@ -97,8 +97,9 @@ def _shape(answer: dict) -> None:
 def test_the_robotoff_ann_routes_answer_in_its_shapes(app, images):
     count = httpx.get(app + "/api/v1/ann/count").json()["count"]
     assert count > 0
-    boxes = [{"id": 185171, "bounding_box": [0.125, 0.0625, 0.875, 0.4375]},  # KFC, left
-             {"id": 185172, "bounding_box": [0.125, 0.5625, 0.875, 0.9375]}]  # Lidl, right
+    # boxes around each logo as a detector draws them (KFC 208x100 px and Lidl 244x244 px, pasted at y=50)
+    boxes = [{"id": 185171, "bounding_box": [0.11, 0.055, 0.39, 0.33]},  # KFC, left
+             {"id": 185172, "bounding_box": [0.11, 0.555, 0.75, 0.875]}]  # Lidl, right
     assert _add(app, {"image_url": images + "/photo.jpg", "logos": boxes}).json() == {"added": 2}
     assert _add(app, {"image_url": images + "/photo.jpg", "logos": boxes}).json() == {"added": 0}  # a no-op
     assert httpx.get(app + "/api/v1/ann/count").json()["count"] == count + 2
