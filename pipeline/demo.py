@@ -26,6 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.errors import ConfigError
+from pipeline.images import brand_ink
 from pipeline.importing import import_folder
 from pipeline.service import LogoService
 from pipeline.store import NewLogo
@@ -43,7 +44,7 @@ def _printed(svg: str, hex_colour: str) -> Iterator[Image.Image]:
     """The icon as packaging prints it: brand colour on white, then white on the brand colour."""
     import cairosvg
 
-    brand = hex_colour if _luminance(hex_colour) < 0.85 else "333333"
+    brand = brand_ink(hex_colour)
     for ink, paper in ((brand, "FFFFFF"), ("FFFFFF", brand)):
         png = cairosvg.svg2png(bytestring=svg.replace("<svg ", f'<svg fill="#{ink}" ', 1).encode(),
                                output_width=RENDER_PX, output_height=RENDER_PX)
@@ -53,11 +54,6 @@ def _printed(svg: str, hex_colour: str) -> Iterator[Image.Image]:
         card = Image.new("RGB", (mark.width + 2 * pad, mark.height + 2 * pad), f"#{paper}")
         card.paste(mark, (pad, pad), mark)
         yield card
-
-
-def _luminance(hex_colour: str) -> float:
-    r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
 def simple_icons_logos(skip_titles: set[str], progress: bool = True) -> Iterator[NewLogo]:

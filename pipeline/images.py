@@ -145,3 +145,16 @@ def crop(image: Image.Image, box: Box, padding: float = 0.0) -> Image.Image:
     x0, y0 = max(0, int(box.x0 - dx)), max(0, int(box.y0 - dy))
     x1, y1 = min(image.width, int(round(box.x1 + dx))), min(image.height, int(round(box.y1 + dy)))
     return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+
+
+def brand_ink(hex_colour: str) -> str:
+    """A brand colour (hex, no ``#``) to print a logo in: near-white brand colours become dark grey.
+
+    A logo inked in its brand colour must stay visible on white packaging.
+
+    Example:
+        >>> brand_ink("E60012"), brand_ink("FFFFFF")
+        ('E60012', '333333')
+    """
+    r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (0, 2, 4))
+    return hex_colour if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.85 else "333333"

@@ -241,7 +241,7 @@ class LogoIndex:
         if stamp == self._pointer_stamp:
             return
         self._pointer_stamp = stamp
-        info = IndexInfo(**json.loads(pointer.read_text())) if stamp else None
+        info = self._pointed() if stamp else None
         if info is not None and (info.model_id, info.dim) != (self.store.model_id, self.store.dim):
             log.warning("index generation %d holds %s vectors (%d-d), the store %s (%s-d): not used until rebuilt",
                         info.generation, info.model_id, info.dim, self.store.model_id, self.store.dim)

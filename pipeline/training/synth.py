@@ -25,6 +25,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torchvision.transforms import v2
 
+from pipeline.images import brand_ink
+
 SIMPLE_ICONS_VERSION = "16.37.0"
 
 
@@ -170,11 +172,6 @@ def render_icon(icon: Icon, size: int, colour: str) -> Image.Image:
     return image.crop(bbox) if bbox else image
 
 
-def _luminance(hex_colour: str) -> float:
-    r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (0, 2, 4))
-    return 0.2126 * r + 0.7152 * g + 0.0722 * b
-
-
 def _random_colour(rng: np.random.Generator, light: bool | None = None) -> tuple[int, int, int]:
     low, high = (170, 256) if light else (0, 110) if light is False else (0, 256)
     return tuple(int(v) for v in rng.integers(low, high, 3))
@@ -191,7 +188,7 @@ def logo_card(icon: Icon, rng: np.random.Generator, size: int = 160) -> Image.Im
         return _card(render_icon(icon, size, "000000"), background, size, rng)
     scheme = rng.choice(["brand_on_white", "white_on_brand", "dark_on_tint", "brand_on_tint", "light_on_dark"],
                         p=[0.35, 0.2, 0.15, 0.15, 0.15])
-    brand = icon.hex if _luminance(icon.hex) < 0.85 else "333333"
+    brand = brand_ink(icon.hex)
     ink, paper = {
         "brand_on_white": (brand, (255, 255, 255)),
         "white_on_brand": ("FFFFFF", tuple(int(brand[i:i + 2], 16) for i in (0, 2, 4))),
