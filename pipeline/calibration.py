@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MIN_SAMPLES = 20
+_Z = 1.645  # one-sided 95 % normal quantile
 NO_NEIGHBOUR = 2.0  # the largest angular distance: "no such neighbour"
 # Names of the features of :func:`vote_features`, in order; stored with a calibrator so that one fitted on
 # another feature set is never used.
@@ -126,10 +127,9 @@ class LeaveOneOut:
         features: ``(n, len(FEATURES))`` features of :func:`vote_features`.
         correct: ``(n,)`` 1 where the winner is the query's human label, else 0.
         winners: The label each answer gave.
-        open_set: ``(n,)`` True for queries whose label had been removed from the gallery (never right).
+        open_set: ``(n,)`` True for answers searched with the query's whole label removed (never right).
         nearest_same: Distance from each human-labelled logo to its nearest other logo of the same label
             (logos that are alone in their label are left out), the input of :func:`distance_limit`.
-        held_out_labels: The labels removed from the gallery for the open-set queries.
     """
 
     features: np.ndarray
@@ -137,7 +137,21 @@ class LeaveOneOut:
     winners: tuple[str, ...]
     open_set: np.ndarray
     nearest_same: np.ndarray
-    held_out_labels: tuple[str, ...]
+
+    def weights(self, open_set_share: float) -> np.ndarray:
+        """Per-answer weights under which open-set answers make up ``open_set_share`` of the total.
+
+        Leave-one-out gives about as many open-set answers as closed-set ones; the share of searched logos
+        whose brand the store does not hold is a property of the deployment, not of the store, so it is a
+        setting (``LOGOS_OPEN_SET_SHARE``) and the answers are reweighted to it.
+        """
+        if not 0.0 <= open_set_share < 1.0:
+            raise ValueError(f"open_set_share must be in [0, 1), got {open_set_share}")
+        n_open, n_closed = int(self.open_set.sum()), int((~self.open_set).sum())
+        if n_open == 0 or n_closed == 0:
+            return np.ones(len(self.open_set))
+        closed = (1.0 - open_set_share) * len(self.open_set) / n_closed
+        return np.where(self.open_set, open_set_share * len(self.open_set) / n_open, closed)
 
 
 def _top_k(cosines: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,9 +163,13 @@ def _top_k(cosines: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
-                  sources: Sequence[LabelSource | None], k: int, machine_weight: float,
-                  held_out_fraction: float = 0.3, seed: int = 0) -> LeaveOneOut:
-    """Search every human-labelled logo among the others, and logos of held-out labels among the rest.
+                  sources: Sequence[LabelSource | None], k: int, machine_weight: float) -> LeaveOneOut:
+    """Search every human-labelled logo twice: among all other logos, and with its whole label removed.
+
+    The first search (itself left out) is the closed-set answer: right when the winner is its label. The
+    second is an open-set answer: the logo of a brand the store does not hold, which can never be right.
+    Holding out every label in turn, rather than a chosen few, gives one open-set answer per logo, with
+    no seed to pick and the whole gallery still searched by the closed-set answers.
 
     Only human labels are truth: machine-labelled logos vote but are never queries. The search is exact
     (cosine in numpy, in chunks of queries so that 50k x 256 stays within a few hundred MB). Answers without
@@ -164,9 +182,6 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         sources: Who set each label.
         k: Neighbours per query, as the service searches.
         machine_weight: Weight of a machine label in the vote.
-        held_out_fraction: Share of the human labels removed whole from the gallery for open-set queries
-            (at least one when the fraction is positive, and always leaving two labels).
-        seed: Seed of the choice of held-out labels.
 
     Raises:
         StoreError: Fewer than ``MIN_SAMPLES`` human-labelled logos, or fewer than two human labels.
@@ -179,20 +194,14 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         raise ValueError(f"k must be at least 1, got {k}")
     human = np.array([bool(label) and source is LabelSource.HUMAN for label, source in zip(labels, sources)],
                      dtype=bool)
-    human_labels = sorted({labels[i] for i in np.flatnonzero(human)})
+    human_labels = {labels[i] for i in np.flatnonzero(human)}
     if human.sum() < MIN_SAMPLES or len(human_labels) < 2:
         raise StoreError(f"need at least {MIN_SAMPLES} human-labelled logos of 2+ labels to calibrate; "
                          f"the store has {int(human.sum())} of {len(human_labels)} label(s)")
 
-    rng = np.random.default_rng(seed)
-    n_held = max(int(round(held_out_fraction * len(human_labels))), 1 if held_out_fraction > 0 else 0)
-    n_held = min(n_held, len(human_labels) - 2)
-    held_out = tuple(sorted(rng.choice(human_labels, size=n_held, replace=False).tolist())) if n_held else ()
-
     codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
     codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
     label_sizes = Counter(label for label in labels if label)
-    held_columns = np.isin(codes, [codes_of[label] for label in held_out])
     queries = np.flatnonzero(human)
     chunk = max(1, _CHUNK_ENTRIES // len(ids))
 
@@ -215,16 +224,13 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         same = codes[None, :] == codes[batch][:, None]
         best_same = np.where(same, cosines, -np.inf).max(axis=1)
         nearest_same.append(angular_from_cosine(best_same[np.isfinite(best_same)]))
-        columns, distances = _top_k(cosines, min(k, len(ids) - 1))
-        for row, query in enumerate(batch):
-            answer(query, columns[row], distances[row], is_open=False)
-        held_rows = np.flatnonzero(held_columns[batch])
-        if held_rows.size:
-            open_cosines = cosines[held_rows]
-            open_cosines[:, held_columns] = -np.inf  # the label is gone from the gallery
-            columns, distances = _top_k(open_cosines, min(k, int((~held_columns).sum())))
-            for row, query in enumerate(batch[held_rows]):
-                answer(query, columns[row], distances[row], is_open=True)
+        for is_open in (False, True):
+            if is_open:
+                cosines[same] = -np.inf  # the query's whole label is gone from the gallery
+            columns, distances = _top_k(cosines, min(k, len(ids) - 1))
+            searched = np.isfinite(np.take_along_axis(cosines, columns, axis=1))  # not a removed logo
+            for row, query in enumerate(batch):
+                answer(query, columns[row][searched[row]], distances[row][searched[row]], is_open)
 
     every = answers[False] + answers[True]  # closed-set answers first, whatever the chunk size
     return LeaveOneOut(
@@ -233,7 +239,6 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         winners=tuple(winner for _, _, winner in every),
         open_set=np.repeat([False, True], [len(answers[False]), len(answers[True])]),
         nearest_same=np.concatenate(nearest_same).astype(np.float64),
-        held_out_labels=held_out,
     )
 
 
@@ -294,12 +299,13 @@ class Calibrator:
 
     @classmethod
     def fit(cls, features: np.ndarray, correct: np.ndarray, *, model_id: str, k: int, machine_weight: float,
-            max_distance: float = NO_NEIGHBOUR) -> Calibrator:
+            max_distance: float = NO_NEIGHBOUR, weights: np.ndarray | None = None) -> Calibrator:
         """Fit logistic regression (L2, C=1) on standardised features.
 
         Args:
             features: ``(n, len(FEATURES))`` features of :func:`vote_features`.
             correct: ``(n,)`` 1 where the answer was right, else 0.
+            weights: ``(n,)`` weight of each answer (:meth:`LeaveOneOut.weights`); all 1 when None.
             model_id: Embedding model the features come from.
             k: Neighbours per query the features were computed with.
             machine_weight: Weight of machine labels in the vote.
@@ -316,8 +322,10 @@ class Calibrator:
         if len(correct) < MIN_SAMPLES or n_right in (0, len(correct)):
             raise StoreError(f"need at least {MIN_SAMPLES} leave-one-out answers, some right and some wrong, to "
                              f"calibrate; got {len(correct)} with {n_right} right (label more logos, of 2+ labels)")
+        weights = np.ones(len(correct)) if weights is None else np.asarray(weights, dtype=np.float64)
         scaler = StandardScaler().fit(features)
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(features), correct)
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(scaler.transform(features), correct,
+                                                              sample_weight=weights)
         calibrator = cls(model_id=model_id, k=k, machine_weight=machine_weight,
                          mean=tuple(scaler.mean_.tolist()), scale=tuple(scaler.scale_.tolist()),
                          coef=tuple(model.coef_[0].tolist()), intercept=float(model.intercept_[0]),
@@ -328,9 +336,10 @@ class Calibrator:
             "fitted_at": time.time(),
             "right": n_right,
             "wrong": len(correct) - n_right,
-            "log_loss": float(-np.mean(correct * np.log(clipped) + (1 - correct) * np.log(1 - clipped))),
-            "brier": float(np.mean((probs - correct) ** 2)),
-            "ece": expected_calibration_error(probs, correct),
+            "log_loss": float(-np.average(correct * np.log(clipped) + (1 - correct) * np.log(1 - clipped),
+                                          weights=weights)),
+            "brier": float(np.average((probs - correct) ** 2, weights=weights)),
+            "ece": expected_calibration_error(probs, correct, weights=weights),
         }
         return replace(calibrator, stats=stats)
 
@@ -418,21 +427,41 @@ class Calibrator:
         return calibrator
 
 
-def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_precision: float) -> float | None:
-    """The lowest probability threshold at which the answers at or above it are right ``target_precision`` of
-    the time (the most answers for that precision), or None when no threshold gets there."""
+def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_precision: float,
+                        weights: np.ndarray | None = None) -> float | None:
+    """The lowest probability threshold whose answers are right ``target_precision`` of the time, with 95 %
+    confidence; None when no threshold gets there.
+
+    The precision of the answers at or above each threshold (counted by ``weights``) is judged by its Wilson
+    score lower bound (one-sided 95 %) over the number of those answers, not by the point estimate: taking
+    the lowest threshold where a noisy estimate touches the target picks the threshold where the noise was
+    kindest, and a small store's threshold then falls short on new photos. With many answers the bound
+    meets the estimate; with few it asks for a margin (20 answers all right bound the precision at 0.88, 60 at 0.957).
+    """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
+    weights = np.ones(len(correct)) if weights is None else np.asarray(weights, dtype=np.float64)
     order = np.argsort(-probabilities, kind="stable")
     sorted_probs = probabilities[order]
-    precision = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    precision = np.cumsum(correct[order] * weights[order]) / np.cumsum(weights[order])
+    lower = wilson_lower_bound(precision, np.arange(1, len(order) + 1))
     last_of_tie = np.append(sorted_probs[1:] != sorted_probs[:-1], True)  # a threshold takes all equal probs
-    good = np.flatnonzero(last_of_tie & (precision >= target_precision))
+    good = np.flatnonzero(last_of_tie & (lower >= target_precision))
     return float(sorted_probs[good[-1]]) if good.size else None
 
 
+def wilson_lower_bound(share: np.ndarray, count: np.ndarray, z: float = _Z) -> np.ndarray:
+    """Wilson score lower bound of a proportion ``share`` observed over ``count`` trials (one-sided, ``z``)."""
+    share, count = np.asarray(share, dtype=np.float64), np.asarray(count, dtype=np.float64)
+    z2 = z * z
+    centre = share + z2 / (2 * count)
+    spread = z * np.sqrt(np.clip(share * (1 - share), 0, None) / count + z2 / (4 * count * count))
+    return (centre - spread) / (1 + z2 / count)
+
+
 def suggest_thresholds(probabilities: np.ndarray, correct: np.ndarray, winners: Sequence[str],
-                       target_precision: float = 0.95, min_samples: int = 10) -> dict[str, float]:
+                       target_precision: float = 0.95, min_samples: int = 10,
+                       weights: np.ndarray | None = None) -> dict[str, float]:
     """Per-label probability thresholds, as Robotoff keeps them.
 
     For each label given as an answer at least ``min_samples`` times, the lowest threshold at which its
@@ -445,40 +474,44 @@ def suggest_thresholds(probabilities: np.ndarray, correct: np.ndarray, winners: 
         winners: The label each answer gave.
         target_precision: Share of a label's given answers that must be right.
         min_samples: Answers a label needs to get its own threshold.
+        weights: Weight of each answer in the precision (all 1 when None).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     correct = np.asarray(correct)
+    weights = np.ones(len(correct)) if weights is None else np.asarray(weights, dtype=np.float64)
     winners_array = np.asarray(winners, dtype=object)
     thresholds = {}
     for label, count in Counter(winners).items():
         if count < min_samples:
             continue
         given = winners_array == label
-        threshold = precision_threshold(probabilities[given], correct[given], target_precision)
+        threshold = precision_threshold(probabilities[given], correct[given], target_precision, weights[given])
         if threshold is not None:
             thresholds[label] = threshold
     return thresholds
 
 
-def reliability_curve(probabilities: np.ndarray, correct: np.ndarray,
-                      bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean predicted probability, share right, and count, of each non-empty equal-width probability bin.
+def reliability_curve(probabilities: np.ndarray, correct: np.ndarray, bins: int = 10,
+                      weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean predicted probability, share right, and count (summed weight), of each non-empty equal-width bin.
 
     A calibrated model has share right == mean probability in every bin (the diagonal of a reliability plot).
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
+    weights = np.ones(len(correct)) if weights is None else np.asarray(weights, dtype=np.float64)
     which = np.clip((probabilities * bins).astype(np.int64), 0, bins - 1)
-    counts = np.bincount(which, minlength=bins)
+    counts = np.bincount(which, weights=weights, minlength=bins)
     filled = counts > 0
-    mean_prob = np.bincount(which, weights=probabilities, minlength=bins)[filled] / counts[filled]
-    share_right = np.bincount(which, weights=correct, minlength=bins)[filled] / counts[filled]
+    mean_prob = np.bincount(which, weights=probabilities * weights, minlength=bins)[filled] / counts[filled]
+    share_right = np.bincount(which, weights=correct * weights, minlength=bins)[filled] / counts[filled]
     return mean_prob, share_right, counts[filled]
 
 
-def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, bins: int = 10,
+                               weights: np.ndarray | None = None) -> float:
     """Count-weighted mean gap between predicted probability and share right over the bins (0 = calibrated)."""
-    mean_prob, share_right, counts = reliability_curve(probabilities, correct, bins)
+    mean_prob, share_right, counts = reliability_curve(probabilities, correct, bins, weights)
     if counts.sum() == 0:
         return 0.0
     return float(np.sum(counts * np.abs(mean_prob - share_right)) / counts.sum())
@@ -486,28 +519,31 @@ def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, b
 
 def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
               sources: Sequence[LabelSource | None], *, model_id: str, k: int = 10, machine_weight: float = 0.5,
-              target_precision: float = 0.95, held_out_fraction: float = 0.3, seed: int = 0) -> Calibrator:
+              target_precision: float = 0.95, open_set_share: float = 0.5) -> Calibrator:
     """Fit everything from a store's logos: leave-one-out answers, distance limit, calibrator, thresholds.
 
     Args:
-        ids, vectors, labels, sources, k, machine_weight, held_out_fraction, seed: As for :func:`leave_one_out`.
+        ids, vectors, labels, sources, k, machine_weight: As for :func:`leave_one_out`.
         model_id: Embedding model of ``vectors``.
         target_precision: Precision the global and per-label thresholds aim at.
+        open_set_share: Share of searched logos assumed to be of brands the store does not hold
+            (:meth:`LeaveOneOut.weights`): the higher, the more a label must stand out to be given.
 
     Raises:
         StoreError: Too few human labels, or answers all right or all wrong.
     """
-    data = leave_one_out(ids, vectors, labels, sources, k, machine_weight, held_out_fraction, seed)
+    data = leave_one_out(ids, vectors, labels, sources, k, machine_weight)
+    weights = data.weights(open_set_share)
     max_distance = distance_limit(data.nearest_same)
     calibrator = Calibrator.fit(data.features, data.correct, model_id=model_id, k=k, machine_weight=machine_weight,
-                                max_distance=max_distance)
+                                max_distance=max_distance, weights=weights)
     kept = data.features[:, NEAREST_SAME] <= max_distance  # answers beyond the limit are never given
     probs = calibrator.probabilities(data.features[kept])
     correct = data.correct[kept]
-    global_threshold = precision_threshold(probs, correct, target_precision)
+    global_threshold = precision_threshold(probs, correct, target_precision, weights[kept])
     if global_threshold is None:  # calibrated: answers above the target are right that often on average
         global_threshold = target_precision
     thresholds = suggest_thresholds(probs, correct, [w for w, keep in zip(data.winners, kept) if keep],
-                                    target_precision)
-    stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "held_out_labels": len(data.held_out_labels)}
+                                    target_precision, weights=weights[kept])
+    stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share}
     return replace(calibrator, min_probability=global_threshold, thresholds=thresholds, stats=stats)

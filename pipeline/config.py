@@ -43,6 +43,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MIN_CONFIDENCE": ("min_confidence", float),
     "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
     "LOGOS_TARGET_PRECISION": ("target_precision", float),
+    "LOGOS_OPEN_SET_SHARE": ("open_set_share", float),
     "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
     "LOGOS_BATCH_SIZE": ("batch_size", int),
@@ -92,6 +93,9 @@ class Settings:
         target_precision: Share of given labels that should be right: the
             calibration (``python -m pipeline calibrate``) picks the default and
             per-label confidence thresholds that reach it on the store's own labels.
+        open_set_share: Share of searched logos assumed to be of brands the store
+            does not hold: the calibration weighs its open-set answers to it, so
+            the higher it is, the more a label must stand out to be given.
         max_image_pixels: Uploads with more pixels are refused (decompression bombs).
         max_upload_bytes: Uploads larger than this are refused before decoding.
         batch_size: Crops embedded per forward pass.
@@ -137,6 +141,7 @@ class Settings:
     min_confidence: float = 0.3
     machine_label_weight: float = 0.5
     target_precision: float = 0.95
+    open_set_share: float = 0.5
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 30 * 1024 * 1024
     batch_size: int = 8
@@ -158,6 +163,8 @@ class Settings:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not 0.0 <= self.crop_padding <= 1.0:
             raise ConfigError(f"LOGOS_CROP_PADDING (crop_padding) is a share of the box size between 0 and 1, got {self.crop_padding}")
+        if not 0.0 <= self.open_set_share < 1.0:
+            raise ConfigError(f"LOGOS_OPEN_SET_SHARE (open_set_share) is a share in [0, 1), got {self.open_set_share}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -246,7 +246,8 @@ class LogoService:
             sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
             calibrator = calibrate(all_ids, np.concatenate(vectors), labels, sources, model_id=model_id,
                                    k=self.settings.k, machine_weight=self.settings.machine_label_weight,
-                                   target_precision=self.settings.target_precision)
+                                   target_precision=self.settings.target_precision,
+                                   open_set_share=self.settings.open_set_share)
             calibrator = replace(calibrator, labels_version=version)
             calibrator.save(self.calibration_path)
             log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",

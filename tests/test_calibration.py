@@ -67,8 +67,8 @@ def test_vote_features_follow_the_weighted_vote():
     winner, features = vote_features(near, {"acme": 4, "zeta": 9}, machine_weight=0.5)
     assert winner == predict_label(near, VoteConfig(machine_weight=0.5)).label == "acme"
     assert dict(zip(FEATURES, features)) == pytest.approx({"nearest_same": 0.2, "margin": 0.3, "coverage": 0.5})
-    # a human label at 0.3 outweighs two machine labels at 0.25 when machine labels weigh little
-    near = [Neighbour(1, "acme", M, 0.25), Neighbour(2, "acme", M, 0.25), Neighbour(3, "zeta", H, 0.3)]
+    # a human label at 0.27 outweighs two machine labels at 0.25 when machine labels weigh little
+    near = [Neighbour(1, "acme", M, 0.25), Neighbour(2, "acme", M, 0.25), Neighbour(3, "zeta", H, 0.27)]
     assert vote_features(near, {"acme": 2, "zeta": 1}, machine_weight=0.2)[0] == "zeta"
 
 
@@ -85,7 +85,6 @@ def test_a_logo_at_its_brand_centre_is_named_with_high_probability(world):
     near = search(vectors, labels, centres[20])  # a tight brand with no look-alike
     prediction = calibrator.predict(near, sizes)
     assert prediction.label == "brand20" and prediction.confidence > 0.9
-    assert prediction.confidence > predict_label(near, VoteConfig()).confidence  # more than the vote share says
 
 
 def test_a_brand_absent_from_the_store_is_unknown(world):
@@ -105,19 +104,21 @@ def test_leave_one_out_uses_human_labels_only_as_truth(monkeypatch):
     for i in range(0, 25):  # brands 0-4 labelled by a machine: voters, never queries
         sources[i] = M
     labels[-5:] = [None] * 5  # brand 39 unlabelled: takes neighbour slots, never votes
-    data = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, held_out_fraction=0.3, seed=1)
+    data = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5)
     human = [label for label, source in zip(labels, sources) if label and source is H]
-    assert len(data.held_out_labels) == round(0.3 * len(set(human)))
-    assert not set(data.held_out_labels) & {f"brand{b}" for b in range(5)}
-    held_human = sum(label in data.held_out_labels for label in human)
-    assert len(data.correct) == len(human) + held_human == len(data.winners) == len(data.open_set)
-    assert data.open_set.sum() == held_human
+    # every human-labelled logo is asked twice: itself left out, and its whole label left out
+    assert len(data.correct) == 2 * len(human) == len(data.winners) == len(data.open_set)
+    assert data.open_set.sum() == len(human)
     assert data.correct[data.open_set].sum() == 0  # an absent label can never be right
+    assert not {w for w, is_open in zip(data.winners, data.open_set) if is_open} & {"brand39"}  # unlabelled
     assert 0.5 < data.correct[~data.open_set].mean() < 1.0
     assert len(data.nearest_same) == len(human) and np.all((data.nearest_same >= 0) & (data.nearest_same <= 2))
+    weights = data.weights(0.8)
+    assert weights[data.open_set].sum() / weights.sum() == pytest.approx(0.8)
+    assert weights.sum() == pytest.approx(len(weights))
 
     monkeypatch.setattr(calibration, "_CHUNK_ENTRIES", 7 * len(ids))  # 7 queries per chunk: same answers
-    chunked = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, held_out_fraction=0.3, seed=1)
+    chunked = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5)
     np.testing.assert_allclose(chunked.features, data.features, atol=1e-6)
     assert chunked.winners == data.winners and np.array_equal(chunked.correct, data.correct)
 
@@ -145,7 +146,7 @@ def test_calibrator_file_of_another_feature_set_is_refused(world, tmp_path):
 
 def test_probabilities_are_calibrated_on_a_held_out_store(world):
     calibrator = world[3]
-    held_out = leave_one_out(*store(seed=1)[:4], k=K, machine_weight=0.5, seed=1)
+    held_out = leave_one_out(*store(seed=1)[:4], k=K, machine_weight=0.5)
     probs = calibrator.probabilities(held_out.features)
     right = held_out.correct.astype(bool)
     assert 0.2 < right.mean() < 0.9  # both kinds of answers are there
@@ -176,22 +177,35 @@ def test_distance_limit_is_a_high_quantile_of_same_label_distances():
     assert distance_limit(np.array([])) == 2.0
 
 
-def test_precision_threshold_takes_the_lowest_threshold_that_keeps_precision():
-    probs, right = np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 1, 0, 1])
-    assert precision_threshold(probs, right, 0.95) == 0.8
-    assert precision_threshold(probs, right, 0.75) == 0.6
-    assert precision_threshold(np.array([0.9, 0.9]), np.array([0, 1]), 0.95) is None  # ties go together
-    thresholds = suggest_thresholds(np.r_[probs, 0.99], np.r_[right, 1], ["a"] * 4 + ["b"], 0.95, min_samples=3)
-    assert thresholds == {"a": 0.8}  # "b" has too few answers: the global default applies
+def test_precision_threshold_takes_the_lowest_threshold_that_keeps_precision_with_confidence():
+    probs = np.linspace(0.99, 0.01, 100)
+    right = np.ones(100)
+    right[59] = 0  # one wrong answer after 59 right ones: precision 0.99 over all 100
+    assert precision_threshold(probs, right, 0.95) == probs[-1]  # 99 of 100 is sure enough
+    right[[60, 61]] = 0  # 97 of 100: the point estimate clears 0.95, its confidence bound does not
+    assert precision_threshold(probs, right, 0.95) == probs[58]  # 59 right ones above the first wrong one
+    assert precision_threshold(probs, right, 0.90) == probs[-1]
+    few = np.ones(20)
+    assert precision_threshold(probs[:20], few, 0.95) is None  # 20 of 20 could be chance at 0.95 (bound 0.88)
+    assert precision_threshold(probs[:20], few, 0.85) == probs[19]
+    assert precision_threshold(np.array([0.9] * 80), np.r_[0, np.ones(79)], 0.90) == 0.9  # ties go together
+    assert precision_threshold(np.r_[np.full(80, 0.9), 0.95], np.r_[0, np.ones(79), 1], 0.99) is None
+    weights = np.where(right == 0, 0.1, 1.0)  # wrong answers that count little let the threshold go lower
+    assert precision_threshold(probs, right, 0.95, weights) == probs[-1]
+    winners = ["a"] * 100 + ["b"] * 5
+    thresholds = suggest_thresholds(np.r_[probs, [0.99] * 5], np.r_[right, [1] * 5], winners, 0.95, min_samples=10)
+    assert thresholds == {"a": probs[58]}  # "b" has too few answers: the global default applies
 
 
 def test_suggested_thresholds_are_probabilities_for_labels_with_enough_answers(world):
     calibrator = world[3]
-    data = leave_one_out(*store(seed=4, per_label=8)[:4], k=K, machine_weight=0.5)
+    data = leave_one_out(*store(seed=4, per_label=30)[:4], k=K, machine_weight=0.5)
     probs = calibrator.probabilities(data.features)
     thresholds = suggest_thresholds(probs, data.correct, data.winners, target_precision=0.9, min_samples=6)
     answers = {label: data.winners.count(label) for label in set(data.winners)}
     assert len(thresholds) >= 10 and all(answers[label] >= 6 for label in thresholds)
+    few = leave_one_out(*store(seed=4, per_label=5)[:4], k=K, machine_weight=0.5)
+    assert not suggest_thresholds(calibrator.probabilities(few.features), few.correct, few.winners, 0.9, 6)
     for label, threshold in thresholds.items():
         assert 0.0 <= threshold <= 1.0
         given = (np.array(data.winners) == label) & (probs >= threshold)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from pipeline.knn import VoteConfig, predict_label
@@ -15,11 +17,23 @@ def n(i: int, label: str | None, distance: float, source: LabelSource | None = H
 
 
 def test_closer_neighbours_weigh_more():
-    votes = [n(1, "lidl", 0.1), n(2, "aldi", 0.5), n(3, "aldi", 0.5)]
-    prediction = predict_label(votes, VoteConfig())
-    assert prediction.label == "lidl"
-    assert prediction.confidence == pytest.approx((1 / 0.101) / (1 / 0.101 + 2 / 0.501), rel=1e-6)
+    close_call = [n(1, "lidl", 0.30), n(2, "aldi", 0.32), n(3, "aldi", 0.32)]
+    prediction = predict_label(close_call, VoteConfig(temperature=0.05))
+    assert prediction.label == "aldi"  # two logos a hair farther outweigh one
+    lidl, aldi = 1.0, 2 * math.exp(-0.02 / 0.05)
+    assert prediction.confidence == pytest.approx(aldi / (lidl + aldi), rel=1e-6)
     assert sum(prediction.scores.values()) == pytest.approx(1.0)
+    clear = [n(1, "lidl", 0.20), n(2, "aldi", 0.32), n(3, "aldi", 0.32)]
+    assert predict_label(clear, VoteConfig(temperature=0.05)).label == "lidl"
+
+
+def test_a_label_with_many_logos_does_not_outvote_a_much_nearer_one():
+    # one nearer logo of a brand with few logos against a crowd of a big brand: with weights 1/distance
+    # the crowd (9 x 1/0.45 = 20) beats the match (1/0.25 = 4); the softmax keeps the match
+    votes = [n(1, "small", 0.25)] + [n(i, "big", 0.45) for i in range(2, 11)]
+    prediction = predict_label(votes, VoteConfig())
+    assert prediction.label == "small"
+    assert prediction.confidence > 0.8
 
 
 def test_unknown_when_nearest_labelled_is_too_far():
@@ -33,13 +47,13 @@ def test_unknown_without_labelled_neighbours():
 
 
 def test_per_label_threshold_makes_a_weak_winner_unknown():
-    votes = [n(1, "lidl", 0.3), n(2, "aldi", 0.35), n(3, "rewe", 0.4)]
+    votes = [n(1, "lidl", 0.3), n(2, "aldi", 0.32), n(3, "rewe", 0.34)]
     assert predict_label(votes, VoteConfig()).label == "lidl"
     strict = predict_label(votes, VoteConfig(thresholds={"lidl": 0.9}))
-    assert strict.label is None and 0.3 < strict.confidence < 0.5
+    assert strict.label is None and 0.4 < strict.confidence < 0.6
 
 
 def test_human_labels_outrank_machine_labels():
-    votes = [n(1, "aldi", 0.30, M), n(2, "lidl", 0.32, H)]
+    votes = [n(1, "aldi", 0.30, M), n(2, "lidl", 0.31, H)]
     assert predict_label(votes, VoteConfig(machine_weight=0.5)).label == "lidl"
     assert predict_label(votes, VoteConfig(machine_weight=1.0)).label == "aldi"

@@ -56,7 +56,8 @@ from torchvision.transforms import v2
 from pipeline.datasets import load_yolo
 from pipeline.embedders import (TRAINED_EMBEDDER, EmbedderSpec, EmbeddingNet, build_net, crop_transform,
                                  data_config_of, get_spec, load_trained_weights, prepare_crop)
-from pipeline.training.marks import generated_mark
+from pipeline.training.fonts import use_fonts
+from pipeline.training.marks import FONTS, generated_mark
 from pipeline.training.metrics import retrieval_figures
 from pipeline.training.synth import (Icon, fetch_simple_icons, load_colour_graphics, load_icons, logo_card,
                                      photograph, split_of)
@@ -247,7 +248,8 @@ def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespac
         val["colour graphics"] = make_views([g for g in graphics if split_of(g.slug) == "val"][:200], 5,
                                             seed=args.seed + 1, **render)
         glyphs = [i for i in icons if split_of(i.slug) == "train"]
-        sources["generated marks"] = make_views([generated_mark(n, glyphs) for n in range(args.marks)],
+        fonts = FONTS + (use_fonts(args.cache) if args.fonts else ())
+        sources["generated marks"] = make_views([generated_mark(n, glyphs, fonts) for n in range(args.marks)],
                                                 args.colour_views, seed=args.seed, **render)
     if args.real:
         sources["real photo crops"], _ = real_crop_views(args.real, "train", args.real_views, transform, size, grey,
@@ -382,6 +384,8 @@ def main() -> None:
     parser.add_argument("--colour-views", type=int, default=5, help="crops per colour graphic and generated mark")
     parser.add_argument("--colour-per-set", type=int, default=500, help="graphics kept per colour set (0: all)")
     parser.add_argument("--marks", type=int, default=1500, help="generated glyph-and-wordmark designs")
+    parser.add_argument("--fonts", action="store_true",
+                        help="set generated marks in the @fontsource faces too (pipeline/training/fonts.py; npm once)")
     parser.add_argument("--real", type=Path, help="a YOLO photo dataset whose train split's boxes are trained on")
     parser.add_argument("--real-views", type=int, default=2, help="crops per real box")
     parser.add_argument("--max-classes", type=int, default=0, help="use only the first N simple-icons logos (0: all)")

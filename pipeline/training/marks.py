@@ -11,12 +11,14 @@ glyph or a layout and differ only in the word or the colours, which is what a
 retrieval model must learn to tell apart.
 
 Glyphs come from simple-icons logos of the ``train`` split; fonts are the
-system fonts fontconfig finds (DejaVu and Liberation on Debian).
+system fonts fontconfig finds (DejaVu and Liberation on Debian), plus the
+@fontsource faces of :mod:`pipeline.training.fonts` when the recipe fetches them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,8 +34,12 @@ _PATH = re.compile(r'<path[^>]*\sd="([^"]+)"')
 
 def _word(rng: np.random.Generator) -> str:
     word = "".join(rng.choice(_SYLLABLES) for _ in range(int(rng.integers(2, 5))))
-    style = rng.choice(3, p=[0.4, 0.4, 0.2])
-    word = word.upper() if style == 0 else word.title() if style == 1 else word
+    style = rng.choice(4, p=[0.35, 0.35, 0.15, 0.15])
+    if style == 3:  # two capitals inside, as in "FastApi" or "LeetCode"
+        cut = max(1, len(word) // 2)
+        word = word[:cut].title() + word[cut:].title()
+    else:
+        word = word.upper() if style == 0 else word.title() if style == 1 else word
     if rng.random() < 0.15:
         word += " " + "".join(rng.choice(_SYLLABLES) for _ in range(2)).upper()
     return word
@@ -62,12 +68,13 @@ def _glyph(path: str, x: float, y: float, size: float, fill: str) -> str:
     return f'<g transform="translate({x:.1f},{y:.1f}) scale({size / 24:.4f})"><path d="{path}" fill="{fill}"/></g>'
 
 
-def generated_mark(seed: int, glyphs: list[Icon]) -> Icon:
+def generated_mark(seed: int, glyphs: list[Icon], fonts: Sequence[str] = FONTS) -> Icon:
     """The mark drawn by ``seed``: one fixed design, rendered the same in every view.
 
     Args:
         seed: Picks the word, font, layout, colours and glyph.
         glyphs: Single-colour logos (simple-icons) whose path may serve as the symbol.
+        fonts: Font families (fontconfig names) the word may be set in.
 
     Example:
         >>> mark = generated_mark(7, [])
@@ -75,7 +82,7 @@ def generated_mark(seed: int, glyphs: list[Icon]) -> Icon:
         (True, True)
     """
     rng = np.random.default_rng([seed, 0x6D61726B])
-    word, font = _word(rng), str(rng.choice(FONTS))
+    word, font = _word(rng), str(rng.choice(list(fonts)))
     bold, italic = bool(rng.random() < 0.55), bool(rng.random() < 0.15)
     ink, accent = _colour(rng), _colour(rng)
     if rng.random() < 0.3:
