@@ -1,4 +1,5 @@
-"""One process, one port: Gradio at ``/``, the Dash map at ``/dashboard/``, JSON API at ``/api/v1/``.
+"""One process, one port: Gradio at ``/``, the Dash map at ``/dashboard/``, the review queue at ``/review/``,
+the JSON API at ``/api/v1/``.
 
     python app.py          # HOST, PORT, LOGOS_DATA_DIR, ADMIN_TOKEN... from the environment (see README)
 
@@ -21,6 +22,8 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
+from dashboard.review import PREFIX as REVIEW_PREFIX
+from dashboard.review import create_review
 from pipeline.config import Settings
 from pipeline.demo import build_demo
 from pipeline.errors import ConfigError
@@ -48,6 +51,7 @@ def create_app(service: LogoService) -> FastAPI:
 
     app.include_router(build_api(service, auth))
     app.mount(DASH_PREFIX.rstrip("/"), WSGIMiddleware(create_dash(service, auth).server))
+    app.mount(REVIEW_PREFIX.rstrip("/"), WSGIMiddleware(create_review(service, auth).server))
     # Gradio caps uploads itself while they stream, and queues its searches: a few run, a bounded queue waits
     ui = build_ui(service, auth).queue(default_concurrency_limit=service.settings.max_active,
                                        max_size=service.settings.max_queued)

@@ -12,6 +12,7 @@ from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 
 from dashboard.figures import map_figure, map_frame
 from dashboard.layout import summary_text
+from dashboard.review import review_link
 from pipeline.errors import LogoError
 from pipeline.service import LogoService, calibration_summary
 from web.auth import Access, AdminAuth
@@ -38,6 +39,12 @@ def _neighbour_tile(logo_id: int, distance: float, label: str | None) -> html.Di
                      html.Div(f"{label or 'unlabelled'}", style={"fontSize": "0.75rem"}),
                      html.Div(f"d={distance:.2f} #{logo_id}", style={"fontSize": "0.7rem", "color": "#666"})],
                     style={"width": "76px", "textAlign": "center"})
+
+
+def _review_anchor(ids: list[int], text: str) -> html.A:
+    """A link that opens the review queue on these logos (their proposals, accepted or fixed many at a time)."""
+    return html.A(text, href=review_link([int(i) for i in ids]), target="_blank", className="review-link",
+                  style={"fontSize": "0.8rem", "marginLeft": "0.3rem"})
 
 
 def _entry(kind: str, index: Any, text: str) -> html.Button:
@@ -187,13 +194,38 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                            f"#{s.logo_id} '{s.label}' ({s.source.value if s.source else '?'}): neighbours say "
                            f"'{s.neighbours_say}' ({s.disagreement:.0%} vs {s.agreement:.0%})")
                     for s in report.suspects[:LIST_LIMIT]] or [html.Div("No suspect labels.")]
+        if report.suspects:
+            suspects.insert(0, _review_anchor([s.logo_id for s in report.suspects], "Review these suspects"))
         if key is None or not key.startswith("ready"):
             clusters: list[Any] = [html.Div("Clusters appear once the map is fitted.")]
         else:
-            clusters = [_entry("health-cluster", n, f"Cluster {n + 1}: {c.size} unlabelled logos "
-                               f"(spread {c.spread:.2f})") for n, c in enumerate(report.clusters[:LIST_LIMIT])]
+            clusters = [html.Div([_entry("health-cluster", n, f"Cluster {n + 1}: {c.size} unlabelled logos "
+                                         f"(spread {c.spread:.2f})"),
+                                  _review_anchor(c.ids, "Review this cluster")])
+                        for n, c in enumerate(report.clusters[:LIST_LIMIT])]
             clusters = clusters or [html.Div("No dense unlabelled clusters.")]
         return purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]]
+
+    @app.callback(Output("store-accuracy", "children"), Input("labels-version", "data"),
+                  Input("refresh-health", "n_clicks"))
+    def accuracy(_: int, __: int | None):
+        try:
+            report = service.evaluate_store(k=settings.k)
+        except LogoError as exc:
+            return html.Div(f"Nothing to evaluate yet: {exc}")
+        worst = [html.Div(f"{a.label}: top-1 {a.top1:.0%} · recall@{report.k} {a.recall_at_k:.0%} · "
+                          f"{a.logos} logos", style={"fontSize": "0.85rem"})
+                 for a in report.labels[:LIST_LIMIT] if a.top1 < 1]
+        confused = [html.Li(f"{true} → {given}: {times}×") for true, given, times in report.confused[:LIST_LIMIT]]
+        return html.Div([
+            html.P(f"Each of {report.queries} human-labelled logos searched among the others (itself left out): "
+                   f"named right {report.top1:.1%}, its label among the {report.k} nearest {report.recall_at_k:.1%}.",
+                   style={"fontSize": "0.85rem"}),
+            html.H5("Worst labels", style={"margin": "0.3rem 0"}),
+            *(worst or [html.Div("Every label is named right.")]),
+            html.H5("Most confused (label → named instead)", style={"margin": "0.3rem 0"}),
+            html.Ul(confused or [html.Li("none")], style={"fontSize": "0.85rem", "paddingLeft": "1.2rem"}),
+        ])
 
     @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
                   Input("label-search", "value"), Input({"type": "health-label", "index": ALL}, "n_clicks"),

@@ -83,6 +83,7 @@ def build_layout(service: LogoService) -> html.Div:
                         dcc.Tab(label="Purity", children=html.Div(id="purity")),
                         dcc.Tab(label="Suspects", children=html.Div(id="suspects")),
                         dcc.Tab(label="Unlabelled clusters", children=html.Div(id="clusters")),
+                        dcc.Tab(label="Store accuracy", children=html.Div(id="store-accuracy")),
                     ])),
                 ], style=PANEL),
             ], style={"flex": "1", "minWidth": "300px", "maxHeight": "900px", "overflowY": "auto"}),

@@ -19,6 +19,7 @@ from pipeline.datasets import DetectionDataset, load_dataset, real_drinks_split
 from pipeline.detectors import list_detectors
 from pipeline.embedders import list_embedders
 from pipeline.errors import DatasetError, LogoError
+from pipeline.exports import EXPORTERS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                           "crc32 split of file names")
     cmd.add_argument("--skip-empty-boxes", action="store_true",
                      help="drop boxes of zero size (under a pixel) instead of refusing the dataset")
-    cmd = commands.add_parser("import-photos", help="detect logos on every photo of a folder, add them unlabelled")
-    cmd.add_argument("folder", type=Path)
+    cmd = commands.add_parser("import-photos", help="auto-annotate photos: store each detected logo with its kNN "
+                                                    "label as a machine label (resumable)")
+    cmd.add_argument("source", type=Path, help="a folder of photos, or a .csv (path column) / .jsonl list of paths")
+    cmd.add_argument("--report", type=Path, help="write the report (counts, photos with no logo, failures) here "
+                                                 "(default: DATA_DIR/import-photos-report.json)")
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
     commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
     commands.add_parser("calibrate", help="fit the confidence calibration on the store's human labels")
@@ -58,10 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--json", action="store_true", help="one JSON line (public format)")
     cmd = commands.add_parser("stats", help="counts of logos, labels and index")
     cmd.add_argument("--json", action="store_true")
-    cmd = commands.add_parser("evaluate", help="kNN accuracy of query crops against a gallery (both ImageFolder)")
-    cmd.add_argument("gallery", type=Path)
-    cmd.add_argument("queries", type=Path)
+    cmd = commands.add_parser("evaluate", help="kNN accuracy of query crops against a gallery (both ImageFolder), "
+                                               "or with --store of the store's own human labels (leave-one-out)")
+    cmd.add_argument("gallery", type=Path, nargs="?")
+    cmd.add_argument("queries", type=Path, nargs="?")
+    cmd.add_argument("--store", action="store_true", help="evaluate the store: per label, and the most confused pairs")
+    cmd.add_argument("-k", type=int, default=10, help="--store: neighbours searched (recall@k)")
     cmd.add_argument("--json", action="store_true", help="last line: JSON figures (public format)")
+    cmd = commands.add_parser("export", help="write photos, boxes and labels as COCO, YOLO, LabelMe, CSV or Parquet")
+    cmd.add_argument("out", type=Path, help="a new folder (coco, yolo, labelme) or file (csv, parquet)")
+    cmd.add_argument("--format", choices=sorted(EXPORTERS), required=True)
+    cmd.add_argument("--human-only", action="store_true", help="only labels people set or accepted")
+    cmd.add_argument("--labels", help="only these labels (comma-separated)")
+    cmd.add_argument("--unlabelled", action="store_true", help="csv/parquet: list unlabelled logos too")
+    cmd.add_argument("--embeddings", action="store_true", help="csv/parquet: add each logo's vector")
+    cmd = commands.add_parser("history", help="label events, newest first: who changed which label, when")
+    cmd.add_argument("--logo", type=int, help="only this logo's events")
+    cmd.add_argument("--limit", type=int, default=50)
+    cmd.add_argument("--json", action="store_true", help="one JSON line")
     cmd = commands.add_parser("demo", help="build the demo store from assets/ if the data folder is empty")
     cmd.add_argument("--assets", type=Path, default=None, help="demo logos folder (default: bundled)")
     cmd.add_argument("--small", action="store_true", help="the 43 bundled brands only, not every simple-icons brand")
@@ -105,6 +123,28 @@ def _dataset(args: argparse.Namespace) -> DetectionDataset:
     return dataset
 
 
+def _store_table(figures: dict) -> str:
+    k = figures["k"]
+    lines = [f"top-1 {figures['top1']:.3f}, recall@{k} {figures[f'recall@{k}']:.3f} over {figures['queries']} "
+             f"human-labelled logos (leave-one-out, {figures['model']})", "", "worst labels:"]
+    lines += [f"  {a['label']:<30} {a['logos']:>5} logos  top-1 {a['top1']:.2f}  recall@{k} {a[f'recall@{k}']:.2f}"
+              for a in figures["labels"][:15]]
+    lines += ["", "most confused (label -> given instead):"]
+    lines += [f"  {c['label']:<30} -> {c['given']:<30} {c['times']}x" for c in figures["confused"]] or ["  none"]
+    return "\n".join(lines)
+
+
+def _history_table(events: list[dict]) -> str:
+    from datetime import datetime, timezone
+
+    if not events:
+        return "no label events"
+    return "\n".join(
+        f"{datetime.fromtimestamp(e['at'], timezone.utc):%Y-%m-%d %H:%M:%S}  #{e['logo_id']:<8} "
+        f"{e['old_label'] or '-'} ({e['old_source'] or '-'}) -> {e['new_label'] or '-'} ({e['new_source'] or '-'})"
+        f"  by {e['who']}" + ("  [undone]" if e["undone"] else "") for e in events)
+
+
 def _print_search(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, separators=(",", ":")))
@@ -125,13 +165,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     # imported here so --help answers without loading torch
     from pipeline.demo import DEMO_LOGOS, build_demo
-    from pipeline.evaluation import evaluate
+    from pipeline.evaluation import evaluate, evaluate_store
+    from pipeline.exports import ExportOptions, export_store
     from pipeline.importing import import_dataset, import_folder, import_photos
     from pipeline.service import LogoService, calibration_summary
 
     try:
         settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
-        if args.command == "evaluate":
+        if args.command == "evaluate" and not args.store:
+            if args.gallery is None or args.queries is None:
+                print("error: evaluate needs GALLERY and QUERIES folders, or --store", file=sys.stderr)
+                return 2
             report = evaluate(settings, args.gallery, args.queries, progress=progress)
             figures = report.to_json()
             print(json.dumps(figures) if args.json else
@@ -143,7 +187,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         elif args.command == "import-dataset":
             print(json.dumps(import_dataset(service, _dataset(args), progress=progress).to_json()))
         elif args.command == "import-photos":
-            print(json.dumps(import_photos(service, args.folder, progress=progress).to_json()))
+            report_path = args.report or settings.data_dir / "import-photos-report.json"
+            result = import_photos(service, args.source, report=report_path, progress=progress)
+            print(json.dumps(result.to_json()))
+        elif args.command == "evaluate":
+            figures = evaluate_store(service, k=args.k).to_json()
+            print(json.dumps(figures) if args.json else _store_table(figures))
+        elif args.command == "export":
+            options = ExportOptions(human_only=args.human_only, unlabelled=args.unlabelled,
+                                    embeddings=args.embeddings,
+                                    labels=frozenset(x.strip() for x in args.labels.split(",")) if args.labels
+                                    else None)
+            print(json.dumps(export_store(service.store, args.format, args.out, options).to_json()))
+        elif args.command == "history":
+            events = service.label_history(args.logo, limit=args.limit)
+            print(json.dumps(events) if args.json else _history_table(events))
         elif args.command == "build-index":
             print(json.dumps(service.build_index().__dict__))
         elif args.command == "reembed":

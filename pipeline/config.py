@@ -44,6 +44,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
     "LOGOS_TARGET_PRECISION": ("target_precision", float),
     "LOGOS_OPEN_SET_SHARE": ("open_set_share", float),
+    "LOGOS_PROPOSE_MIN": ("propose_min", float),
     "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
     "LOGOS_BATCH_SIZE": ("batch_size", int),
@@ -96,6 +97,9 @@ class Settings:
         open_set_share: Share of searched logos assumed to be of brands the store
             does not hold: the calibration weighs its open-set answers to it, so
             the higher it is, the more a label must stand out to be given.
+        propose_min: Confidence a kNN label needs to be stored as a machine
+            proposal by ``import-photos`` (below the naming threshold too:
+            people review proposals, least confident first).
         max_image_pixels: Uploads with more pixels are refused (decompression bombs).
         max_upload_bytes: Uploads larger than this are refused before decoding.
         batch_size: Crops embedded per forward pass.
@@ -142,6 +146,7 @@ class Settings:
     machine_label_weight: float = 0.5
     target_precision: float = 0.95
     open_set_share: float = 0.5
+    propose_min: float = 0.5
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 30 * 1024 * 1024
     batch_size: int = 8

@@ -25,6 +25,7 @@ from pipeline.calibration import Calibrator, calibrate
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
 from pipeline.embedders import Embedder, base_name, create_embedder
+from pipeline.exports import ExportOptions, ExportReport, export_archive
 from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
                              LogoNotFoundError, NotFoundError, StoreError)
 from pipeline.fetch import FetchConfig, fetch_image
@@ -34,13 +35,17 @@ from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.projection import LogoMap, MapPoints, MapStatus, content_key
 from pipeline.search_links import SearchLinks
-from pipeline.store import LabelChange, LogoStore, NewLogo
+from pipeline.annotation import ReviewGroup, ReviewProgress, ReviewVerdict, apply_review, review_queue
+from pipeline.annotation import progress as review_progress
+from pipeline.store import LabelChange, LogoStore, NewLogo, PhotoRecord
 from pipeline.types import (Box, Detection, LabelSource, LogoMatch, LogoRecord, Neighbour, PhotoSearchResult,
                             Prediction, StoreStats)
-from pipeline.util import chunked
+from pipeline.util import atomic_write_bytes, chunked
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from pipeline.evaluation import StoreEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,16 @@ class ReembedReport:
         return {"old_model": self.old_model, "new_model": self.new_model, "logos": self.logos,
                 "from_source": self.from_source, "from_thumbnail": self.from_thumbnail,
                 "seconds": round(self.seconds, 2)}
+
+
+def proposal(prediction: Prediction, min_confidence: float) -> str | None:
+    """The label to propose for review: the vote's winner when it is at least ``min_confidence`` likely, even
+    where the naming threshold left it unknown; None past the distance limit or without labelled neighbours."""
+    if prediction.label is not None:
+        return prediction.label if prediction.confidence >= min_confidence else None
+    if not prediction.scores or prediction.confidence < min_confidence:
+        return None
+    return max(prediction.scores, key=prediction.scores.get)
 
 
 def calibration_summary(calibrator: Calibrator) -> dict[str, object]:
@@ -417,6 +432,102 @@ class LogoService:
             for d, label in zip(detections, labels, strict=True)
         ])
 
+    def annotate_photo(self, photo: Image.Image, image_hash: str, path: str | None, *,
+                       who: str = "local") -> list[int]:
+        """Auto-annotate one photo: store each detected logo with its kNN label as a ``machine`` label.
+
+        One embedding pass serves both the search and the store. The confidence kept with a proposal is the
+        calibrated probability (the vote share before the store has a calibration). A proposal is stored
+        when it is at least ``LOGOS_PROPOSE_MIN`` likely, below the threshold at which a search names the
+        logo too: people review proposals, least confident first. Other logos are stored unlabelled. The photo is recorded in the same transaction as its logos, even when
+        it has none, so that an interrupted bulk run resumes without duplicates or gaps.
+        """
+        detections = self.detect(photo)
+        crops = [self.logo_crop(photo, d.box) for d in detections]
+        vectors, neighbour_lists = self._embed_and_search(crops, self.settings.k)
+        logos = []
+        for d, crop_image, (prediction, _) in zip(detections, crops, self._name(neighbour_lists, None), strict=True):
+            label = proposal(prediction, self.settings.propose_min)
+            logos.append(NewLogo(crop=crop_image, box=d.box, image_hash=image_hash, image_path=path,
+                                 label=label, label_source=LabelSource.MACHINE if label else None,
+                                 score=d.score, confidence=prediction.confidence if label else None))
+        record = PhotoRecord(image_hash, path, photo.width, photo.height, len(logos))
+        ids = self.store.add(logos, np.asarray(vectors, dtype=np.float32),
+                             self.embedder.model_id, who=who, photo=record)
+        if ids:
+            self._compact_when_due()
+        return ids
+
+    def annotate_upload(self, path: Path, *, who: str = "local") -> list[int] | None:
+        """Auto-annotate an uploaded photo, kept under ``DATA_DIR/photos/`` so that exports can include it.
+
+        Returns:
+            The new logo ids, or None when the photo (same pixels) was done before.
+
+        Raises:
+            ImageError: The file is not a usable image.
+        """
+        photo = self.load(path)
+        digest = image_sha256(photo)
+        if self.store.has_photo(image_hash=digest) or self.store.has_image(digest):
+            return None
+        kept = self.settings.data_dir / "photos" / f"{digest[:20]}{Path(path).suffix.lower() or '.jpg'}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if not kept.exists():
+            atomic_write_bytes(kept, Path(path).read_bytes())
+        return self.annotate_photo(photo, digest, str(kept), who=who)
+
+    def export(self, fmt: str, options: ExportOptions | None = None) -> tuple[Path, ExportReport]:
+        """The store exported as a ZIP file in a new temporary folder (the caller removes ``path.parent``)."""
+        return export_archive(self.store, fmt, options)
+
+    def evaluate_store(self, k: int = 10) -> StoreEvaluation:
+        """Leave-one-out accuracy of the store on its human labels (:func:`pipeline.evaluation.evaluate_store`)."""
+        from pipeline.evaluation import evaluate_store  # evaluation imports this module
+
+        return evaluate_store(self, k=k)
+
+    def propose(self, logo_id: int) -> Prediction:
+        """The label a stored logo's neighbours give it now (itself left out), calibrated when possible."""
+        return self.namer()(self.search_logo(logo_id, self.settings.k))
+
+    def review_queue(self, *, ids: Sequence[int] | None = None, label: str | None = None,
+                     limit: int = 40) -> list[ReviewGroup]:
+        """The next screen of proposals to judge (see :func:`pipeline.annotation.review_queue`)."""
+        return review_queue(self.store, self.propose, ids=ids, label=label, limit=limit)
+
+    def review(self, verdict: ReviewVerdict, proposals: dict[int, str], *, who: str = "local",
+               session: str | None = None) -> list[LabelChange]:
+        """Record a reviewer's verdicts (see :func:`pipeline.annotation.apply_review`) and recalibrate later.
+
+        Raises:
+            LogoNotFoundError: A judged logo the store does not hold (nothing is changed).
+        """
+        judged = [*verdict.accept, *verdict.reject, *verdict.relabel]
+        known = self.store.labels(judged)
+        missing = [int(i) for i in judged if int(i) not in known]
+        if missing:
+            raise LogoNotFoundError(f"unknown logo id(s): {', '.join(map(str, missing[:10]))}")
+        changes = apply_review(self.store, verdict, proposals, who=who, session=session)
+        self.request_calibration()
+        return changes
+
+    def proposed_labels(self) -> list[str]:
+        """Labels that some logo carries as a machine proposal, sorted."""
+        return sorted(label for label, sources in self.store.label_counts_by_source().items()
+                      if sources.get(LabelSource.MACHINE.value))
+
+    def review_progress(self) -> ReviewProgress:
+        """Machine labels waiting for review, and what people have done (for the queue's header)."""
+        return review_progress(self.store)
+
+    def label_history(self, logo_id: int | None = None, limit: int = 100,
+                      before: int | None = None) -> list[dict[str, object]]:
+        """Label events, newest first: who changed which logo's label, from what to what, and when."""
+        if logo_id is not None and not self.store.labels([logo_id]):
+            raise LogoNotFoundError(f"no logo with id {logo_id}")
+        return self.store.label_history(logo_id, limit=limit, before=before)
+
     def add_from_url(self, image_url: str, logos: Sequence[tuple[int, Sequence[float]]]) -> int:
         """robotoff-ann's add: the logos of the image at ``image_url``, each with the client's own id.
 
@@ -601,6 +712,10 @@ class LogoService:
     def labels_in_use(self) -> list[str]:
         """Every label that some logo carries, sorted."""
         return sorted(self.store.label_counts())
+
+    def current_labels(self, ids: Sequence[int]) -> dict[int, str]:
+        """The label each of ``ids`` carries now (logos without a label, or unknown ids, are left out)."""
+        return {i: label for i, (label, _) in self.store.labels(ids).items() if label}
 
     def label_of(self, logo_id: int) -> tuple[str | None, LabelSource | None]:
         """A stored logo's label and its source ``(None, None)`` when unlabelled or unknown."""

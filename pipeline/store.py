@@ -70,6 +70,24 @@ CREATE TABLE IF NOT EXISTS label_events (
 CREATE INDEX IF NOT EXISTS label_events_action ON label_events(action);
 CREATE INDEX IF NOT EXISTS label_events_session ON label_events(session, id);
 CREATE INDEX IF NOT EXISTS label_events_logo ON label_events(logo_id, id);
+CREATE TABLE IF NOT EXISTS photos (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_hash TEXT NOT NULL UNIQUE,
+    path TEXT,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    logos INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS photos_path ON photos(path);
+CREATE TABLE IF NOT EXISTS rejections (
+    logo_id INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (logo_id, label)
+);
 """
 
 Label = tuple[str | None, LabelSource | None]
@@ -102,6 +120,20 @@ class NewLogo:
     label_source: LabelSource | None = None
     score: float | None = None
     external_id: int | None = None  # the client's own id (e.g. Robotoff's logo id); unique in a store
+    confidence: float | None = None  # P(right) of a machine label when it was proposed
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    """A photo that went through the store (its logos, if any, point at it by ``image_hash``)."""
+
+    image_hash: str
+    path: str | None
+    width: int
+    height: int
+    logos: int
+    added: float = 0.0
+    id: int = 0
 
 
 def clean_label(label: str | None) -> str | None:
@@ -148,8 +180,11 @@ class LogoStore:
         self._map: tuple[str, int, np.memmap] | None = None
         conn = self._conn()
         conn.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
-        if "external_id" not in {row[1] for row in conn.execute("PRAGMA table_info(logos)")}:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(logos)")}
+        if "external_id" not in columns:
             conn.execute("ALTER TABLE logos ADD COLUMN external_id INTEGER")  # a store made before external ids
+        if "confidence" not in columns:
+            conn.execute("ALTER TABLE logos ADD COLUMN confidence REAL")  # a store made before machine proposals
         conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS logos_external_id ON logos(external_id)"
                      " WHERE external_id IS NOT NULL")
 
@@ -203,8 +238,13 @@ class LogoStore:
         return self.data_dir / "vectors" / f"{safe}.f32"
 
     # -- writes ------------------------------------------------------------------------
-    def add(self, logos: Sequence[NewLogo], vectors: np.ndarray, model_id: str) -> list[int]:
+    def add(self, logos: Sequence[NewLogo], vectors: np.ndarray, model_id: str, *, who: str = "local",
+            photo: PhotoRecord | None = None) -> list[int]:
         """Store logos with their vectors atomically; returns their new ids in order.
+
+        A logo added with a label gets an event in the label history, so that
+        every label a logo ever had is in the events. With ``photo``, the photo
+        they were found on is recorded in the same transaction (see :meth:`add_photo`).
 
         Raises:
             ModelMismatchError: the store holds vectors of another model or size.
@@ -216,6 +256,8 @@ class LogoStore:
         if not np.isfinite(vectors).all():
             raise StoreError("vectors must be finite")
         if not logos:
+            if photo is not None:
+                self.add_photo(photo)
             return []
         rows = []
         for logo in logos:
@@ -223,17 +265,20 @@ class LogoStore:
             source = (LabelSource.parse(logo.label_source) if logo.label_source else LabelSource.HUMAN) if label else None
             box = logo.box
             rows.append((logo.image_hash, logo.image_path, *(box.to_list() if box else (None,) * 4), label,
-                         source.value if source else None, logo.score, logo.external_id))
+                         source.value if source else None, logo.score, logo.external_id,
+                         logo.confidence if label else None))
         thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
         now = time.time()
         try:
-            return self._insert(rows, thumbs, vectors, model_id, now)
+            return self._insert(rows, thumbs, vectors, model_id, now, who, photo)
         except sqlite3.IntegrityError as exc:  # a client's external id taken meanwhile by another add
             raise StoreError(f"cannot add these logos: {exc}") from None
 
     def _insert(self, rows: list[tuple], thumbs: list[bytes | None], vectors: np.ndarray, model_id: str,
-                now: float) -> list[int]:
+                now: float, who: str, photo: PhotoRecord | None) -> list[int]:
         with self._transaction() as conn:
+            if photo is not None:
+                self._add_photo(conn, photo)
             self._check_model(conn, model_id, vectors.shape[1], claim=True)
             start = conn.execute("SELECT COALESCE(MAX(vector_row) + 1, 0) FROM logos").fetchone()[0]
             self._write_vectors(model_id, [start], [vectors])
@@ -241,13 +286,30 @@ class LogoStore:
             for offset, row in enumerate(rows):
                 cursor = conn.execute(
                     "INSERT INTO logos (image_hash, image_path, x0, y0, x1, y1, label, label_source, score,"
-                    " external_id, model_id, vector_row, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " external_id, confidence, model_id, vector_row, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, model_id, start + offset, now),
                 )
                 ids.append(int(cursor.lastrowid))
             conn.executemany("INSERT INTO thumbnails (logo_id, webp) VALUES (?, ?)",
                              [(i, t) for i, t in zip(ids, thumbs, strict=True) if t is not None])
+            labelled = {i: (row[6], row[7]) for i, row in zip(ids, rows, strict=True) if row[6]}
+            if labelled:
+                self._apply_labels(conn, uuid.uuid4().hex, labelled, dict.fromkeys(labelled, (None, None)), who,
+                                   None, write=False)
         return ids
+
+    def add_photo(self, photo: PhotoRecord) -> None:
+        """Record a photo as done (an import re-run skips it), with or without logos; a known hash is kept."""
+        with self._transaction() as conn:
+            self._add_photo(conn, photo)
+
+    @staticmethod
+    def _add_photo(conn: sqlite3.Connection, photo: PhotoRecord) -> None:
+        conn.execute("INSERT OR IGNORE INTO photos (image_hash, path, width, height, logos, added)"
+                     " VALUES (?, ?, ?, ?, ?, ?)",
+                     (photo.image_hash, photo.path, int(photo.width), int(photo.height), int(photo.logos),
+                      photo.added or time.time()))
 
     def _check_model(self, conn: sqlite3.Connection, model_id: str, dim: int, claim: bool) -> None:
         stored_model, stored_dim = self._meta(conn, "model_id"), self._meta(conn, "dim")
@@ -307,38 +369,110 @@ class LogoStore:
             self._vector_path(old).unlink(missing_ok=True)
 
     def set_label(self, ids: Iterable[int], label: str | None, source: LabelSource | str, *, who: str = "local",
-                  session: str | None = None) -> LabelChange:
+                  session: str | None = None, action: str | None = None) -> LabelChange:
         """Label (or, with ``label=None``, unlabel) logos, and log each change as an event.
 
         A machine label never replaces a human one: humans always win. Logos
         whose label and source are already the asked ones are left out of the
         change. ``who`` (a token's name, or "local") and ``session`` (the browser
         session that asked) go into the log, so that :meth:`undo_last` undoes
-        one visitor's changes and never another's.
+        one visitor's changes and never another's; calls that pass the same
+        ``action`` id are undone together.
         """
         source = LabelSource.parse(source)
         label = clean_label(label)
         new_source = source.value if label else None
         ids = sorted({int(i) for i in ids})
-        guard = " AND (label_source IS NULL OR label_source = 'machine')" if source is LabelSource.MACHINE else ""
-        action = uuid.uuid4().hex
-        previous: dict[int, Label] = {}
+        action = action or uuid.uuid4().hex
         with self._transaction() as conn:
-            for chunk in chunked(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                for logo_id, old_label, old_source in conn.execute(
-                        f"SELECT id, label, label_source FROM logos WHERE id IN ({marks}){guard}", chunk).fetchall():
-                    if (old_label, old_source) != (label, new_source):
-                        previous[logo_id] = (old_label, LabelSource(old_source) if old_source else None)
+            previous = self._changing(conn, ids, label, source)
             self._apply_labels(conn, action, {i: (label, new_source) for i in previous}, previous, who, session)
         return LabelChange(action, label, previous, who, session)
 
-    def _apply_labels(self, conn: sqlite3.Connection, action: str, new: Mapping[int, tuple[str | None, str | None]],
-                      old: Mapping[int, Label], who: str, session: str | None, undoes: str | None = None) -> None:
-        """Write new labels and their events in the caller's transaction."""
+    @staticmethod
+    def _changing(conn: sqlite3.Connection, ids: Sequence[int], label: str | None,
+                  source: LabelSource) -> dict[int, Label]:
+        """The current labels of those ``ids`` that setting ``label`` by ``source`` would change.
+
+        A machine label never replaces a human one, and never comes back to a logo where a person rejected it.
+        """
+        new_source = source.value if label else None
+        machine = source is LabelSource.MACHINE
+        guard = " AND (label_source IS NULL OR label_source = 'machine')" if machine else ""
+        previous: dict[int, Label] = {}
+        for chunk in chunked(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rejected = {row[0] for row in conn.execute(
+                f"SELECT logo_id FROM rejections WHERE label = ? AND logo_id IN ({marks})", (label, *chunk))
+            } if machine and label else set()
+            for logo_id, old_label, old_source in conn.execute(
+                    f"SELECT id, label, label_source FROM logos WHERE id IN ({marks}){guard}", chunk).fetchall():
+                if (old_label, old_source) != (label, new_source) and logo_id not in rejected:
+                    previous[logo_id] = (old_label, LabelSource(old_source) if old_source else None)
+        return previous
+
+    def reject(self, ids: Iterable[int], *, labels: Mapping[int, str] | None = None, who: str = "local",
+               session: str | None = None, action: str | None = None) -> LabelChange:
+        """A person says "not this label": the label is remembered as rejected for each logo, and removed from
+        those that carry it.
+
+        The rejected label of a logo is ``labels[id]`` when given (a proposal shown for a logo that carries
+        another label, or none), else its current label. A machine never proposes it to that logo again; a
+        person may still set it.
+        """
+        ids = sorted({int(i) for i in ids})
+        labels = labels or {}
+        action = action or uuid.uuid4().hex
         now = time.time()
-        conn.executemany("UPDATE logos SET label = ?, label_source = ? WHERE id = ?",
-                         [(label, source, logo_id) for logo_id, (label, source) in new.items()])
+        with self._transaction() as conn:
+            current = self._changing(conn, ids, None, LabelSource.HUMAN)
+            rejected = {i: labels.get(i) or current.get(i, (None, None))[0] for i in ids}
+            conn.executemany("INSERT OR REPLACE INTO rejections (logo_id, label, who, action, at)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             [(i, label, who, action, now) for i, label in rejected.items() if label])
+            previous = {i: old for i, old in current.items() if old[0] == rejected[i]}
+            self._apply_labels(conn, action, dict.fromkeys(previous, (None, None)), previous, who, session)
+        return LabelChange(action, None, previous, who, session)
+
+    def rejection_count(self) -> int:
+        """How many (logo, label) pairs people rejected."""
+        return int(self._conn().execute("SELECT COUNT(*) FROM rejections").fetchone()[0])
+
+    def machine_labelled(self, label: str | None = None, limit: int = 40) -> list[tuple[int, str, float | None]]:
+        """``(id, label, confidence)`` of machine-labelled logos, least confident first (unknown confidence
+        first of all), of one label or all."""
+        where, args = ("AND label = ?", (label,)) if label else ("", ())
+        return [(i, lab, conf) for i, lab, conf in self._conn().execute(
+            f"SELECT id, label, confidence FROM logos WHERE label_source = 'machine' {where}"
+            " ORDER BY confidence IS NOT NULL, confidence, id LIMIT ?", (*args, int(limit)))]
+
+    def ids_with_label(self, label: str, source: LabelSource | None = None, limit: int | None = None) -> list[int]:
+        """Ids of the logos carrying ``label`` (set by ``source`` if given), ascending, at most ``limit``."""
+        where, args = ("AND label_source = ?", (source.value,)) if source else ("", ())
+        return [row[0] for row in self._conn().execute(
+            f"SELECT id FROM logos WHERE label = ? {where} ORDER BY id LIMIT ?", (label, *args, limit or -1))]
+
+    def rejected(self, ids: Sequence[int]) -> dict[int, set[str]]:
+        """The labels people rejected for each of ``ids`` (only ids with some)."""
+        found: dict[int, set[str]] = {}
+        for chunk in chunked([int(i) for i in ids], 500):
+            marks = ",".join("?" * len(chunk))
+            for logo_id, label in self._conn().execute(
+                    f"SELECT logo_id, label FROM rejections WHERE logo_id IN ({marks})", chunk):
+                found.setdefault(logo_id, set()).add(label)
+        return found
+
+    def _apply_labels(self, conn: sqlite3.Connection, action: str, new: Mapping[int, tuple[str | None, str | None]],
+                      old: Mapping[int, Label], who: str, session: str | None, undoes: str | None = None,
+                      write: bool = True) -> None:
+        """Write new labels (unless ``write`` is False: the rows already hold them) and their events, in the
+        caller's transaction. A label set by a person drops the machine's confidence, which no longer applies."""
+        now = time.time()
+        if write:
+            conn.executemany(
+                "UPDATE logos SET label = ?, label_source = ?,"
+                " confidence = CASE WHEN ? = 'machine' THEN confidence END WHERE id = ?",
+                [(label, source, source, logo_id) for logo_id, (label, source) in new.items()])
         conn.executemany(
             "INSERT INTO label_events (action, logo_id, old_label, old_source, new_label, new_source, who, session,"
             " undoes, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -369,11 +503,20 @@ class LogoStore:
             action = uuid.uuid4().hex
             self._apply_labels(conn, action, restore, current, who, session, undoes=undone)
             conn.execute("UPDATE label_events SET undone = 1 WHERE action = ?", (undone,))
+            conn.execute("DELETE FROM rejections WHERE action = ?", (undone,))
         return LabelChange(action, None, current, who, session)
 
-    def label_history(self, logo_id: int | None = None, limit: int = 100) -> list[dict[str, object]]:
-        """The latest label events, newest first (of one logo, or of all)."""
-        where, args = ("WHERE logo_id = ?", (int(logo_id),)) if logo_id is not None else ("", ())
+    def label_history(self, logo_id: int | None = None, limit: int = 100,
+                      before: int | None = None) -> list[dict[str, object]]:
+        """The latest label events, newest first (of one logo, or of all); ``before`` pages back by event id."""
+        clauses, args = [], []
+        if logo_id is not None:
+            clauses.append("logo_id = ?")
+            args.append(int(logo_id))
+        if before is not None:
+            clauses.append("id < ?")
+            args.append(int(before))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._conn().execute(
             "SELECT id, action, logo_id, old_label, old_source, new_label, new_source, who, session, undoes, undone, at"
             f" FROM label_events {where} ORDER BY id DESC LIMIT ?", (*args, int(limit))).fetchall()
@@ -446,8 +589,7 @@ class LogoStore:
         for chunk in chunked([int(i) for i in ids], 500):
             marks = ",".join("?" * len(chunk))
             for row in self._conn().execute(
-                "SELECT id, image_hash, image_path, x0, y0, x1, y1, label, label_source, score, model_id, created"
-                f" FROM logos WHERE id IN ({marks})", chunk,
+                f"SELECT {_RECORD_COLUMNS} FROM logos WHERE id IN ({marks})", chunk,
             ):
                 found[row[0]] = _record(row)
         return [found[int(i)] for i in ids if int(i) in found]
@@ -488,6 +630,39 @@ class LogoStore:
     def ids(self) -> list[int]:
         """Every stored logo id, ascending."""
         return [row[0] for row in self._conn().execute("SELECT id FROM logos ORDER BY id")]
+
+    def records(self, batch: int = 5000) -> Iterator[LogoRecord]:
+        """Every stored logo, in id order, read in batches (an export of millions stays small in memory)."""
+        last = 0
+        while True:
+            rows = self._conn().execute(f"SELECT {_RECORD_COLUMNS} FROM logos WHERE id > ? ORDER BY id LIMIT ?",
+                                        (last, batch)).fetchall()
+            if not rows:
+                return
+            yield from (_record(row) for row in rows)
+            last = rows[-1][0]
+
+    def photos(self) -> list[PhotoRecord]:
+        """Every recorded photo, oldest first."""
+        return [PhotoRecord(image_hash, path, width, height, logos, added, photo_id)
+                for photo_id, image_hash, path, width, height, logos, added in self._conn().execute(
+                    "SELECT id, image_hash, path, width, height, logos, added FROM photos ORDER BY id")]
+
+    def has_photo(self, *, path: str | None = None, image_hash: str | None = None) -> bool:
+        """Whether a photo with this path (as recorded) or this decoded-pixel hash went through the store."""
+        column, value = ("path", path) if path is not None else ("image_hash", image_hash)
+        return self._conn().execute(f"SELECT 1 FROM photos WHERE {column} = ? LIMIT 1", (value,)).fetchone() is not None
+
+    def derived_labels(self) -> dict[int, Label]:
+        """Each logo's label as its label events say: the newest event of each logo wins.
+
+        The ``logos`` table keeps the current label beside the events (written in the same transaction) so that
+        searches read it in one lookup; this replay is the check that both agree (the history is complete).
+        """
+        rows = self._conn().execute(
+            "SELECT e.logo_id, e.new_label, e.new_source FROM label_events e JOIN"
+            " (SELECT logo_id, MAX(id) AS last FROM label_events GROUP BY logo_id) m ON e.id = m.last")
+        return {logo_id: (label, LabelSource(source) if source else None) for logo_id, label, source in rows}
 
     def has_image(self, image_hash: str) -> bool:
         """Whether logos of this image (by decoded-pixel hash) are already stored."""
@@ -564,9 +739,13 @@ class LogoStore:
                           labels=labels, model_id=self.model_id, indexed=0, pending=total)
 
 
+_RECORD_COLUMNS = ("id, image_hash, image_path, x0, y0, x1, y1, label, label_source, score, model_id, created,"
+                   " confidence")
+
+
 def _record(row: tuple) -> LogoRecord:
-    logo_id, image_hash, image_path, x0, y0, x1, y1, label, source, score, model_id, created = row
+    logo_id, image_hash, image_path, x0, y0, x1, y1, label, source, score, model_id, created, confidence = row
     box = Box(x0, y0, x1, y1) if x0 is not None else None
     return LogoRecord(logo_id, image_hash, image_path, box, label, LabelSource(source) if source else None,
-                      score, model_id, created)
+                      score, model_id, created, confidence)
 

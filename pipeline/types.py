@@ -149,6 +149,7 @@ class LogoRecord:
     score: float | None
     model_id: str
     created: float
+    confidence: float | None = None  # P(right) of a machine label, when a machine proposed it
 
 
 @dataclass(frozen=True)

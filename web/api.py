@@ -11,16 +11,21 @@ and uploads are read through :func:`read_upload`, which stops at the configured 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile as StarletteUpload
 
+from pipeline.annotation import ReviewVerdict
 from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
+from pipeline.exports import EXPORTERS, ExportOptions
 from pipeline.service import LogoService, calibration_summary
 from pipeline.types import LabelSource, Neighbour
 from web.auth import Access, AdminAuth
@@ -61,6 +66,15 @@ class ThresholdIn(BaseModel):
 
 class LabelIn(BaseModel):
     label: str | None = Field(..., max_length=200, description="the logo's label; null clears it")
+
+
+class ReviewIn(BaseModel):
+    accept: list[int] = Field(default_factory=list, max_length=MAX_BATCH, description="proposals made human labels")
+    reject: list[int] = Field(default_factory=list, max_length=MAX_BATCH,
+                              description="proposals removed and remembered as 'not this label'")
+    relabel: dict[int, str] = Field(default_factory=dict, max_length=MAX_BATCH, description="{logo id: new label}")
+    proposals: dict[int, str] = Field(default_factory=dict, max_length=3 * MAX_BATCH,
+                                      description="the proposal each logo was shown with; default: its current label")
 
 
 class EmbeddingIn(BaseModel):
@@ -241,6 +255,60 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         """Give one stored logo a human label (or clear it); logged, so it can be undone and audited."""
         service.bulk_label([service.resolve_client_id(logo_id)], body.label, who="api")
         return {"id": logo_id, "label": body.label}
+
+    def history_out(events: list[dict[str, Any]]) -> dict[str, Any]:
+        shown = [{key: value for key, value in event.items() if key != "session"} for event in events]
+        return {"events": shown, "next_before": shown[-1]["event"] if shown else None}
+
+    @router.get("/history")
+    def history(limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                before: Annotated[int | None, Query(ge=1, description="page back: events older than this id")] = None,
+                ) -> dict[str, Any]:
+        """Label events, newest first: logo, old and new label and source, who, when (paged with ``before``)."""
+        return history_out(service.label_history(None, limit=limit, before=before))
+
+    @router.get("/logos/{logo_id}/history")
+    def logo_history(logo_id: int, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        """One logo's label events, newest first."""
+        return history_out(service.label_history(service.resolve_client_id(logo_id), limit=limit))
+
+    @router.get("/review")
+    def review_queue(label: str | None = None,
+                     ids: Annotated[str | None, Query(description="comma-separated logo ids to judge")] = None,
+                     limit: Annotated[int, Query(ge=1, le=200)] = 40) -> dict[str, Any]:
+        """The next screen of machine proposals, grouped by label, least confident first."""
+        chosen = [int(x) for x in ids.split(",") if x.strip()] if ids else None
+        groups = service.review_queue(ids=chosen, label=label, limit=limit)
+        return {"progress": service.review_progress().to_json(),
+                "groups": [{"label": g.label, "items": [asdict(item) for item in g.items]} for g in groups]}
+
+    @router.post("/review", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
+    def review(body: ReviewIn) -> dict[str, Any]:
+        """Accept, reject or relabel proposals in one call (all undone together)."""
+        judged = [*body.accept, *body.reject, *body.relabel]
+        proposals = {**service.current_labels(judged), **body.proposals}
+        changes = service.review(ReviewVerdict(body.accept, body.reject, body.relabel), proposals, who=auth.who)
+        return {"changed": sum(len(change.ids) for change in changes),
+                "progress": service.review_progress().to_json()}
+
+    @router.get("/export", dependencies=[admin, heavy], response_class=FileResponse)
+    def export(format: Annotated[str, Query(description=f"one of {', '.join(sorted(EXPORTERS))}")],
+               human_only: bool = False,
+               labels: Annotated[str | None, Query(description="only these labels, comma-separated")] = None
+               ) -> FileResponse:
+        """The store's photos, boxes and labels as a ZIP (COCO, YOLO, LabelMe, CSV or Parquet)."""
+        if format not in EXPORTERS:
+            raise BadInputError(f"unknown export format {format!r}; one of {', '.join(sorted(EXPORTERS))}")
+        options = ExportOptions(human_only=human_only,
+                                labels=frozenset(x.strip() for x in labels.split(",")) if labels else None)
+        archive, _ = service.export(format, options)
+        return FileResponse(archive, media_type="application/zip", filename=archive.name,
+                            background=BackgroundTask(shutil.rmtree, archive.parent, ignore_errors=True))
+
+    @router.get("/evaluate/store", dependencies=[heavy])
+    def evaluate_store(k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
+        """Leave-one-out accuracy of the store on its human labels, per label, and the most confused pairs."""
+        return service.evaluate_store(k=k).to_json()
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
     def thumbnail(logo_id: int) -> Response:

@@ -1,4 +1,4 @@
-"""The Gradio page: upload-and-search, add to the index, and the map tab.
+"""The Gradio page: upload-and-search, add to the index, auto-annotate and export (admin), the map and review tabs.
 
 Per-visitor state stays with the visitor: a search's map link lives in the
 page (``gr.State``) and points at a short-lived server-side id, so what one
@@ -17,8 +17,10 @@ from gradio_image_annotation import image_annotator
 from PIL import Image
 
 from dashboard import PREFIX as DASH_PREFIX
+from dashboard.review import PREFIX as REVIEW_PREFIX
 from pipeline.demo import EXAMPLE_PHOTOS
 from pipeline.errors import ImageError, LogoError
+from pipeline.exports import EXPORTERS, ExportOptions
 from pipeline.images import crop
 from pipeline.service import LogoService
 from pipeline.types import Box, LogoMatch
@@ -34,7 +36,11 @@ def map_link(search_id: str | None = None) -> str:
 
 
 def _map_frame(search_id: str | None = None) -> str:
-    return f'<iframe src="{map_link(search_id)}" style="width:100%;height:80vh;border:0"></iframe>'
+    return _frame(map_link(search_id))
+
+
+def _frame(src: str) -> str:
+    return f'<iframe src="{src}" style="width:100%;height:80vh;border:0"></iframe>'
 
 
 def _examples() -> list[list[dict[str, Any]]]:
@@ -122,6 +128,49 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{label or 'unlabelled'}**; searchable now.",
                 gr.Dropdown(choices=service.labels_in_use()))
 
+    def annotate(files: list[str] | None, token: str | None, progress: gr.Progress = gr.Progress()):
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            raise gr.Error(access.message)
+        if not files:
+            raise gr.Error("Pick some photos first.")
+        done = logos = labelled = skipped = 0
+        failed, empty = [], []
+        for path in progress.tqdm(files, desc="auto-annotating", unit="photo"):
+            name = str(path).rsplit("/", 1)[-1]
+            try:
+                ids = service.annotate_upload(path, who=auth.who)
+            except LogoError as exc:
+                failed.append(f"{name}: {exc}")
+                continue
+            if ids is None:
+                skipped += 1
+                continue
+            done += 1
+            logos += len(ids)
+            labelled += len(service.current_labels(ids))
+            if not ids:
+                empty.append(name)
+        lines = [f"**{done} photo(s) annotated**: {logos} logo(s) found, {labelled} with a machine label "
+                 f"([review them]({REVIEW_PREFIX})); {skipped} done before."]
+        if empty:
+            lines.append(f"No logo found on: {', '.join(empty)}.")
+        if failed:
+            lines.append("Not usable: " + "; ".join(failed))
+        return "\n\n".join(lines)
+
+    def export(fmt: str, human_only: bool, token: str | None):
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            raise gr.Error(access.message)
+        try:
+            archive, report = service.export(fmt, ExportOptions(human_only=human_only))
+        except LogoError as exc:
+            raise gr.Error(str(exc)) from None
+        return str(archive), (f"{report.photos} photo(s), {report.logos} logo(s), {report.labels} label(s)"
+                              + (f"; {len(report.skipped_photos)} photo file(s) missing" if report.skipped_photos
+                                 else ""))
+
     with gr.Blocks(title="Logo search") as blocks:
         gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop, or drag boxes around "
                     "the logos; each is named by its nearest labelled logos. "
@@ -174,6 +223,29 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     add_button = gr.Button("Add", variant="primary")
                     added = gr.Markdown()
             add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo", preprocess=False)
+        with gr.Tab("Annotate"):
+            gr.Markdown("Auto-annotate product photos: each logo found is stored with the label of its nearest "
+                        "logos as a *machine* label, then [reviewed]("
+                        f"{REVIEW_PREFIX}) by people. Photos done before are skipped. For big folders use "
+                        "`python -m pipeline import-photos FOLDER` (resumable).")
+            with gr.Row():
+                photos = gr.File(file_count="multiple", file_types=["image"], label="Photos")
+                with gr.Column():
+                    admin_token = gr.Textbox(label="Admin token", type="password")
+                    annotate_button = gr.Button("Auto-annotate", variant="primary")
+                    annotated = gr.Markdown()
+            gr.Markdown("### Export\nPhotos, boxes and labels in the format another tool reads.")
+            with gr.Row():
+                fmt = gr.Dropdown(sorted(EXPORTERS), value="coco", label="Format")
+                human_only = gr.Checkbox(label="Only labels people set or accepted")
+                export_button = gr.Button("Export")
+            with gr.Row():
+                download = gr.File(label="Download")
+                exported = gr.Markdown()
+            annotate_button.click(annotate, [photos, admin_token], annotated, api_name=False)
+            export_button.click(export, [fmt, human_only, admin_token], [download, exported], api_name=False)
+        with gr.Tab("Review"):
+            gr.HTML(_frame(REVIEW_PREFIX))
         with gr.Tab("Map"):
             map_tab = gr.HTML(_map_frame())
         go.click(search, [photo, k], [found, photo, cards, message, as_json, search_link], api_name="search",
