@@ -88,14 +88,16 @@ def _layout(service: LogoService) -> html.Div:
                "all others accepted. Keys: Enter confirm · r reject selected · a accept selected · "
                "l relabel selected · u undo.", style={"fontSize": "0.9rem", "color": "#444"}),
         html.Div([
-            dcc.Input(id="review-token", type="password", placeholder="admin token", disabled=read_only),
+            dcc.Input(id="review-token", type="password", placeholder="admin token", disabled=read_only,
+                      style={"width": "10rem"}),
             dcc.Dropdown(id="review-label", placeholder="all proposed labels", clearable=True,
                          style={"width": "18rem"}),
             html.Button("Reject selected, accept the rest (Enter)", id="confirm-rest", disabled=read_only,
                         style={**BUTTON, "fontWeight": "bold"}),
             html.Button("Reject selected (r)", id="reject-selected", disabled=read_only, style=BUTTON),
             html.Button("Accept selected (a)", id="accept-selected", disabled=read_only, style=BUTTON),
-            dcc.Input(id="relabel-text", type="text", placeholder="new label", disabled=read_only),
+            dcc.Input(id="relabel-text", type="text", placeholder="new label", disabled=read_only,
+                      style={"width": "10rem"}),
             html.Button("Relabel selected (l)", id="relabel-selected", disabled=read_only, style=BUTTON),
             html.Button("Undo (u)", id="undo-review", disabled=read_only, style=BUTTON),
         ], style={"display": "flex", "gap": "0.4rem", "alignItems": "center", "flexWrap": "wrap"}),

@@ -298,3 +298,64 @@ def test_add_tab_takes_the_whole_upload_as_one_logo_when_no_box_is_drawn(server,
     (record,) = store.get([store.max_id()])
     width, height = Image.open(crop).size
     assert record.label == "Lidl" and record.box.to_list() == [0, 0, width, height]
+
+
+def _machine_proposals(app_data: Path) -> dict[str, list[int]]:
+    """Copies of stored demo logos added as machine proposals (two brands, three each, known confidences)."""
+    import io
+
+    from pipeline.store import LogoStore, NewLogo
+    from pipeline.types import LabelSource
+
+    store = LogoStore(app_data)
+    added: dict[str, list[int]] = {}
+    for brand in ("Lidl", "Starbucks"):
+        ids = store.ids_with_label(brand)[:3]
+        logos = [NewLogo(crop=Image.open(io.BytesIO(store.thumbnail(i))).convert("RGB"), label=brand,
+                         label_source=LabelSource.MACHINE, confidence=0.3 + 0.2 * n) for n, i in enumerate(ids)]
+        added[brand] = store.add(logos, store.vectors(ids), store.model_id)
+    return added
+
+
+def test_review_queue_multi_select_reject_confirm_and_keys(server, browser, app_data):
+    from pipeline.store import LogoStore
+    from pipeline.types import LabelSource
+
+    added = _machine_proposals(app_data)
+    store = LogoStore(app_data)
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(server + "/review/?label=Lidl", wait_until="load")
+    cards = page.locator("#review-queue label")
+    playwright.expect(cards).to_have_count(3, timeout=30_000)
+    playwright.expect(page.locator("#review-progress")).to_contain_text("machine labels wait for review")
+    page.fill("#review-token", "t")
+    lidl = added["Lidl"]  # least confident first: the screen shows them in this order
+    cards.nth(0).click()
+    cards.nth(1).click()  # two selected at once
+    playwright.expect(cards.nth(1).locator("input")).to_be_checked()
+    page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+    page.keyboard.press("r")  # keyboard shortcut: reject the selected
+    playwright.expect(page.locator("#review-message")).to_contain_text("2 rejected", timeout=15_000)
+    labels = store.labels(lidl)
+    assert labels[lidl[0]] == labels[lidl[1]] == (None, None) and labels[lidl[2]] == ("Lidl", LabelSource.MACHINE)
+    assert store.rejected(lidl[:2]) == {lidl[0]: {"Lidl"}, lidl[1]: {"Lidl"}}
+    playwright.expect(cards).to_have_count(1, timeout=15_000)  # rejected logos leave the queue
+    page.click("#confirm-rest")  # nothing selected: accept the rest of the screen
+    playwright.expect(page.locator("#review-message")).to_contain_text("1 accepted", timeout=15_000)
+    assert store.labels([lidl[2]])[lidl[2]] == ("Lidl", LabelSource.HUMAN)
+
+    page.goto(server + "/review/?label=Starbucks", wait_until="load")
+    cards = page.locator("#review-queue label")
+    playwright.expect(cards).to_have_count(3, timeout=30_000)
+    page.fill("#review-token", "t")
+    starbucks = added["Starbucks"]
+    cards.nth(2).click()  # the most confident one is the wrong one here
+    playwright.expect(cards.nth(2).locator("input")).to_be_checked()
+    page.keyboard.press("Enter")  # reject the selected, accept the others
+    playwright.expect(page.locator("#review-message")).to_contain_text("2 accepted, 1 rejected", timeout=15_000)
+    labels = store.labels(starbucks)
+    assert [labels[i] for i in starbucks] == [("Starbucks", LabelSource.HUMAN)] * 2 + [(None, None)]
+    page.keyboard.press("u")  # undo the whole screen
+    playwright.expect(page.locator("#review-message")).to_contain_text("Undone: 3 logos", timeout=15_000)
+    assert set(store.labels(starbucks).values()) == {("Starbucks", LabelSource.MACHINE)}
+    page.close()

@@ -3,8 +3,13 @@
 // l: relabel selected (focus the label field first when it is empty); u: undo the last screen.
 (function () {
   function click(id) {
-    var button = document.getElementById(id);
-    if (button && !button.disabled) { button.click(); }
+    // after the key's own default handling, with the focused logo's checkbox let go: the click then
+    // reads the selection as the page shows it
+    if (document.activeElement && document.activeElement.blur) { document.activeElement.blur(); }
+    setTimeout(function () {
+      var button = document.getElementById(id);
+      if (button && !button.disabled) { button.click(); }
+    }, 0);
   }
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
