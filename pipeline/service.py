@@ -701,9 +701,27 @@ class LogoService:
         """How many logos are stored."""
         return self.store.count()
 
-    def stored_ids(self) -> list[int]:
-        """Every stored logo by the id clients know (its external id where it has one), in store order."""
-        return self.store.client_ids()
+    def stored_ids(self, after: int = 0, limit: int | None = None) -> tuple[list[int], int | None]:
+        """Stored logos by the id clients know (their external id where they have one), a page at a time.
+
+        Args:
+            after: The cursor of the previous page (0: from the start).
+            limit: Logos on the page (None: all).
+
+        Returns:
+            ``(client ids, cursor of the next page)``; the cursor is None on the last page.
+        """
+        rows = self.store.client_ids(after, None if limit is None else limit + 1)
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if limit is not None else rows
+        return [client for _, client in rows], (rows[-1][0] if more else None)
+
+    def page_of_logos(self, after: int, limit: int) -> tuple[list[int], int | None]:
+        """Store ids of the logos after the cursor ``after``, and the next cursor (None on the last page)."""
+        rows = self.store.client_ids(after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [store_id for store_id, _ in rows], (rows[-1][0] if more else None)
 
     def thumbnail(self, logo_id: int) -> bytes | None:
         """A stored logo's WebP thumbnail (None for an unknown id)."""

@@ -554,9 +554,12 @@ class LogoStore:
                                    (1 + int(draw * top),)).fetchone()
         return row[0] if row else None
 
-    def client_ids(self) -> list[int]:
-        """Every logo's external id where it has one, else its id, in id order."""
-        return [row[0] for row in self._conn().execute("SELECT COALESCE(external_id, id) FROM logos ORDER BY id")]
+    def client_ids(self, after: int = 0, limit: int | None = None) -> list[tuple[int, int]]:
+        """``(id, client id)`` of logos with ``id > after`` in id order, at most ``limit``; the client id is the
+        external id where the logo has one, else its id."""
+        return [(row[0], row[1]) for row in self._conn().execute(
+            "SELECT id, COALESCE(external_id, id) FROM logos WHERE id > ? ORDER BY id LIMIT ?",
+            (int(after), -1 if limit is None else int(limit)))]
 
     def by_external_id(self, external_ids: Sequence[int]) -> dict[int, int]:
         """``{external id: logo id}`` for the external ids the store holds."""

@@ -91,7 +91,7 @@ def _bulk(client: TestClient, token: str, ids: list[int], session: str = "tab-1"
 
 def test_dash_refuses_a_non_ascii_token_and_undo_is_per_session(filled):
     client = TestClient(create_app(filled))
-    ids = filled.stored_ids()[:2]
+    ids = filled.stored_ids()[0][:2]
     before = {i: filled.label_of(i) for i in ids}
     assert "valid admin token" in _bulk(client, "tökén", ids)
     assert {i: filled.label_of(i) for i in ids} == before
@@ -146,3 +146,37 @@ def test_a_bad_setting_stops_the_app_with_one_line_naming_it(variable, value, tm
     assert "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert variable in line
+
+
+def test_stored_ids_and_the_batch_walk_come_in_pages(filled):
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+
+    client = TestClient(create_app(filled))
+    every = client.get("/api/v1/ann/stored").json()
+    assert every["count"] == filled.count() == len(every["stored"]) and every["next_after"] is None
+    pages, after = [], 0
+    while True:
+        page = client.get("/api/v1/ann/stored", params={"limit": 5, "after": after}).json()
+        pages.append(page["stored"])
+        assert len(page["stored"]) <= 5
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert [i for page in pages for i in page] == every["stored"] and len(pages) == -(-filled.count() // 5)
+    assert client.get("/api/v1/ann/stored", params={"limit": 0}).status_code == 422
+    assert client.get("/api/v1/ann/stored", params={"limit": 100_001}).status_code == 422
+
+    walked, after = {}, 0
+    while True:
+        page = client.get("/api/v1/ann/batch", params={"limit": 4, "after": after, "count": 2}).json()
+        assert page["count"] == len(page["results"]) <= 4
+        walked.update(page["results"])
+        if "next_after" not in page:
+            break
+        after = page["next_after"]
+    assert sorted(int(i) for i in walked) == sorted(every["stored"])
+    assert all(len(neighbours) == 2 for neighbours in walked.values())
+    classic = client.get("/api/v1/ann/batch", params={"logo_ids": f"{every['stored'][0]}", "count": 2}).json()
+    assert set(classic) == {"results", "count"}  # robotoff-ann's shape, unchanged

@@ -33,6 +33,7 @@ from web.limits import RequestGate
 
 PREFIX = "/api/v1"
 MAX_BATCH = 1000
+MAX_STORED_PAGE = 100_000  # ids per page of /ann/stored (robotoff-ann sent every id in one answer)
 JSON_BODY_BYTES = 1024 * 1024  # the JSON routes' bodies (ids, an embedding, a threshold) are small
 FORM_OVERHEAD_BYTES = 64 * 1024  # multipart boundaries and the boxes/labels fields, on top of the file
 Count = Annotated[int, Query(ge=1, le=500, description="neighbours per logo")]
@@ -58,6 +59,7 @@ class BatchIn(BaseModel):
 class BatchOut(BaseModel):
     results: dict[int, list[NeighbourOut]]
     count: int
+    next_after: int | None = Field(None, description="paged walk: the cursor of the next page (absent: none)")
 
 
 class ThresholdIn(BaseModel):
@@ -147,28 +149,49 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         return {"count": service.count()}
 
     @router.get("/ann/stored")
-    def stored() -> dict[str, list[int]]:
-        return {"stored": service.stored_ids()}
+    def stored(limit: Annotated[int, Query(ge=1, le=MAX_STORED_PAGE, description="ids per page")] = MAX_STORED_PAGE,
+               after: Annotated[int, Query(ge=0, description="next_after of the previous page")] = 0,
+               ) -> dict[str, Any]:
+        """Stored logos by the ids clients know, ``limit`` at a time (robotoff-ann answered all at once; a store
+        under ``limit`` logos still comes in one page). ``next_after`` is null on the last page."""
+        ids, next_after = service.stored_ids(after, limit)
+        return {"stored": ids, "count": len(ids), "next_after": next_after}
 
     def neighbours_of(store_id: int, count: int) -> NeighboursOut:
         """A stored logo's neighbours, each by the id its client knows."""
         neighbours = service.search_logo(store_id, count)
         return _out(neighbours, service.client_ids([n.id for n in neighbours]))
 
-    def batch(logo_ids: list[int], count: int) -> BatchOut:
+    def batch(logo_ids: list[int], count: int, store_ids: list[int] | None = None) -> BatchOut:
         results = {}
         for logo_id in logo_ids:
             try:
                 results[logo_id] = neighbours_of(service.resolve_client_id(logo_id), count).results
             except LogoNotFoundError:
                 continue  # as robotoff-ann: unknown ids are left out
+        if store_ids:
+            clients = service.client_ids(store_ids)
+            for store_id in store_ids:
+                try:
+                    results[clients[store_id]] = neighbours_of(store_id, count).results
+                except LogoNotFoundError:
+                    continue  # removed meanwhile
         return BatchOut(results=results, count=len(results))
 
-    @router.get("/ann/batch", response_model=BatchOut, dependencies=[heavy])
-    def ann_batch_get(logo_ids: Annotated[str, Query(description="comma-separated logo ids, e.g. 1,2,3")],
-                      count: Count = 100, index: Index = None) -> BatchOut:
-        """robotoff-ann's batch route: a GET with a comma-separated list."""
+    @router.get("/ann/batch", response_model=BatchOut, response_model_exclude_none=True, dependencies=[heavy])
+    def ann_batch_get(logo_ids: Annotated[str | None, Query(description="comma-separated logo ids, e.g. 1,2,3; "
+                                                                        "without them, a page of the store")] = None,
+                      count: Count = 100, index: Index = None,
+                      limit: Annotated[int, Query(ge=1, le=MAX_BATCH, description="page: logos")] = 100,
+                      after: Annotated[int, Query(ge=0, description="page: next_after of the previous")] = 0,
+                      ) -> BatchOut:
+        """robotoff-ann's batch route: a GET with a comma-separated list; or, without ``logo_ids``, the
+        neighbours of every stored logo a page at a time (``limit``, ``after``; no ``next_after`` on the last page)."""
         service.check_index(index)
+        if logo_ids is None:
+            page, next_after = service.page_of_logos(after, limit)
+            answer = batch([], count, store_ids=page)
+            return BatchOut(results=answer.results, count=answer.count, next_after=next_after)
         try:
             ids = [int(part) for part in logo_ids.split(",") if part.strip()]
         except ValueError:
@@ -177,7 +200,8 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
             raise BadInputError(f"give between 1 and {MAX_BATCH} logo ids")
         return batch(ids, count)
 
-    @router.post("/ann/batch", response_model=BatchOut, dependencies=[heavy], max_body_size=JSON_BODY_BYTES)
+    @router.post("/ann/batch", response_model=BatchOut, response_model_exclude_none=True, dependencies=[heavy],
+                 max_body_size=JSON_BODY_BYTES)
     def ann_batch(body: BatchIn, index: Index = None) -> BatchOut:
         service.check_index(index)
         return batch(body.logo_ids, body.count)
