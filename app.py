@@ -71,6 +71,7 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     service.request_calibration()  # in the background, if the labels changed since the last calibration
     service.start_map()  # the UMAP map fits in the background (or is read from its cache)
+    service.request_health()  # cluster health's neighbours, in the background; again after each change
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,
              "enabled" if settings.admin_token else "disabled: set ADMIN_TOKEN")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port)

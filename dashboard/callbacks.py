@@ -180,12 +180,21 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                 else f"'{label}' uses the default threshold again.")
 
     @app.callback(Output("purity", "children"), Output("suspects", "children"), Output("clusters", "children"),
-                  Output("cluster-ids", "data"), Input("labels-version", "data"), Input("map-key", "data"),
-                  Input("refresh-health", "n_clicks"))
-    def health(_: int, key: str | None, __: int | None):
+                  Output("cluster-ids", "data"), Output("health-tick", "disabled"), Output("health-note", "children"),
+                  Input("labels-version", "data"), Input("map-key", "data"), Input("refresh-health", "n_clicks"),
+                  Input("health-tick", "n_intervals"))
+    def health(_: int, key: str | None, refresh: int | None, __: int | None):
         if service.count() == 0:
-            return "No logos yet.", "", "", []
-        report = service.cluster_health(k=settings.k)
+            return "No logos yet.", "", "", [], True, ""
+        if ctx.triggered_id == "refresh-health" and refresh:
+            service.request_health()
+        report = service.cluster_health(k=settings.k, wait=False)  # never computed by a page load
+        if report is None:  # the logos changed: the run their change asked for has not finished yet
+            waiting = html.Div("Computing in the background after the last change; it appears here when done.",
+                               style={"fontSize": "0.85rem"})
+            return waiting, waiting, waiting, [], False, ""
+        note = (f"Neighbours of a random sample of {report.sampled:,} of {report.logos:,} logos."
+                if report.sampled < report.logos else f"Neighbours of all {report.logos:,} logos.")
         purity = [html.Div("Least pure first: share of each logo's neighbours with the same label.",
                            style={"fontSize": "0.8rem", "color": "#555"})]
         purity += [_entry("health-label", h.label, f"{h.label}: purity {h.purity:.0%} · {h.logos} logos"
@@ -204,7 +213,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                                   _review_anchor(c.ids, "Review this cluster")])
                         for n, c in enumerate(report.clusters[:LIST_LIMIT])]
             clusters = clusters or [html.Div("No dense unlabelled clusters.")]
-        return purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]]
+        return purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]], True, note
 
     @app.callback(Output("store-accuracy", "children"), Input("labels-version", "data"),
                   Input("refresh-health", "n_clicks"))

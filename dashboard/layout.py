@@ -79,6 +79,8 @@ def build_layout(service: LogoService) -> html.Div:
                     html.Div([html.H4("Cluster health", style={"margin": "0"}),
                               html.Button("Refresh", id="refresh-health")],
                              style={"display": "flex", "justifyContent": "space-between"}),
+                    html.Div("", id="health-note", style={"fontSize": "0.75rem", "color": "#666"}),
+                    dcc.Interval(id="health-tick", interval=4000, disabled=True),
                     dcc.Loading(dcc.Tabs([
                         dcc.Tab(label="Purity", children=html.Div(id="purity")),
                         dcc.Tab(label="Suspects", children=html.Div(id="suspects")),

@@ -59,19 +59,26 @@ class Cluster:
 
 @dataclass(frozen=True)
 class HealthReport:
+    """Cluster health of a store; ``sampled`` of its ``logos`` had their neighbours searched."""
+
     labels: list[LabelHealth]
     suspects: list[Suspect]
     clusters: list[Cluster]
+    sampled: int = 0
+    logos: int = 0
 
 
 def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple[str | None, LabelSource | None]],
-                 min_votes: int = 2) -> tuple[list[LabelHealth], list[Suspect]]:
+                 min_votes: int = 2, label_sizes: Mapping[str, int] | None = None
+                 ) -> tuple[list[LabelHealth], list[Suspect]]:
     """Purity per label and the suspect logos, from each logo's nearest neighbours.
 
     Args:
         neighbours: ``logo id -> ids of its k nearest neighbours`` (itself excluded).
         labels: ``logo id -> (label, source)`` for every id that appears.
         min_votes: Labelled neighbours a logo needs before it can be called a suspect.
+        label_sizes: Logos per label in the store (default: counted among ``neighbours``' keys, which is the
+            store when every logo is a key, not when they are a sample).
 
     Example:
         >>> labels = {1: ("a", None), 2: ("a", None), 3: ("a", None), 4: ("a", None), 5: ("b", None)}
@@ -80,7 +87,8 @@ def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple
         >>> [(h.label, round(h.purity, 2)) for h in per_label], [(s.logo_id, s.neighbours_say) for s in suspects]
         ([('a', 0.92)], [(5, 'a')])
     """
-    sizes = Counter(labels.get(i, (None, None))[0] for i in neighbours)
+    sizes = Counter(label_sizes) if label_sizes is not None else Counter(
+        labels.get(i, (None, None))[0] for i in neighbours)
     shares: dict[str, list[float]] = {}
     suspects: list[Suspect] = []
     for logo_id, near in neighbours.items():

@@ -50,6 +50,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LOGO_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a stored logo
+HEALTH_SAMPLE = 20_000  # logos whose neighbours cluster health searches (all of them in a smaller store)
+HEALTH_SETTLE_S = 3.0  # quiet seconds after the last add before cluster health is recomputed
+
+
+@dataclass(frozen=True)
+class NeighbourTable:
+    """Each sampled logo's nearest neighbours, for the store content ``key`` it was computed on."""
+
+    key: tuple[str, int]
+    table: dict[int, list[int]]
+    logos: int  # logos in the store when computed (the table covers all of them, or a sample)
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,9 @@ class LogoService:
         self._calibrator: tuple[tuple[float, str], Calibrator | None] | None = None
         self._calibrating = threading.Lock()
         self._calibration_wanted = threading.Event()
-        self._neighbour_table: tuple[tuple[str, int], dict[int, list[int]]] | None = None
+        self._neighbour_table: NeighbourTable | None = None
+        self._health_wanted = threading.Event()
+        self._health_running = threading.Lock()
         self._compacting = threading.Lock()
 
     @property
@@ -388,7 +401,13 @@ class LogoService:
         ids = self.store.add(logos, vectors, self.embedder.model_id)
         if compact:
             self._compact_when_due()
+        self._logos_changed()
         return ids
+
+    def _logos_changed(self) -> None:
+        """After logos were added: cluster health is recomputed in the background, if anyone has asked for it."""
+        if self._neighbour_table is not None or self._health_running.locked():
+            self.request_health()
 
     def _compact_when_due(self) -> None:
         """Rebuild the index in the background once more than ``compact_after`` logos wait in the exact delta.
@@ -456,6 +475,7 @@ class LogoService:
                              self.embedder.model_id, who=who, photo=record)
         if ids:
             self._compact_when_due()
+            self._logos_changed()
         return ids
 
     def annotate_upload(self, path: Path, *, who: str = "local") -> list[int] | None:
@@ -605,33 +625,84 @@ class LogoService:
             self.request_calibration()
         return change
 
-    def neighbour_table(self, k: int = 10) -> dict[int, list[int]]:
-        """Every stored logo's ``k`` nearest neighbours (itself excluded), cached until the logos change."""
+    def neighbour_table(self, k: int = 10) -> NeighbourTable:
+        """Nearest neighbours (itself excluded) of every stored logo, or of a seeded sample of
+        :data:`HEALTH_SAMPLE` of them in a bigger store; cached until the logos change.
+
+        Labels are not part of it (they change far more often than the logos and are read when a report is
+        made), so the table lasts until logos are added or removed.
+        """
         ids = np.array(self.store.ids(), dtype=np.int64)
         key = (content_key(self.store.model_id, ids), k)
         cached = self._neighbour_table
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        if cached is not None and cached.key == key:
+            return cached
+        queries = ids
+        if len(ids) > HEALTH_SAMPLE:
+            seed = int.from_bytes(key[0].encode()[:8].ljust(8, b"0"), "little")
+            queries = np.sort(np.random.default_rng(seed).choice(ids, HEALTH_SAMPLE, replace=False))
         table: dict[int, list[int]] = {}
         model_id = self.store.model_id or ""
-        for batch_ids, vectors in self.store.iter_vectors():
-            for logo_id, vector in zip(batch_ids.tolist(), vectors, strict=True):
+        for chunk in chunked(queries.tolist(), 1000):
+            for logo_id, vector in zip(chunk, self.store.vectors(chunk), strict=True):
                 pairs = self.index.search(vector, k + 1, model_id)
                 table[logo_id] = [i for i, _ in pairs if i != logo_id][:k]
-        self._neighbour_table = (key, table)
-        return table
+        made = NeighbourTable(key, table, len(ids))
+        self._neighbour_table = made
+        return made
 
-    def cluster_health(self, k: int = 10, min_cluster_size: int = 5) -> HealthReport:
-        """Purity per label, suspect logos, and dense unlabelled clusters on the map (if fitted)."""
-        table = self.neighbour_table(k)
-        labels = self.store.labels(list(table))
-        per_label, suspects = label_health(table, labels)
+    def request_health(self) -> None:
+        """Recompute the cluster-health neighbours in the background once the logos stop changing for a few
+        seconds; one run at a time, never on a page load (a visitor reads what the last run left)."""
+        self._health_wanted.set()
+        if self._health_running.acquire(blocking=False):
+            threading.Thread(target=self._health_worker, name="cluster-health", daemon=True).start()
+
+    def _health_worker(self) -> None:
+        try:
+            while self._health_wanted.is_set():
+                self._health_wanted.clear()
+                time.sleep(HEALTH_SETTLE_S)
+                if self._health_wanted.is_set():
+                    continue  # still changing: wait for quiet
+                try:
+                    self.neighbour_table(self.settings.k)
+                except Exception:  # a failed run leaves the last table; the next change tries again
+                    log.exception("cluster health failed")
+        finally:
+            self._health_running.release()
+        if self._health_wanted.is_set():  # asked again between the loop's end and the release
+            self.request_health()
+
+    def cluster_health(self, k: int = 10, min_cluster_size: int = 5, *, wait: bool = True) -> HealthReport | None:
+        """Purity per label, suspect logos, and dense unlabelled clusters on the map (if fitted).
+
+        Args:
+            k: Neighbours per logo.
+            min_cluster_size: Smallest unlabelled cluster.
+            wait: Compute the neighbours now if the logos changed since the last run; with False, answer None
+                instead (the dashboard: :meth:`request_health` computes them in the background).
+        """
+        cached = self._neighbour_table
+        if not wait and (cached is None or cached.key != (content_key(self.store.model_id, np.array(
+                self.store.ids(), dtype=np.int64)), k)):
+            return None
+        made = self.neighbour_table(k) if wait else cached
+        table = made.table
+        seen = set(table) | {n for near in table.values() for n in near}
+        labels = self.store.labels(sorted(seen))
+        per_label, suspects = label_health(table, labels, label_sizes=self.store.label_counts())
         clusters = []
         points = self.map.points()
         if points is not None:
-            unlabelled = np.array([labels.get(int(i), (None, None))[0] is None for i in points.ids], dtype=bool)
-            clusters = unlabelled_clusters(points.ids[unlabelled], points.xy[unlabelled], min_cluster_size)
-        return HealthReport(per_label, suspects, clusters)
+            point_labels = self.store.labels(points.ids.tolist())
+            unlabelled = np.array([point_labels.get(int(i), (None, None))[0] is None for i in points.ids], dtype=bool)
+            ids, xy = points.ids[unlabelled], points.xy[unlabelled]
+            if len(ids) > HEALTH_SAMPLE:  # HDBSCAN on millions of points would take minutes: a seeded sample
+                keep = np.sort(np.random.default_rng(0).choice(len(ids), HEALTH_SAMPLE, replace=False))
+                ids, xy = ids[keep], xy[keep]
+            clusters = unlabelled_clusters(ids, xy, min_cluster_size)
+        return HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos)
 
     def reembed(self, *, batch: int = 64, progress: bool = True) -> ReembedReport:
         """Re-embed every stored logo with this service's embedder if the store was built with another.

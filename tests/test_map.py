@@ -61,6 +61,38 @@ def test_fixing_the_label_clears_the_suspect(labelled_service):
     assert report.suspects == [] and all(h.purity == 1.0 for h in report.labels)
 
 
+def _wait_for_health(service: LogoService, timeout: float = 30.0):
+    import time
+
+    deadline = time.time() + timeout
+    while (report := service.cluster_health(k=5, wait=False)) is None:
+        assert time.time() < deadline, "cluster health never came"
+        time.sleep(0.05)
+    return report
+
+
+def test_cluster_health_runs_in_the_background_never_on_a_read_and_samples_a_big_store(labelled_service,
+                                                                                        monkeypatch):
+    import pipeline.service as service_module
+
+    service, ids = labelled_service
+    monkeypatch.setattr(service_module, "HEALTH_SETTLE_S", 0.05)
+    monkeypatch.setattr(service_module, "HEALTH_SAMPLE", 20)  # a "big" store: 32 logos, 20 searched
+    assert service.cluster_health(k=5, wait=False) is None  # a read (a page load) computes nothing
+    assert service.cluster_health(k=5, wait=False) is None
+    service.settings = service.settings.replace(k=5)
+    service.request_health()
+    report = _wait_for_health(service)
+    assert (report.sampled, report.logos) == (20, 32)
+    assert {h.label for h in report.labels} <= set("abcd") and report.labels
+    assert all(s.label == "b" for s in report.suspects)  # only the known mistake can be one
+    assert service.cluster_health(k=5, wait=False) is report or service.cluster_health(k=5, wait=False) == report
+    fill(service.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
+    assert service.cluster_health(k=5, wait=False) is None
+    service.request_health()
+    assert _wait_for_health(service).logos == 35
+
+
 def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
     ids = fill(service.store, clustered(1, 3), ["x", None, "y"])
@@ -78,7 +110,8 @@ def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
     assert service.store.labels(ids) == before
     assert service.undo_label("tab-a") is None
     history = service.store.label_history(ids[0])
-    assert [(e["old_label"], e["new_label"]) for e in history] == [("z", "x"), (None, "z"), ("z", None), ("x", "z")]
+    assert [(e["old_label"], e["new_label"]) for e in history] == [("z", "x"), (None, "z"), ("z", None), ("x", "z"),
+                                                                   (None, "x")]  # the last: added labelled
 
 
 def test_undo_is_per_session_and_never_reverts_a_later_change_by_someone_else(tmp_path):
