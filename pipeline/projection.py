@@ -41,6 +41,7 @@ class MapConfig:
     pca_dims: int = 50
     metric: str = "cosine"
     init: str = "pca"  # the spectral default crawls when logos form many disconnected clusters
+    max_fit: int = 50_000  # logos the UMAP fit sees (a seeded sample past that); the rest are placed by transform
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,8 @@ class LogoMap:
                 self._failed, self._message = True, f"the map fit failed: {exc}"
 
     def fit(self) -> MapStatus:
-        """Fit PCA + UMAP on every stored vector, save it atomically, and make it current."""
+        """Fit PCA + UMAP on the stored vectors (a seeded sample of ``max_fit`` past that, the rest placed with
+        ``transform``), save it atomically, and make it current."""
         from sklearn.decomposition import PCA
         from sklearn.pipeline import make_pipeline
         from umap import UMAP
@@ -247,11 +249,18 @@ class LogoMap:
         if len(ids) < MIN_POINTS:
             raise StoreError(f"a map needs at least {MIN_POINTS} logos")
         key = content_key(model_id, ids)
+        rest_ids, rest = np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32)
+        if len(ids) > self.config.max_fit:  # UMAP's fit grows faster than linearly: fit a sample, place the rest
+            chosen = np.zeros(len(ids), dtype=bool)
+            chosen[np.random.default_rng(int(key[:8], 16)).choice(len(ids), self.config.max_fit, replace=False)] = True
+            rest_ids, rest = ids[~chosen], vectors[~chosen]
+            ids, vectors = ids[chosen], vectors[chosen]
+        share = 1.0 if not len(rest_ids) else 0.6  # of the progress bar, for the fit (the rest: placing)
         self._report(0.05, f"building the neighbour graph of {len(ids)} logos")
         steps = []
         if vectors.shape[1] > self.config.pca_dims and len(ids) > self.config.pca_dims:
             steps.append(PCA(self.config.pca_dims, random_state=0))
-        epochs = _EpochProgress(lambda f: self._report(0.3 + 0.7 * f, f"laying out: {f:.0%} of the epochs"))
+        epochs = _EpochProgress(lambda f: self._report(0.3 + (share - 0.3) * f, f"laying out: {f:.0%} of the epochs"))
         steps.append(UMAP(n_neighbors=min(self.config.n_neighbors, len(ids) - 1), min_dist=self.config.min_dist,
                           metric=self.config.metric, low_memory=True, init=self.config.init,
                           tqdm_kwds={"disable": False, "file": epochs, "mininterval": 0.5,
@@ -259,6 +268,12 @@ class LogoMap:
         model = make_pipeline(*steps)
         xy = model.fit_transform(vectors).astype(np.float32)
         model[-1].tqdm_kwds = {"disable": True}  # the progress sink is not for pickling, nor for transform
+        placed = []
+        for start in range(0, len(rest_ids), 50_000):
+            self._report(share + (0.98 - share) * start / len(rest_ids),
+                         f"placing the other logos: {start} of {len(rest_ids)}")
+            placed.append(np.asarray(model.transform(rest[start:start + 50_000]), dtype=np.float32))
+        rest_xy = np.concatenate(placed) if placed else np.zeros((0, 2), np.float32)
         seconds = time.perf_counter() - started
         self._report(0.99, "saving the map")
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -274,9 +289,12 @@ class LogoMap:
             for old in self.directory.glob("placed-*.npz"):
                 old.unlink(missing_ok=True)
         with self._lock:
-            self._fit = _Fit(key, model, ids, xy, seconds, model_id)
-            self._message = f"fitted {len(ids)} logos in {seconds:.1f} s"
-        log.info("map fitted: %d logos in %.1f s", len(ids), seconds)
+            self._fit = _Fit(key, model, ids, xy, seconds, model_id, rest_ids, rest_xy)
+            if len(rest_ids):
+                self._save_placed(self._fit)
+            self._message = (f"fitted {len(ids)} logos in {seconds:.1f} s" + (
+                f", {len(rest_ids)} more placed with transform" if len(rest_ids) else ""))
+        log.info("map fitted: %d logos (+%d placed) in %.1f s", len(ids), len(rest_ids), seconds)
         return self.status()
 
     def _pointer_file(self) -> str | None:

@@ -205,3 +205,28 @@ def test_map_payload_stays_bounded_at_one_million_logos():
     kept_human = (frame.data.source == "human").sum()
     assert kept_human == min(MAX_POINTS, (labels.source == "human").sum())  # people's labels are kept first
     assert figure_bytes(map_figure(frame)) < PAYLOAD_BUDGET_1M
+
+
+def test_a_big_store_is_fitted_on_a_sample_and_the_rest_placed(tmp_path):
+    from pipeline.projection import MapConfig
+
+    store = LogoStore(tmp_path / "data")
+    ids = fill(store, clustered(4, 30), [name for name in "abcd" for _ in range(30)])
+    logo_map = LogoMap(store, tmp_path / "map", MapConfig(max_fit=50))
+    status = logo_map.fit()
+    assert (status.fitted, status.placed) == (50, 70)
+    points = logo_map.points()
+    assert sorted(points.ids.tolist()) == ids and np.isfinite(points.xy).all()
+    # placed logos land among the fitted logos of their own cluster
+    cluster = {i: n // 30 for n, i in enumerate(ids)}
+    fitted = set(logo_map._fit.ids.tolist())
+    for n in range(4):
+        mine = np.array([cluster[int(i)] == n for i in points.ids])
+        was_fitted = np.array([int(i) in fitted for i in points.ids])
+        centre = points.xy[mine & was_fitted].mean(axis=0)
+        others = [points.xy[(~mine) & was_fitted & np.array([cluster[int(i)] == m for i in points.ids])].mean(axis=0)
+                  for m in range(4) if m != n]
+        for xy in points.xy[mine & ~was_fitted]:
+            assert np.linalg.norm(xy - centre) < min(np.linalg.norm(xy - other) for other in others)
+    again = LogoMap(store, tmp_path / "map", MapConfig(max_fit=50))  # a restart reads fit and placements back
+    assert sorted(again.points().ids.tolist()) == ids
