@@ -1,0 +1,134 @@
+"""Scale: a store of N clustered vectors, built and searched the way the app does it; one JSON line.
+
+    python benchmarks/scale.py --n 100000 [--json] [--skip-map]
+
+N unit vectors of 256-d (the embedder's size) in tight clusters of ~20 (logos of
+one brand), a third of them labelled, go in through the store's bulk path
+(``LogoStore.add`` in batches, vectors appended to the memory-mapped file), then:
+
+- ``add_s``: the adds; ``build_s``: ``LogoIndex.rebuild`` (Annoy, 50 trees);
+- ``recall@10``: against exact search, for 200 queries near stored logos
+  (a stored vector plus noise), through ``LogoIndex.search`` as the API calls it;
+  ``p50_ms`` / ``p95_ms`` of those searches;
+- ``health_s``: the cluster-health neighbour table (a seeded sample of 20,000
+  logos past that size, as the app computes it in the background);
+- ``map_fit_s``: the UMAP map (fitted on a sample of 50,000, the rest placed with
+  ``transform``); ``map_payload_mb``: the figure the dashboard sends (a sample of
+  200,000 points past that);
+- ``rss_gb``: the process's peak resident memory; ``disk_gb``: the data folder.
+
+Targets at 1M on 2 cores (issue: Open Food Facts scale): recall@10 >= 0.95,
+p50 <= 10 ms, build <= 3 min, RSS <= 6 GB, health <= 2 min, map fit <= 5 min.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipeline.config import Settings  # noqa: E402
+from pipeline.index import IndexConfig, LogoIndex  # noqa: E402
+from pipeline.service import LogoService  # noqa: E402
+from pipeline.store import NewLogo  # noqa: E402
+from pipeline.types import LabelSource  # noqa: E402
+
+DIM = 256
+MODEL = "scale-benchmark"
+
+
+def clustered(n: int, rng: np.random.Generator, per_cluster: int = 20) -> np.ndarray:
+    clusters = max(1, n // per_cluster)
+    centres = rng.normal(size=(clusters, DIM)).astype(np.float32)
+    vectors = centres[rng.integers(0, clusters, n)] + rng.normal(scale=0.35, size=(n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def folder_gb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--skip-map", action="store_true", help="leave out the map fit (the slowest part)")
+    parser.add_argument("--json", action="store_true", help="one JSON line only")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    figures: dict[str, object] = {"n": args.n, "dim": DIM}
+    with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+        data = Path(tmp)
+        settings = Settings(data_dir=data, index_backend="annoy", detector="whole-image")
+        service = LogoService(settings)
+        store = service.store
+        started = time.perf_counter()
+        batch = 50_000
+        for start in range(0, args.n, batch):
+            vectors = clustered(min(batch, args.n - start), rng)
+            logos = [NewLogo(label=f"brand{(start + i) // 60}" if (start + i) % 3 == 0 else None,
+                             label_source=LabelSource.HUMAN) for i in range(len(vectors))]
+            store.add(logos, vectors, MODEL)
+        figures["add_s"] = round(time.perf_counter() - started, 1)
+
+        index = LogoIndex(store, data / "index", IndexConfig("annoy", settings.n_trees, settings.search_k))
+        service.index = index
+        started = time.perf_counter()
+        index.rebuild()
+        figures["build_s"] = round(time.perf_counter() - started, 1)
+
+        picked = rng.choice(args.n, args.queries, replace=False) + 1  # ids start at 1
+        queries = store.vectors(picked.tolist()) + rng.normal(scale=0.05, size=(args.queries, DIM)).astype(np.float32)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        exact = np.full((args.queries, 10), -np.inf, np.float32)
+        exact_ids = np.zeros((args.queries, 10), np.int64)
+        for ids, vectors in store.iter_vectors(batch=100_000):
+            sims = queries @ vectors.T
+            merged = np.concatenate([exact, sims], axis=1)
+            merged_ids = np.concatenate([exact_ids, np.broadcast_to(ids, sims.shape)], axis=1)
+            top = np.argsort(-merged, axis=1)[:, :10]
+            exact, exact_ids = np.take_along_axis(merged, top, 1), np.take_along_axis(merged_ids, top, 1)
+        hits, times = 0, []
+        for query, truth in zip(queries, exact_ids, strict=True):
+            began = time.perf_counter()
+            found = index.search(query, 10, MODEL)
+            times.append(time.perf_counter() - began)
+            hits += len({i for i, _ in found} & set(truth.tolist()))
+        figures["recall@10"] = round(hits / (10 * args.queries), 4)
+        figures["p50_ms"], figures["p95_ms"] = (round(float(v), 2) for v in np.percentile(np.array(times) * 1e3,
+                                                                                          [50, 95]))
+
+        started = time.perf_counter()
+        table = service.neighbour_table(10)
+        figures["health_s"] = round(time.perf_counter() - started, 1)
+        figures["health_logos_searched"] = len(table.table)
+
+        if not args.skip_map:
+            from dashboard.figures import figure_bytes, map_figure, map_frame
+
+            started = time.perf_counter()
+            service.map.fit()
+            figures["map_fit_s"] = round(time.perf_counter() - started, 1)
+            points = service.map.points()
+            frame = map_frame(points.ids, points.xy, store.label_frame())
+            figures["map_payload_mb"] = round(figure_bytes(map_figure(frame)) / 1e6, 2)
+        figures["rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        figures["disk_gb"] = round(folder_gb(data), 2)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:>22}: {value}")
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
