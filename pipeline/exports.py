@@ -133,7 +133,8 @@ def _write_coco(photos: list[_Photo], classes: list[str], out: Path) -> None:
                                "confidence": logo.confidence}})
     data = {"info": {"description": "logo annotations exported by the logo search app"},
             "images": images, "annotations": annotations,
-            "categories": [{"id": number, "name": label, "supercategory": "logo"} for label, number in category.items()]}
+            "categories": [{"id": number, "name": label, "supercategory": "logo"}
+                           for label, number in category.items()]}
     (out / "annotations.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
 
 

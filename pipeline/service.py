@@ -458,8 +458,9 @@ class LogoService:
         One embedding pass serves both the search and the store. The confidence kept with a proposal is the
         calibrated probability (the vote share before the store has a calibration). A proposal is stored
         when it is at least ``LOGOS_PROPOSE_MIN`` likely, below the threshold at which a search names the
-        logo too: people review proposals, least confident first. Other logos are stored unlabelled. The photo is recorded in the same transaction as its logos, even when
-        it has none, so that an interrupted bulk run resumes without duplicates or gaps.
+        logo too: people review proposals, least confident first. Other logos are stored unlabelled. The
+        photo is recorded in the same transaction as its logos, even when it has none, so that an interrupted
+        bulk run resumes without duplicates or gaps.
         """
         detections = self.detect(photo)
         crops = [self.logo_crop(photo, d.box) for d in detections]
