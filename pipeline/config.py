@@ -39,6 +39,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_K": ("k", int),
     "LOGOS_ANNOY_TREES": ("n_trees", int),
     "LOGOS_ANNOY_SEARCH_K": ("search_k", int),
+    "LOGOS_MILVUS_URI": ("milvus_uri", str),
     "LOGOS_MAX_DISTANCE": ("max_distance", float),
     "LOGOS_MIN_CONFIDENCE": ("min_confidence", float),
     "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
@@ -80,11 +81,13 @@ class Settings:
         crop_padding: Share of a box's width and height added on each side
             before a logo is cut from a photo (a little context helps the
             embedder; ``benchmarks/embedder_tta.py`` measures it).
-        index_backend: Registry name of the ANN engine (``annoy`` or ``exact``).
+        index_backend: Registry name of the ANN engine (``annoy``, ``exact`` or ``milvus``).
         k: Neighbours returned per logo and used for the kNN vote.
         n_trees: Annoy trees; more trees give better recall and a bigger index.
         search_k: Annoy nodes inspected per query (recall vs speed); -1 lets Annoy
             pick ``n_trees * k``, which misses neighbours on large indexes.
+        milvus_uri: With the ``milvus`` backend, the Milvus server or cluster
+            (``http://host:19530``); empty: embedded milvus-lite in the index folder.
         max_distance: Angular distance (0..2) beyond which the nearest neighbour is
             too far to name the logo: the prediction becomes ``unknown``.
         min_confidence: Default share of the vote a label needs; per-label
@@ -141,6 +144,7 @@ class Settings:
     k: int = 10
     n_trees: int = 50
     search_k: int = 10_000
+    milvus_uri: str = ""
     max_distance: float = 0.9
     min_confidence: float = 0.3
     machine_label_weight: float = 0.5

@@ -3,8 +3,11 @@
 Two layers:
 
 * **Backends** (:class:`VectorIndex`): one class per engine behind one small
-  interface, looked up by name in a registry (``annoy`` today; ``exact`` is
-  numpy brute force). A new engine plugs in without touching callers.
+  interface, looked up by name in a registry: ``annoy`` (the default, files
+  memory-mapped by every process), ``exact`` (numpy brute force) and ``milvus``
+  (a vector database: embedded milvus-lite in a local file, or a Milvus server
+  or cluster; optional, ``requirements-milvus.txt``). A new engine plugs in
+  without touching callers.
 * :class:`LogoIndex`: what the service uses. It loads the last built index
   (memory-mapped), searches logos added since that build exactly in a small
   in-memory *delta* so an add is visible at once, merges both, and rebuilds by
@@ -23,13 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from annoy import AnnoyIndex
@@ -52,17 +56,25 @@ class IndexConfig:
         backend: Registry name of the engine (``annoy`` or ``exact``).
         n_trees: Annoy trees (build time and size grow with it, so does recall).
         search_k: Annoy nodes inspected per query; -1 means ``n_trees * k``.
+        milvus_uri: Milvus server or cluster to use (``LOGOS_MILVUS_URI``); empty: milvus-lite, one local file
+            per index generation.
     """
 
     backend: str = "annoy"
     n_trees: int = 50
     search_k: int = -1
+    milvus_uri: str = ""  # milvus: a server (http://host:19530) or "" for milvus-lite in the index folder
 
 
 class VectorIndex(ABC):
-    """A built, immutable nearest-neighbour index over ``(id, unit vector)`` pairs."""
+    """A built nearest-neighbour index over ``(id, unit vector)`` pairs.
+
+    File-based engines are immutable once built (new logos wait in :class:`LogoIndex`'s exact delta until the
+    next build); a ``live`` engine (a database) takes new logos directly through :meth:`add`.
+    """
 
     name: ClassVar[str]
+    live: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -80,6 +92,15 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def __len__(self) -> int: ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Index more vectors now (live engines only; an id already there is replaced)."""
+        raise NotImplementedError(f"the {self.name} index is rebuilt, not added to")
+
+    @classmethod
+    def drop(cls, path: Path, config: IndexConfig) -> None:
+        """Remove what :meth:`build` made outside ``path``'s files (a server's collection); files are removed
+        by the caller."""
 
 
 _BACKENDS: dict[str, type[VectorIndex]] = {}
@@ -190,6 +211,87 @@ class AnnoyVectorIndex(VectorIndex):
         return self.size
 
 
+@register_backend
+class MilvusVectorIndex(VectorIndex):
+    """Milvus through pymilvus: adds go straight in, searches are the database's (cosine, AUTOINDEX).
+
+    Without ``milvus_uri`` each generation is a milvus-lite file beside the other index files (one process
+    per file: milvus-lite is embedded); with it, a collection per generation on that server or cluster, which
+    any number of app processes share. Labels stay in the SQLite store: Milvus holds ids and vectors only.
+    """
+
+    name = "milvus"
+    live = True
+
+    def __init__(self, client: Any, collection: str, size: int) -> None:
+        self.client = client
+        self.collection = collection
+        self.size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _connect(path: Path, config: IndexConfig) -> tuple[Any, str]:
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise ConfigError("the milvus index backend needs pymilvus: pip install -r requirements-milvus.txt"
+                              ) from None
+        collection = "logos_" + "".join(c if c.isalnum() else "_" for c in Path(path).name)
+        uri = config.milvus_uri or f"{path}.db"
+        return MilvusClient(uri), collection
+
+    @classmethod
+    def build(cls, batches: Batches, dim: int, path: Path, config: IndexConfig) -> MilvusVectorIndex:
+        client, collection = cls._connect(path, config)
+        if client.has_collection(collection):
+            client.drop_collection(collection)  # a crashed build of the same generation
+        client.create_collection(collection, dimension=dim, metric_type="COSINE", auto_id=False, id_type="int")
+        # a marker file per generation: the folder lists generations the same way whatever the engine
+        atomic_write_json(Path(path), {"collection": collection, "server": bool(config.milvus_uri)})
+        index = cls(client, collection, 0)
+        for ids, vectors in batches:
+            index.add(ids, vectors)
+        return index
+
+    @classmethod
+    def load(cls, path: Path, dim: int, config: IndexConfig) -> MilvusVectorIndex:
+        client, collection = cls._connect(path, config)
+        if not client.has_collection(collection):
+            raise StoreError(f"milvus collection {collection} is gone; rebuild the index")
+        return cls(client, collection, int(client.get_collection_stats(collection)["row_count"]))
+
+    @classmethod
+    def drop(cls, path: Path, config: IndexConfig) -> None:
+        if config.milvus_uri:  # milvus-lite generations are files, removed with the others
+            client, collection = cls._connect(path, config)
+            if client.has_collection(collection):
+                client.drop_collection(collection)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        for start in range(0, len(ids), 5000):
+            rows = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids[start:start + 5000],
+                                                                        vectors[start:start + 5000], strict=True)]
+            with self._lock:
+                self.client.upsert(self.collection, rows)
+        with self._lock:
+            self.size = int(self.client.get_collection_stats(self.collection)["row_count"])
+
+    def query(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.size == 0 or k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        with self._lock:
+            hits = self.client.search(self.collection, [np.asarray(vector, np.float32).tolist()], limit=k,
+                                      output_fields=[])[0]
+        ids = np.array([hit["id"] for hit in hits], dtype=np.int64)
+        cosines = np.array([hit["distance"] for hit in hits], dtype=np.float32)  # COSINE: a similarity
+        return ids, angular_from_cosine(cosines).astype(np.float32)
+
+    def __len__(self) -> int:
+        return self.size
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     """What the current built generation holds."""
@@ -256,11 +358,16 @@ class LogoIndex:
         self._delta_max_id = self._info.max_id if self._info else 0
 
     def _refresh_delta(self) -> None:
-        """Pull logos added since the last look into the exact delta."""
+        """Pull logos added since the last look into the exact delta, or straight into a live index."""
         newest = self.store.max_id()
         if newest <= self._delta_max_id:
             return
         dim = self.store.dim or 0
+        if self._built is not None and self._built.live:
+            for ids, vectors in self.store.iter_vectors(min_id=self._delta_max_id, max_id=newest):
+                self._built.add(ids, vectors)  # upserts: another process adding the same logos is harmless
+            self._delta_max_id = newest
+            return
         fresh = ExactIndex.from_batches(self.store.iter_vectors(min_id=self._delta_max_id), dim)
         if len(self._delta):
             fresh = ExactIndex(np.concatenate([self._delta.ids, fresh.ids]),
@@ -283,6 +390,8 @@ class LogoIndex:
         with self._lock:
             self._refresh()
             self._refresh_delta()
+            if self._built is not None and self._built.live:
+                return len(self._built), 0
             return (self._info.count if self._info else 0), len(self._delta)
 
     # -- search ------------------------------------------------------------------------
@@ -366,7 +475,12 @@ class LogoIndex:
         return max([*self._generations(), pointed.generation if pointed else 0, 0])
 
     def _remove_generations(self, keep: set[int]) -> None:
+        backend = get_backend(self.config.backend)
         for generation, files in self._generations().items():
             if generation not in keep:
+                backend.drop(self._stem(generation, backend.name), self.config)
                 for path in files:
-                    path.unlink(missing_ok=True)  # open mmaps stay valid until unmapped
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)  # open mmaps stay valid until unmapped

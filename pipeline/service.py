@@ -149,7 +149,8 @@ class LogoService:
         self.settings = settings
         self.store = LogoStore(settings.data_dir)
         self.index = LogoIndex(self.store, settings.data_dir / "index",
-                               IndexConfig(settings.index_backend, settings.n_trees, settings.search_k))
+                               IndexConfig(settings.index_backend, settings.n_trees, settings.search_k,
+                                           settings.milvus_uri))
         self.detector: Detector = create_detector(settings.detector, config=DetectorConfig(
             path=settings.detector_path, score_threshold=settings.detector_threshold,
             threads=settings.torch_threads))
