@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("source", type=Path, help="a folder of photos, or a .csv (path column) / .jsonl list of paths")
     cmd.add_argument("--report", type=Path, help="write the report (counts, photos with no logo, failures) here "
                                                  "(default: DATA_DIR/import-photos-report.json)")
+    cmd.add_argument("--ray", action="store_true", help="detect and embed on Ray Data workers (this machine, or "
+                                                        "the cluster RAY_ADDRESS names); needs requirements-ray.txt")
+    cmd.add_argument("--workers", type=int, help="--ray: worker actors (default: one per CPU)")
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
     commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
     commands.add_parser("calibrate", help="fit the confidence calibration on the store's human labels")
@@ -188,7 +191,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(import_dataset(service, _dataset(args), progress=progress).to_json()))
         elif args.command == "import-photos":
             report_path = args.report or settings.data_dir / "import-photos-report.json"
-            result = import_photos(service, args.source, report=report_path, progress=progress)
+            result = import_photos(service, args.source, report=report_path, progress=progress, ray=args.ray,
+                                   workers=args.workers)
             print(json.dumps(result.to_json()))
         elif args.command == "evaluate":
             figures = evaluate_store(service, k=args.k).to_json()

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.analysis import PhotoAnalysis
 from pipeline.datasets import DetectionDataset
 from pipeline.images import ImageError, image_sha256
 from pipeline.errors import BadInputError
@@ -173,7 +174,7 @@ def import_folder(service: LogoService, root: Path, *, source: LabelSource = Lab
 
 
 def import_photos(service: LogoService, source: Path, *, report: Path | None = None, who: str = "local",
-                  progress: bool = True) -> ImportReport:
+                  progress: bool = True, ray: bool = False, workers: int | None = None) -> ImportReport:
     """Auto-annotate photos: detect their logos and store each with its kNN label as a ``machine`` label.
 
     Args:
@@ -182,26 +183,52 @@ def import_photos(service: LogoService, source: Path, *, report: Path | None = N
         report: Also write the report (JSON: counts, photos with no logo, failures) to this file.
         who: Who ran the import, for the label history.
         progress: Show a progress bar on stderr.
+        ray: Decode, detect and embed on Ray Data workers (:mod:`pipeline.distributed`; locally, or on the
+            cluster ``RAY_ADDRESS`` names); this process searches, names and stores.
+        workers: Ray worker actors (default: one per CPU).
 
     Photos done by an earlier run (same path) are skipped without being read, so an interrupted import
     resumes where it stopped; a photo under a new path with the same pixels is a duplicate.
     """
     result = ImportReport()
     seen: set[str] = set()
-    for path in tqdm(photo_list(source), desc=f"annotate {Path(source).name}", unit="photo", disable=not progress):
+    todo = []
+    for path in photo_list(source):
         if service.store.has_photo(path=str(path)):
             result.resumed += 1
-            continue
-        loaded = _load_new(service, path, result, seen, photos=True)
-        if loaded is None:
-            continue
-        photo, digest = loaded
-        ids = service.annotate_photo(photo, digest, str(path), who=who)
+        else:
+            todo.append(path)
+
+    def store(path: Path, analysis: PhotoAnalysis) -> None:
+        ids = service.store_analysis(analysis, str(path), who=who)
         result.photos += 1
         result.added += ids
-        result.labelled += sum(label is not None for label, _ in service.store.labels(ids).values())
+        result.labelled += len(service.current_labels(ids))
         if not ids:
             result.no_logo.append(str(path))
+
+    bar = tqdm(total=len(todo), desc=f"annotate {Path(source).name}", unit="photo", disable=not progress)
+    if ray:
+        from pipeline.distributed import analyse_on_ray
+
+        for path, analysis, error in analyse_on_ray(service.settings, todo, workers=workers):
+            bar.update()
+            if analysis is None:
+                result.failed.append((path, error))
+            elif analysis.image_hash in seen or service.store.has_image(analysis.image_hash) or \
+                    service.store.has_photo(image_hash=analysis.image_hash):
+                result.duplicates += 1
+            else:
+                seen.add(analysis.image_hash)
+                store(Path(path), analysis)
+    else:
+        analyser = service.analyser
+        for path in todo:
+            bar.update()
+            loaded = _load_new(service, path, result, seen, photos=True)
+            if loaded is not None:
+                store(path, analyser.analyse(*loaded))
+    bar.close()
     if report is not None:
         atomic_write_json(Path(report), result.to_json())
     return result

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from pipeline.calibration import Calibrator, calibrate
 from pipeline.config import Settings
-from pipeline.detectors import Detector, DetectorConfig, GivenBoxesDetector, create_detector
-from pipeline.embedders import Embedder, base_name, create_embedder
+from pipeline.analysis import PhotoAnalyser, PhotoAnalysis, make_detector, make_embedder
+from pipeline.detectors import Detector, GivenBoxesDetector
+from pipeline.embedders import Embedder, base_name
 from pipeline.exports import ExportOptions, ExportReport, export_archive
 from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
                              LogoNotFoundError, NotFoundError, StoreError)
@@ -151,9 +152,7 @@ class LogoService:
         self.index = LogoIndex(self.store, settings.data_dir / "index",
                                IndexConfig(settings.index_backend, settings.n_trees, settings.search_k,
                                            settings.milvus_uri))
-        self.detector: Detector = create_detector(settings.detector, config=DetectorConfig(
-            path=settings.detector_path, score_threshold=settings.detector_threshold,
-            threads=settings.torch_threads))
+        self.detector: Detector = make_detector(settings)
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.map = LogoMap(self.store, settings.data_dir / "map")
@@ -173,10 +172,13 @@ class LogoService:
         if self._embedder is None:
             with self._embedder_lock:
                 if self._embedder is None:
-                    self._embedder = create_embedder(self.settings.embedder, runtime=self.settings.embed_runtime,
-                                                     batch_size=self.settings.batch_size,
-                                                     threads=self.settings.torch_threads)
+                    self._embedder = make_embedder(self.settings)
         return self._embedder
+
+    @property
+    def analyser(self) -> PhotoAnalyser:
+        """Photo -> boxes -> crops -> vectors with this service's models (:mod:`pipeline.analysis`)."""
+        return PhotoAnalyser(self.settings, self.detector, self.embedder)
 
     # -- helpers -----------------------------------------------------------------------
     def load(self, source: ImageSource) -> Image.Image:
@@ -463,18 +465,21 @@ class LogoService:
         photo is recorded in the same transaction as its logos, even when it has none, so that an interrupted
         bulk run resumes without duplicates or gaps.
         """
-        detections = self.detect(photo)
-        crops = [self.logo_crop(photo, d.box) for d in detections]
-        vectors, neighbour_lists = self._embed_and_search(crops, self.settings.k)
+        return self.store_analysis(self.analyser.analyse(photo, image_hash), path, who=who)
+
+    def store_analysis(self, analysis: PhotoAnalysis, path: str | None, *, who: str = "local") -> list[int]:
+        """Search, name and store the logos of an analysed photo (:meth:`annotate_photo`'s second half; a Ray
+        import analyses photos on its workers and stores them here)."""
+        neighbour_lists = [self.search_embedding(vector, self.settings.k) for vector in analysis.vectors]
         logos = []
-        for d, crop_image, (prediction, _) in zip(detections, crops, self._name(neighbour_lists, None), strict=True):
+        for d, crop_image, (prediction, _) in zip(analysis.detections, analysis.crops,
+                                                  self._name(neighbour_lists, None), strict=True):
             label = proposal(prediction, self.settings.propose_min)
-            logos.append(NewLogo(crop=crop_image, box=d.box, image_hash=image_hash, image_path=path,
+            logos.append(NewLogo(crop=crop_image, box=d.box, image_hash=analysis.image_hash, image_path=path,
                                  label=label, label_source=LabelSource.MACHINE if label else None,
                                  score=d.score, confidence=prediction.confidence if label else None))
-        record = PhotoRecord(image_hash, path, photo.width, photo.height, len(logos))
-        ids = self.store.add(logos, np.asarray(vectors, dtype=np.float32),
-                             self.embedder.model_id, who=who, photo=record)
+        record = PhotoRecord(analysis.image_hash, path, analysis.width, analysis.height, len(logos))
+        ids = self.store.add(logos, analysis.vectors, self.embedder.model_id, who=who, photo=record)
         if ids:
             self._compact_when_due()
             self._logos_changed()
