@@ -10,7 +10,9 @@ from the same settings, so they give the same vectors.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -18,8 +20,9 @@ from PIL import Image
 from pipeline.config import Settings
 from pipeline.detectors import Detector, DetectorConfig, create_detector
 from pipeline.embedders import Embedder, create_embedder
+from pipeline.errors import ImageError, StoreError
 from pipeline.images import ImageSource, crop, image_sha256, load_image
-from pipeline.types import Detection
+from pipeline.types import Box, Detection
 
 
 def make_detector(settings: Settings) -> Detector:
@@ -79,3 +82,34 @@ class PhotoAnalyser:
         vectors = (np.asarray(self.embedder.embed(list(crops)), dtype=np.float32) if crops
                    else np.zeros((0, 0), np.float32))
         return PhotoAnalysis(image_hash or image_sha256(photo), photo.width, photo.height, detections, crops, vectors)
+
+    def source_image(self, path: Path) -> tuple[Image.Image, str] | None:
+        """A stored logo's source image and its pixel hash, or None if the file is gone or unreadable."""
+        if not path.is_file():
+            return None
+        try:
+            photo = self.load(path)
+        except ImageError:
+            return None
+        return photo, image_sha256(photo)
+
+    def reembed_crop(self, logo_id: int, image_path: str | None, image_hash: str | None, box: Box | None,
+                     thumbnail: bytes | None, sources: dict[str, tuple[Image.Image, str] | None]
+                     ) -> tuple[Image.Image, str]:
+        """A stored logo's crop to embed again: cut from its source image if that file still has the same
+        pixels, else its thumbnail; with where it came from (``"source"`` or ``"thumbnail"``).
+
+        ``sources`` caches decoded source images by path (a photo's logos are neighbours in id order).
+
+        Raises:
+            StoreError: Neither the source image nor a thumbnail is there.
+        """
+        if image_path and image_path not in sources:
+            sources[image_path] = self.source_image(Path(image_path))
+        source = sources.get(image_path) if image_path else None
+        if source is not None and image_hash in (None, source[1]):
+            photo = source[0]
+            return (crop(photo, box, self.settings.crop_padding) if box else photo), "source"
+        if thumbnail is None:
+            raise StoreError(f"logo #{logo_id} has neither its source image nor a thumbnail to re-embed")
+        return Image.open(io.BytesIO(thumbnail)).convert("RGB"), "thumbnail"

@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                                                         "the cluster RAY_ADDRESS names); needs requirements-ray.txt")
     cmd.add_argument("--workers", type=int, help="--ray: worker actors (default: one per CPU)")
     commands.add_parser("build-index", help="rebuild the ANN index from every stored logo")
-    commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
+    cmd = commands.add_parser("reembed", help="re-embed every stored logo with --embedder (when the store has another)")
+    cmd.add_argument("--ray", action="store_true", help="cut and embed on Ray Data workers (requirements-ray.txt)")
+    cmd.add_argument("--workers", type=int, help="--ray: worker actors (default: one per CPU)")
     commands.add_parser("calibrate", help="fit the confidence calibration on the store's human labels")
     cmd = commands.add_parser("threshold", help="set the confidence a label needs to be given ('none' removes it)")
     cmd.add_argument("label")
@@ -209,7 +211,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         elif args.command == "build-index":
             print(json.dumps(service.build_index().__dict__))
         elif args.command == "reembed":
-            print(json.dumps(service.reembed(progress=progress).to_json()))
+            print(json.dumps(service.reembed(progress=progress, ray=args.ray, workers=args.workers).to_json()))
         elif args.command == "calibrate":
             print(json.dumps(calibration_summary(service.calibrate())))
         elif args.command == "threshold":

@@ -1,4 +1,4 @@
-"""Bulk analysis on Ray Data: photos decoded, detected and embedded by workers, stored by one process.
+"""Bulk work on Ray Data: photos analysed, or stored logos re-embedded, by workers; stored by one process.
 
 Why: an import is nearly all detection and embedding (:mod:`pipeline.analysis`),
 which needs only the models; the store has one writer. Ray Data spreads the
@@ -26,7 +26,7 @@ from PIL import Image
 
 from pipeline.analysis import PhotoAnalyser, PhotoAnalysis
 from pipeline.config import Settings
-from pipeline.errors import ConfigError, ImageError
+from pipeline.errors import ConfigError, ImageError, StoreError
 from pipeline.types import Box, Detection
 
 
@@ -115,3 +115,76 @@ def analyse_on_ray(settings: Settings, paths: Sequence[Path], *, workers: int | 
             yield row["path"], None, row["error"]
         else:
             yield row["path"], _analysis(row), ""
+
+
+class _Reembed:
+    """A Ray Data actor: cuts stored logos again (source image, else thumbnail) and embeds them."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.analyser = PhotoAnalyser(Settings(**settings))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        sources: dict[str, tuple[Image.Image, str] | None] = {}
+        done: list[tuple[int, Image.Image, str]] = []
+        missing: list[int] = []
+        for logo_id, path, image_hash, box, thumbnail in zip(batch["id"], batch["path"], batch["hash"],
+                                                             batch["box"], batch["thumbnail"], strict=True):
+            box = np.asarray(box, dtype=np.float64)
+            try:
+                image, origin = self.analyser.reembed_crop(
+                    int(logo_id), str(path) or None, str(image_hash) or None,
+                    Box(*map(float, box)) if np.isfinite(box).all() else None, bytes(thumbnail) or None, sources)
+            except StoreError:  # the source changed and no thumbnail came along: the driver cuts it
+                missing.append(int(logo_id))
+                continue
+            done.append((int(logo_id), image, origin))
+        vectors = np.asarray(self.analyser.embedder.embed([image for _, image, _ in done]), np.float32) \
+            if done else np.zeros((0, 0), np.float32)
+        return {"id": [i for i, _, _ in done] + missing,
+                "vector": [v.tobytes() for v in vectors] + [b""] * len(missing),
+                "origin": [origin for _, _, origin in done] + ["missing"] * len(missing)}
+
+
+def reembed_on_ray(service: Any, ids: Sequence[int], *, workers: int | None = None, progress: bool = True,
+                   chunk: int = 20_000) -> Iterator[tuple[list[int], np.ndarray, list[str]]]:
+    """Re-embed stored logos on Ray Data workers; yields ``(ids, vectors, origins)`` a chunk at a time.
+
+    A logo's thumbnail travels only when its source file is not on this machine; the rare logo whose source
+    changed since (a worker finds other pixels) is cut and embedded here, from its thumbnail.
+    """
+    from tqdm import tqdm
+
+    from pipeline.util import chunked
+
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
+    config = {key: (str(value) if isinstance(value, Path) else value)
+              for key, value in asdict(service.settings).items()}
+    bar = tqdm(total=len(ids), desc="re-embed on ray", unit="logo", disable=not progress)
+    for part in chunked(list(ids), chunk):
+        items = []
+        for record in service.store.get(list(part)):
+            local = bool(record.image_path) and Path(record.image_path).is_file()
+            items.append({"id": record.id, "path": record.image_path or "", "hash": record.image_hash or "",
+                          "box": record.box.to_list() if record.box else [float("nan")] * 4,
+                          "thumbnail": b"" if local else (service.store.thumbnail(record.id) or b"")})
+        blocks = max(1, min(len(items), 2 * workers))
+        rows = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+            _Reembed, fn_constructor_kwargs={"settings": config}, batch_size=64, concurrency=workers,
+            num_cpus=1).take_all()
+        found: dict[int, tuple[np.ndarray, str]] = {}
+        for row in rows:
+            if row["origin"] == "missing":
+                record = service.store.get([int(row["id"])])[0]
+                image, origin = service.analyser.reembed_crop(record.id, None, None, None,
+                                                              service.store.thumbnail(record.id), {})
+                found[record.id] = (np.asarray(service.embedder.embed([image]), np.float32)[0], origin)
+            else:
+                found[int(row["id"])] = (np.frombuffer(row["vector"], np.float32), row["origin"])
+        chunk_ids = [i for i in part if i in found]
+        bar.update(len(part))
+        yield chunk_ids, np.stack([found[i][0] for i in chunk_ids]), [found[i][1] for i in chunk_ids]
+    bar.close()

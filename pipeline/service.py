@@ -6,7 +6,6 @@ label) and knows nothing of any user interface.
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 import sqlite3
@@ -27,8 +26,7 @@ from pipeline.analysis import PhotoAnalyser, PhotoAnalysis, make_detector, make_
 from pipeline.detectors import Detector, GivenBoxesDetector
 from pipeline.embedders import Embedder, base_name
 from pipeline.exports import ExportOptions, ExportReport, export_archive
-from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, ImageError,
-                             LogoNotFoundError, NotFoundError, StoreError)
+from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, LogoNotFoundError, NotFoundError, StoreError)
 from pipeline.fetch import FetchConfig, fetch_image
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
@@ -711,7 +709,8 @@ class LogoService:
             clusters = unlabelled_clusters(ids, xy, min_cluster_size)
         return HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos)
 
-    def reembed(self, *, batch: int = 64, progress: bool = True) -> ReembedReport:
+    def reembed(self, *, batch: int = 64, progress: bool = True, ray: bool = False,
+                workers: int | None = None) -> ReembedReport:
         """Re-embed every stored logo with this service's embedder if the store was built with another.
 
         Each logo is cut again from its source image when that file is still
@@ -720,6 +719,8 @@ class LogoService:
         switched in one transaction, then the index is rebuilt; a crash midway
         leaves the store on the old model. Run it before serving (the app does,
         at start): logos added meanwhile would still come with the old model.
+        With ``ray``, the crops are cut and embedded on Ray Data workers
+        (:func:`pipeline.distributed.reembed_on_ray`) and staged here.
         """
         started = time.perf_counter()
         old, new = self.store.model_id, self.embedder.model_id
@@ -728,7 +729,18 @@ class LogoService:
         ids = self.store.ids()
         log.info("re-embedding %d logos: %s -> %s", len(ids), old, new)
         counts = {"source": 0, "thumbnail": 0}
-        for chunk in tqdm(list(chunked(ids, batch)), desc=f"re-embed with {new}", unit="batch", disable=not progress):
+        if ray:
+            from pipeline.distributed import reembed_on_ray
+
+            for chunk_ids, vectors, origins in reembed_on_ray(self, ids, workers=workers, progress=progress):
+                self.store.stage_vectors(new, chunk_ids, vectors)
+                for origin in origins:
+                    counts[origin] += 1
+            ids_to_embed: list[int] = []
+        else:
+            ids_to_embed = ids
+        for chunk in tqdm(list(chunked(ids_to_embed, batch)), desc=f"re-embed with {new}", unit="batch",
+                          disable=not progress or not ids_to_embed):
             crops, sources = [], {}  # logos of one photo are neighbours in id order: decode it once
             for record in self.store.get(chunk):
                 image, origin = self._reembed_crop(record, sources)
@@ -745,30 +757,17 @@ class LogoService:
 
     def _reembed_crop(self, record: LogoRecord,
                       sources: dict[str, tuple[Image.Image, str] | None]) -> tuple[Image.Image, str]:
-        """The logo's crop from its source image if unchanged there, else from its thumbnail.
-
-        ``sources`` caches decoded source images (with their pixel hash) by path.
-        """
-        if record.image_path and record.image_path not in sources:
-            sources[record.image_path] = self._source_image(Path(record.image_path))
-        source = sources.get(record.image_path) if record.image_path else None
-        if source is not None and record.image_hash in (None, source[1]):
-            photo = source[0]
-            return (self.logo_crop(photo, record.box) if record.box else photo), "source"
-        thumbnail = self.store.thumbnail(record.id)
-        if thumbnail is None:
-            raise StoreError(f"logo #{record.id} has neither its source image nor a thumbnail to re-embed")
-        return Image.open(io.BytesIO(thumbnail)).convert("RGB"), "thumbnail"
-
-    def _source_image(self, path: Path) -> tuple[Image.Image, str] | None:
-        """A stored logo's source image and its pixel hash, or None if the file is gone or unreadable."""
-        if not path.is_file():
-            return None
+        """The logo's crop from its source image if unchanged there, else from its thumbnail."""
+        thumbnail = None
+        if not (record.image_path and Path(record.image_path).is_file()):
+            thumbnail = self.store.thumbnail(record.id)
         try:
-            photo = self.load(path)
-        except ImageError:
-            return None
-        return photo, image_sha256(photo)
+            return self.analyser.reembed_crop(record.id, record.image_path, record.image_hash, record.box,
+                                              thumbnail, sources)
+        except StoreError:
+            if thumbnail is not None:
+                raise
+            return self.analyser.reembed_crop(record.id, None, None, None, self.store.thumbnail(record.id), sources)
 
     def build_index(self) -> IndexInfo:
         """Rebuild the ANN index from every stored vector and switch to it atomically."""

@@ -1,4 +1,5 @@
-"""import-photos on Ray Data (local mode) stores what the plain in-process loop stores: same logos, same vectors."""
+"""import-photos and reembed on Ray Data (local mode) store what the plain in-process loops store: same logos,
+same vectors."""
 
 from __future__ import annotations
 
@@ -49,3 +50,20 @@ def test_ray_import_gives_the_same_logos_and_vectors_as_the_plain_loop(tmp_path,
     for key, (vector, label) in stores["plain"].items():
         np.testing.assert_allclose(stores["ray"][key][0], vector, atol=1e-5)
         assert stores["ray"][key][1] == label
+
+
+def test_reembed_on_ray_gives_the_same_vectors_as_the_plain_loop(tmp_path, gallery_dir):
+    import ray
+
+    from pipeline.embedders import GREY_EMBEDDER
+
+    vectors = {}
+    for mode in ("plain", "ray"):
+        grey = LogoService(Settings(data_dir=tmp_path / mode, detector="whole-image", embedder=GREY_EMBEDDER))
+        import_folder(grey, gallery_dir, progress=False)
+        colour = LogoService(Settings(data_dir=tmp_path / mode, detector="whole-image"))
+        report = colour.reembed(progress=False, ray=mode == "ray", workers=2)
+        assert report.logos == grey.count() and report.from_source == report.logos
+        vectors[mode] = colour.store.vectors(colour.store.ids())
+    ray.shutdown()
+    np.testing.assert_allclose(vectors["ray"], vectors["plain"], atol=1e-5)
