@@ -105,3 +105,40 @@ def test_a_growing_delta_is_compacted_by_a_background_rebuild(settings, embedder
         time.sleep(0.2)
     indexed, pending = service.index.counts()
     assert indexed >= 7 and indexed + pending == 8
+
+
+def test_compaction_under_concurrent_searches_loses_and_fails_no_search(tmp_path):
+    import threading
+
+    store = LogoStore(tmp_path)
+    index = LogoIndex(store, tmp_path / "index")
+    ids, vectors = fill(store, 300, seed=11)
+    known = list(zip(ids, vectors))  # grows as logos are added; searchers pick from it
+    index.rebuild()
+    stop, errors, searches = threading.Event(), [], [0]
+
+    def search(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        while not stop.is_set():
+            logo_id, vector = known[int(rng.integers(len(known)))]
+            try:
+                found = index.search(vector, 3, "m")
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+                continue
+            searches[0] += 1
+            if not found or found[0][0] != logo_id:
+                errors.append(f"#{logo_id} not found first: {found[:1]}")
+
+    threads = [threading.Thread(target=search, args=(seed,)) for seed in range(2)]
+    for thread in threads:
+        thread.start()
+    for round_ in range(3):  # adds pile up in the delta, then a compaction folds them in
+        new_ids, new_vectors = fill(store, 200, seed=20 + round_)
+        known.extend(zip(new_ids, new_vectors))
+        index.rebuild()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:5]
+    assert searches[0] > 50 and index.counts() == (900, 0)
