@@ -241,20 +241,19 @@ class LogoMap:
         started = time.perf_counter()
         self._report(0.02, "reading the vectors")
         model_id = self.store.model_id
-        batches = list(self.store.iter_vectors())
-        if not batches:
+        all_ids = np.array(self.store.ids(), dtype=np.int64)
+        if len(all_ids) == 0:
             raise StoreError("the store is empty")
-        ids = np.concatenate([b[0] for b in batches])
-        vectors = np.concatenate([b[1] for b in batches])
-        if len(ids) < MIN_POINTS:
+        if len(all_ids) < MIN_POINTS:
             raise StoreError(f"a map needs at least {MIN_POINTS} logos")
-        key = content_key(model_id, ids)
-        rest_ids, rest = np.zeros(0, np.int64), np.zeros((0, vectors.shape[1]), np.float32)
-        if len(ids) > self.config.max_fit:  # UMAP's fit grows faster than linearly: fit a sample, place the rest
-            chosen = np.zeros(len(ids), dtype=bool)
-            chosen[np.random.default_rng(int(key[:8], 16)).choice(len(ids), self.config.max_fit, replace=False)] = True
-            rest_ids, rest = ids[~chosen], vectors[~chosen]
-            ids, vectors = ids[chosen], vectors[chosen]
+        key = content_key(model_id, all_ids)
+        ids, rest_ids = all_ids, np.zeros(0, np.int64)
+        if len(all_ids) > self.config.max_fit:  # UMAP's fit grows faster than linearly: fit a sample, place the rest
+            chosen = np.zeros(len(all_ids), dtype=bool)
+            chosen[np.random.default_rng(int(key[:8], 16)).choice(len(all_ids), self.config.max_fit,
+                                                                   replace=False)] = True
+            ids, rest_ids = all_ids[chosen], all_ids[~chosen]
+        vectors = self.store.vectors(ids.tolist())  # only the fitted logos in memory; the rest come in chunks
         share = 1.0 if not len(rest_ids) else 0.6  # of the progress bar, for the fit (the rest: placing)
         self._report(0.05, f"building the neighbour graph of {len(ids)} logos")
         steps = []
@@ -272,7 +271,8 @@ class LogoMap:
         for start in range(0, len(rest_ids), 50_000):
             self._report(share + (0.98 - share) * start / len(rest_ids),
                          f"placing the other logos: {start} of {len(rest_ids)}")
-            placed.append(np.asarray(model.transform(rest[start:start + 50_000]), dtype=np.float32))
+            chunk = self.store.vectors(rest_ids[start:start + 50_000].tolist())
+            placed.append(np.asarray(model.transform(chunk), dtype=np.float32))
         rest_xy = np.concatenate(placed) if placed else np.zeros((0, 2), np.float32)
         seconds = time.perf_counter() - started
         self._report(0.99, "saving the map")
