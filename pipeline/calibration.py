@@ -428,7 +428,7 @@ class Calibrator:
 
 
 def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_precision: float,
-                        weights: np.ndarray | None = None) -> float | None:
+                        weights: np.ndarray | None = None, z: float = _Z) -> float | None:
     """The lowest probability threshold whose answers are right ``target_precision`` of the time, with 95 %
     confidence; None when no threshold gets there.
 
@@ -436,7 +436,8 @@ def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_p
     score lower bound (one-sided 95 %) over the number of those answers, not by the point estimate: taking
     the lowest threshold where a noisy estimate touches the target picks the threshold where the noise was
     kindest, and a small store's threshold then falls short on new photos. With many answers the bound
-    meets the estimate; with few it asks for a margin (20 answers all right bound the precision at 0.88, 60 at 0.957).
+    meets the estimate; with few it asks for a margin (20 answers all right bound the precision at 0.88, 60 at
+    0.957). ``z=0`` judges by the point estimate instead.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
@@ -444,7 +445,7 @@ def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_p
     order = np.argsort(-probabilities, kind="stable")
     sorted_probs = probabilities[order]
     precision = np.cumsum(correct[order] * weights[order]) / np.cumsum(weights[order])
-    lower = wilson_lower_bound(precision, np.arange(1, len(order) + 1))
+    lower = wilson_lower_bound(precision, np.arange(1, len(order) + 1), z)
     last_of_tie = np.append(sorted_probs[1:] != sorted_probs[:-1], True)  # a threshold takes all equal probs
     good = np.flatnonzero(last_of_tie & (lower >= target_precision))
     return float(sorted_probs[good[-1]]) if good.size else None
@@ -541,8 +542,11 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
     probs = calibrator.probabilities(data.features[kept])
     correct = data.correct[kept]
     global_threshold = precision_threshold(probs, correct, target_precision, weights[kept])
-    if global_threshold is None:  # calibrated: answers above the target are right that often on average
-        global_threshold = target_precision
+    if global_threshold is None:
+        # too few answers to show the target with confidence: the best estimate, never above the target itself
+        # (answers a calibrated model gives at P >= target are right that often on average)
+        estimate = precision_threshold(probs, correct, target_precision, weights[kept], z=0.0)
+        global_threshold = target_precision if estimate is None else min(target_precision, estimate)
     thresholds = suggest_thresholds(probs, correct, [w for w, keep in zip(data.winners, kept) if keep],
                                     target_precision, weights=weights[kept])
     stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share}
