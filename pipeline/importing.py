@@ -46,12 +46,16 @@ class ImportReport:
     resumed: int = 0
     labelled: int = 0
     no_logo: list[str] = field(default_factory=list)
+    annotated: bool = False  # an auto-annotating photo import: the photo counts are part of its report
 
     def to_json(self) -> dict[str, object]:
-        return {"added": len(self.added), "duplicates": self.duplicates,
-                "failed": [{"path": path, "error": reason} for path, reason in self.failed],
-                "photos": self.photos, "resumed": self.resumed, "labelled": self.labelled,
-                "no_logo": self.no_logo}
+        """The CLI's JSON (``import-folder`` and ``import-dataset``: added, duplicates, failed; ``import-photos``
+        adds photos, resumed, labelled, no_logo)."""
+        shown: dict[str, object] = {"added": len(self.added), "duplicates": self.duplicates,
+                                    "failed": [{"path": path, "error": reason} for path, reason in self.failed]}
+        if self.annotated:
+            shown.update(photos=self.photos, resumed=self.resumed, labelled=self.labelled, no_logo=self.no_logo)
+        return shown
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -190,7 +194,7 @@ def import_photos(service: LogoService, source: Path, *, report: Path | None = N
     Photos done by an earlier run (same path) are skipped without being read, so an interrupted import
     resumes where it stopped; a photo under a new path with the same pixels is a duplicate.
     """
-    result = ImportReport()
+    result = ImportReport(annotated=True)
     seen: set[str] = set()
     todo = []
     for path in photo_list(source):
