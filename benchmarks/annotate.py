@@ -1,6 +1,6 @@
 """Bulk auto-annotation: photos/s, memory over a long run, and an interrupted run resumed.
 
-    python benchmarks/annotate.py [--photos 2000] [--unique 200] [--kill-after 150] [--json]
+    python benchmarks/annotate.py [--photos 2000] [--unique 200] [--kill-after 150] [--ray [--workers N]] [--json]
 
 Makes ``--photos`` 1024 x 768 packaging photos with one to three demo logos each
 (``--unique`` distinct scenes from ``pipeline.training.scenes``, the rest copies
@@ -14,6 +14,9 @@ a store with the small demo (43 brands, human labels, calibrated). Then:
 2. The throughput and memory of that resumed run over the remaining photos:
    photos/s, and the child's resident memory sampled as it goes (flat: no growth
    with the number of photos done).
+
+``--ray`` runs both imports with ``import-photos --ray`` (Ray Data actors, ``--workers`` of them) instead of
+the plain in-process loop, to compare the two on the same photos.
 
 Target (issue: the annotation loop): >= 3 photos/s on 2 cores, memory flat over
 2,000 photos, no duplicates after a resume.
@@ -76,10 +79,11 @@ def rss_mb(pid: int) -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_import(data: Path, photos: Path, *, kill_after: int | None = None) -> dict[str, object]:
+def run_import(data: Path, photos: Path, *, kill_after: int | None = None,
+               extra: tuple[str, ...] = ()) -> dict[str, object]:
     """``import-photos`` in a child process; killed after ``kill_after`` recorded photos, else run to the end."""
     env = {**os.environ, "LOGOS_DATA_DIR": str(data), "LOGOS_DEMO": "none"}
-    command = [sys.executable, "-m", "pipeline", "-q", "import-photos", str(photos)]
+    command = [sys.executable, "-m", "pipeline", "-q", "import-photos", str(photos), *extra]
     start_count = recorded(data)
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -114,8 +118,11 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=2000)
     parser.add_argument("--unique", type=int, default=200, help="distinct generated scenes (the rest are copies)")
     parser.add_argument("--kill-after", type=int, default=150, help="SIGKILL the first run after this many photos")
+    parser.add_argument("--ray", action="store_true", help="import with import-photos --ray")
+    parser.add_argument("--workers", type=int, help="--ray: worker actors")
     parser.add_argument("--json", action="store_true", help="one JSON line")
     args = parser.parse_args()
+    extra = ("--ray",) + (("--workers", str(args.workers)) if args.workers else ()) if args.ray else ()
     with tempfile.TemporaryDirectory(prefix="annotate-bench-") as tmp:
         photos, data = Path(tmp) / "photos", Path(tmp) / "data"
         photos.mkdir()
@@ -126,8 +133,8 @@ def main() -> None:
         build_demo(service, size="small", progress=False)
         service.calibrate()
         service.store.close()
-        first = run_import(data, photos, kill_after=args.kill_after)
-        second = run_import(data, photos)
+        first = run_import(data, photos, kill_after=args.kill_after, extra=extra)
+        second = run_import(data, photos, extra=extra)
         report, samples = second["report"], second["samples"]
         done = report["photos"]
         rss = [mb for _, mb in samples]
@@ -141,7 +148,7 @@ def main() -> None:
             "rss_mb_first_quarter": round(float(np.median(rss[:quarter])), 1) if rss else None,
             "rss_mb_last_quarter": round(float(np.median(rss[-quarter:])), 1) if rss else None,
             "rss_mb_peak": round(max(rss), 1) if rss else None,
-            "cores": os.cpu_count(),
+            "cores": os.cpu_count(), "ray_workers": (args.workers or os.cpu_count()) if args.ray else 0,
         }
     if args.json:
         print(json.dumps(figures))
