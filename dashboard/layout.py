@@ -9,6 +9,9 @@ from dash import dcc, html
 from pipeline.service import LogoService
 
 PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "0.6rem", "marginBottom": "0.8rem"}
+# four health tabs fit the side panel's width (Dash's default tab padding does not)
+TAB = {"style": {"padding": "0.3rem", "fontSize": "0.85rem"},
+       "selected_style": {"padding": "0.3rem", "fontSize": "0.85rem", "fontWeight": "bold"}}
 
 
 def summary_text(service: LogoService) -> str:
@@ -82,11 +85,11 @@ def build_layout(service: LogoService) -> html.Div:
                     html.Div("", id="health-note", style={"fontSize": "0.75rem", "color": "#666"}),
                     dcc.Interval(id="health-tick", interval=4000, disabled=True),
                     dcc.Loading(dcc.Tabs([
-                        dcc.Tab(label="Purity", children=html.Div(id="purity")),
-                        dcc.Tab(label="Suspects", children=html.Div(id="suspects")),
-                        dcc.Tab(label="Unlabelled clusters", children=html.Div(id="clusters")),
-                        dcc.Tab(label="Store accuracy", children=html.Div(id="store-accuracy")),
-                    ])),
+                        dcc.Tab(label="Purity", children=html.Div(id="purity"), **TAB),
+                        dcc.Tab(label="Suspects", children=html.Div(id="suspects"), **TAB),
+                        dcc.Tab(label="Unlabelled", children=html.Div(id="clusters"), **TAB),
+                        dcc.Tab(label="Accuracy", children=html.Div(id="store-accuracy"), **TAB),
+                    ], style={"height": "2rem"})),
                 ], style=PANEL),
             ], style={"flex": "1", "minWidth": "300px", "maxHeight": "900px", "overflowY": "auto"}),
         ], style={"display": "flex", "gap": "1rem", "marginTop": "0.5rem"}),
