@@ -25,8 +25,9 @@ from pipeline.config import Settings
 from pipeline.analysis import PhotoAnalyser, PhotoAnalysis, make_detector, make_embedder
 from pipeline.detectors import Detector, GivenBoxesDetector
 from pipeline.embedders import Embedder, base_name
+from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, LogoNotFoundError,
+                             NotFoundError, StoreError)
 from pipeline.exports import ExportOptions, ExportReport, export_archive
-from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, LogoNotFoundError, NotFoundError, StoreError)
 from pipeline.fetch import FetchConfig, fetch_image
 from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
@@ -788,17 +789,20 @@ class LogoService:
         Returns:
             ``(client ids, cursor of the next page)``; the cursor is None on the last page.
         """
-        rows = self.store.client_ids(after, None if limit is None else limit + 1)
-        more = limit is not None and len(rows) > limit
-        rows = rows[:limit] if limit is not None else rows
-        return [client for _, client in rows], (rows[-1][0] if more else None)
+        rows, next_after = self._page(after, limit)
+        return [client for _, client in rows], next_after
 
     def page_of_logos(self, after: int, limit: int) -> tuple[list[int], int | None]:
         """Store ids of the logos after the cursor ``after``, and the next cursor (None on the last page)."""
-        rows = self.store.client_ids(after, limit + 1)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [store_id for store_id, _ in rows], (rows[-1][0] if more else None)
+        rows, next_after = self._page(after, limit)
+        return [store_id for store_id, _ in rows], next_after
+
+    def _page(self, after: int, limit: int | None) -> tuple[list[tuple[int, int]], int | None]:
+        """``(store id, client id)`` rows after the cursor, at most ``limit``, and the next page's cursor."""
+        rows = self.store.client_ids(after, None if limit is None else limit + 1)
+        if limit is None or len(rows) <= limit:
+            return rows, None
+        return rows[:limit], rows[limit - 1][0]
 
     def thumbnail(self, logo_id: int) -> bytes | None:
         """A stored logo's WebP thumbnail (None for an unknown id)."""
