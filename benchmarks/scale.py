@@ -15,7 +15,9 @@ one brand), a third of them labelled, go in through the store's bulk path
   logos past that size, as the app computes it in the background);
 - ``map_fit_s``: the UMAP map (fitted on a sample of 50,000, the rest placed with
   ``transform``); ``map_payload_mb``: the figure the dashboard sends (a sample of
-  200,000 points past that);
+  200,000 points on the density of all past that); ``map_zoom_s``,
+  ``map_zoom_points`` and ``map_zoom_payload_mb``: a zoom onto a tenth of the
+  map's width, served as the map's callback serves it (every logo in view);
 - ``rss_gb``: the process's peak resident memory; ``disk_gb``: the data folder.
 
 Targets at 1M on 2 cores (issue: Open Food Facts scale): recall@10 >= 0.95,
@@ -129,6 +131,16 @@ def main() -> None:
             points = service.map.points()
             frame = map_frame(points.ids, points.xy, store.label_frame())
             figures["map_payload_mb"] = round(figure_bytes(map_figure(frame)) / 1e6, 2)
+            # a zoom as the map's callback serves it (labels read, points in view kept, figure built and
+            # serialised) onto a box a tenth of the map's width around a stored logo
+            centre, size = points.xy[len(points) // 2], np.ptp(points.xy, axis=0) / 20
+            started = time.perf_counter()
+            view = (centre[0] - size[0], centre[0] + size[0], centre[1] - size[1], centre[1] + size[1])
+            zoomed = map_frame(points.ids, points.xy, store.label_frame(), view=view)
+            zoom_bytes = figure_bytes(map_figure(zoomed))
+            figures["map_zoom_s"] = round(time.perf_counter() - started, 2)
+            figures["map_zoom_points"] = len(zoomed.data)
+            figures["map_zoom_payload_mb"] = round(zoom_bytes / 1e6, 2)
         figures["rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         figures["disk_gb"] = round(folder_gb(data), 2)
     if args.json:

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 
-from dashboard.figures import map_figure, map_frame
+from dashboard.figures import View, map_figure, map_frame, view_contains
 from dashboard.layout import summary_text
 from dashboard.review import review_link
 from pipeline.errors import LogoError
@@ -80,16 +80,28 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         return text, str(status.progress), new_key if new_key != key else no_update, summary_text(service)
 
     @app.callback(Output("map", "figure"), Output("map-meta", "data"), Input("map-key", "data"),
-                  Input("labels-version", "data"))
-    def figure(_: str | None, __: int):
+                  Input("labels-version", "data"), Input("map", "relayoutData"), State("map-meta", "data"))
+    def figure(_: str | None, __: int, relayout: dict | None, meta: dict | None):
+        view = (meta or {}).get("view")
+        if ctx.triggered_id == "map":
+            zoom = zoomed_view(relayout)
+            if zoom is None or not redraw_needed(meta, zoom):
+                return no_update, no_update
+            view = None if zoom == "reset" else zoom
         points = service.map_points()
         if points is None:
             return _empty_figure(service.map_status().message), {"traces": 0}
-        frame = map_frame(points.ids, points.xy, service.label_frame())
-        title = (f"{len(frame.data):,} of {frame.total:,} logos (sampled)" if frame.sampled
-                 else f"{frame.total:,} logos") + " · lasso to select · scroll to zoom"
+        frame = map_frame(points.ids, points.xy, service.label_frame(), settings.map_points, view=view)
+        if frame.sampled:
+            title = (f"{len(frame.data):,} of {frame.in_view:,} logos as points, shade: where they all are"
+                     + (" (in view)" if frame.view else "") + " · zoom in to see every logo")
+        elif frame.complete:
+            title = f"{frame.total:,} logos · lasso to select · scroll to zoom"
+        else:
+            title = f"all {frame.in_view:,} logos in and around the view, of {frame.total:,} · double-click: whole map"
         drawn = map_figure(frame, title)
-        return drawn, {"traces": len(drawn.data)}
+        return drawn, {"traces": len(drawn.data), "view": view, "complete": frame.complete,
+                       "covers": None if frame.sampled else frame.view}
 
     @app.callback(Output("tooltip", "show"), Output("tooltip", "bbox"), Output("tooltip", "children"),
                   Input("map", "hoverData"))
@@ -281,6 +293,38 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         patch["data"][traces - 1]["x"] = stars[:, 0].tolist()
         patch["data"][traces - 1]["y"] = stars[:, 1].tolist()
         return patch, note
+
+
+def zoomed_view(relayout: dict | None) -> View | str | None:
+    """The box a zoom or pan shows (``x0, x1, y0, y1``), ``"reset"`` for a zoom back out, None for anything else.
+
+    Example:
+        >>> zoomed_view({"xaxis.range[0]": 0, "xaxis.range[1]": 2, "yaxis.range[0]": -1, "yaxis.range[1]": 1})
+        (0.0, 2.0, -1.0, 1.0)
+        >>> zoomed_view({"xaxis.autorange": True}), zoomed_view({"dragmode": "pan"})
+        ('reset', None)
+    """
+    relayout = relayout or {}
+    if relayout.get("xaxis.autorange"):
+        return "reset"
+    ranges: list[float] = []
+    for axis in ("xaxis", "yaxis"):
+        pair = relayout.get(f"{axis}.range") or [relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")]
+        if any(v is None for v in pair):
+            return None
+        ranges += [float(pair[0]), float(pair[1])]
+    return tuple(ranges)  # type: ignore[return-value]
+
+
+def redraw_needed(meta: dict | None, zoom: View | str) -> bool:
+    """Whether a zoom shows logos the drawn figure lacks (a sample, or a box it does not cover)."""
+    meta = meta or {}
+    if meta.get("complete", True) and not meta.get("view"):
+        return False  # every logo is drawn already
+    if zoom == "reset":
+        return True
+    covers = meta.get("covers")
+    return covers is None or not view_contains(tuple(covers), zoom)  # type: ignore[arg-type]
 
 
 def _selected(data: dict | None) -> list[int]:

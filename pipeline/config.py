@@ -61,6 +61,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MAX_QUEUED": ("max_queued", int),
     "LOGOS_QUEUE_TIMEOUT": ("queue_timeout", float),
     "LOGOS_COMPACT_AFTER": ("compact_after", int),
+    "LOGOS_MAP_POINTS": ("map_points", int),
     "LOGOS_DEMO": ("demo", str),
 }
 
@@ -128,6 +129,9 @@ class Settings:
         compact_after: Logos added since the last index build past which the
             server rebuilds the index in the background (they are searched
             exactly until then, which grows slower with their number).
+        map_points: Most logos the map draws as points. Past that it draws the
+            density of every logo with a sample of points on top (human labels
+            first), and zooming in draws every logo in view once they fit.
         demo: What an empty store is filled with at the app's first start:
             ``full`` (every simple-icons brand, thousands of labels), ``small``
             (43 bundled brands) or ``none`` (:mod:`pipeline.demo`).
@@ -166,12 +170,15 @@ class Settings:
     max_queued: int = 64
     queue_timeout: float = 30.0
     compact_after: int = 2000
+    map_points: int = 200_000
     demo: str = "full"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         if not 0.0 <= self.crop_padding <= 1.0:
             raise ConfigError(f"LOGOS_CROP_PADDING (crop_padding) is a share of the box size between 0 and 1, got {self.crop_padding}")
+        if self.map_points < 1:
+            raise ConfigError(f"LOGOS_MAP_POINTS (map_points) must be at least 1, got {self.map_points}")
         if not 0.0 <= self.open_set_share < 1.0:
             raise ConfigError(f"LOGOS_OPEN_SET_SHARE (open_set_share) is a share in [0, 1), got {self.open_set_share}")
 

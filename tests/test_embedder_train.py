@@ -10,8 +10,8 @@ from PIL import Image
 
 from pipeline.datasets import load_yolo
 from pipeline.embedders import TRAINED_EMBEDDER, build_net, get_spec
-from pipeline.training.embedder import (FROZEN_BLOCKS, LookAlikeBatches, _to_batch, network_input, real_crop_views,
-                                        serving_transform, trained_state)
+from pipeline.training.embedder import (FROZEN_BLOCKS, LogoViews, LookAlikeBatches, _to_batch, class_means,
+                                        embed_views, network_input, real_crop_views, serving_transform, trained_state)
 from pipeline.training.metrics import retrieval_figures
 from pipeline.training.synth import Icon, split_of
 
@@ -55,6 +55,21 @@ def test_only_the_trained_tensors_are_shipped_in_fp16():
     assert not any(k.startswith(("backbone.conv_stem", "backbone.bn1", "backbone.conv_head"))
                    or any(k.startswith(f"backbone.blocks.{i}.") for i in range(FROZEN_BLOCKS)) for k in state)
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+def test_arcface_centres_start_at_each_class_mean_embedding():
+    net = build_net(get_spec(TRAINED_EMBEDDER))  # shipped weights, as --init starts from
+    rng = np.random.default_rng(0)
+    colours = np.array([[220, 30, 30], [30, 160, 40], [40, 60, 210]], dtype=np.float32)
+    images = np.clip(colours[[0, 0, 0, 1, 1, 1, 2, 2, 2], :, None, None] + rng.normal(0, 12, (9, 3, 160, 160)), 0, 255)
+    views = LogoViews(images.astype(np.uint8), np.repeat(np.arange(3), 3))
+    centres = class_means(net, views, views=2)
+    assert centres.shape == (3, net.head.out_features)
+    assert torch.allclose(centres.norm(dim=1), torch.ones(3), atol=1e-5)
+    expected = torch.nn.functional.normalize(embed_views(net, views.images[[0, 1]]).mean(0), dim=0)
+    assert torch.allclose(centres[0], expected, atol=1e-5)  # the first two views of class 0, not the third
+    nearest = (embed_views(net, views.images) @ centres.T).argmax(1)
+    assert nearest.tolist() == views.labels.tolist()
 
 
 def test_generated_marks_are_fixed_designs_that_render_and_differ():

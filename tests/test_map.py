@@ -204,7 +204,17 @@ def test_map_payload_stays_bounded_at_one_million_logos():
     assert frame.total == n and len(frame.data) == MAX_POINTS and frame.sampled
     kept_human = (frame.data.source == "human").sum()
     assert kept_human == min(MAX_POINTS, (labels.source == "human").sum())  # people's labels are kept first
-    assert figure_bytes(map_figure(frame)) < PAYLOAD_BUDGET_1M
+    assert frame.density is not None and frame.density.counts.sum() == n  # every logo is in the shading
+    figure = map_figure(frame)
+    assert figure.data[0].type == "heatmap" and figure_bytes(figure) < PAYLOAD_BUDGET_1M
+
+    # zoomed in: every logo in the drawn box is a point, and no density is needed
+    coords = rng.normal(size=(n, 2)).astype(np.float32)
+    zoomed = map_frame(np.arange(n), coords, labels, view=(0.0, 0.1, 0.0, 0.1))
+    x0, x1, y0, y1 = zoomed.view
+    assert x0 < 0 < 0.1 < x1 and zoomed.density is None and not zoomed.sampled
+    inside = (coords[:, 0] >= x0) & (coords[:, 0] <= x1) & (coords[:, 1] >= y0) & (coords[:, 1] <= y1)
+    assert 0 < inside.sum() < MAX_POINTS and sorted(zoomed.data.id) == np.flatnonzero(inside).tolist()
 
 
 def test_a_big_store_is_fitted_on_a_sample_and_the_rest_placed(tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -180,3 +181,64 @@ def test_stored_ids_and_the_batch_walk_come_in_pages(filled):
     assert all(len(neighbours) == 2 for neighbours in walked.values())
     classic = client.get("/api/v1/ann/batch", params={"logo_ids": f"{every['stored'][0]}", "count": 2}).json()
     assert set(classic) == {"results", "count"}  # robotoff-ann's shape, unchanged
+
+
+def _map_figure(client: TestClient, relayout: dict | None, meta: dict | None, trigger: str):
+    """The map figure callback, as the page calls it on a map change or on a zoom; None when nothing is redrawn."""
+    last = "map-meta.data"
+    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
+              if last in d["output"] and "relayoutData" in json.dumps(d["inputs"])]
+    body = {"output": key, "outputs": [{"id": "map", "property": "figure"}, {"id": "map-meta", "property": "data"}],
+            "inputs": [{"id": "map-key", "property": "data", "value": "ready"},
+                       {"id": "labels-version", "property": "data", "value": 0},
+                       {"id": "map", "property": "relayoutData", "value": relayout}],
+            "state": [{"id": "map-meta", "property": "data", "value": meta}], "changedPropIds": [trigger]}
+    answer = client.post("/dashboard/_dash-update-component", json=body)
+    assert answer.status_code in (200, 204), answer.text
+    response = answer.json()["response"] if answer.status_code == 200 else {}
+    return (response["map"]["figure"], response["map-meta"]["data"]) if response else None
+
+
+def _drawn_ids(figure: dict) -> set[int]:
+    return {int(i) for trace in figure["data"] if trace["type"] == "scattergl" for i in trace.get("customdata", [])}
+
+
+def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom(settings, embedder, gallery_dir):
+    from dashboard.figures import _widened
+
+    service = LogoService(settings.replace(map_points=10), embedder=embedder)
+    import_folder(service, gallery_dir, progress=False)
+    service.start_map()
+    assert service.map.wait(300).state == "ready"
+    points = service.map_points()
+    client = TestClient(create_app(service))
+
+    whole, meta = _map_figure(client, None, None, "map-key.data")
+    assert whole["data"][0]["type"] == "heatmap"  # every logo as density...
+    assert len(_drawn_ids(whole)) == 10 and meta["complete"] is False  # ...under a sample of points
+    assert "zoom in to see every logo" in whole["layout"]["title"]["text"]
+
+    # zoom to a box whose logos (with the margin drawn around it) fit under the limit
+    centre = points.xy[0]
+    for half in np.geomspace(np.ptp(points.xy, axis=0).max(), 1e-4, 60):
+        view = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+        x0, x1, y0, y1 = _widened(view)
+        inside = (points.xy[:, 0] >= x0) & (points.xy[:, 0] <= x1) & (points.xy[:, 1] >= y0) & (points.xy[:, 1] <= y1)
+        if inside.sum() <= 10:
+            break
+    zoom = {"xaxis.range[0]": view[0], "xaxis.range[1]": view[1], "yaxis.range[0]": view[2], "yaxis.range[1]": view[3]}
+    zoomed, zoomed_meta = _map_figure(client, zoom, meta, "map.relayoutData")
+    assert all(trace["type"] != "heatmap" for trace in zoomed["data"])
+    assert _drawn_ids(zoomed) == set(points.ids[inside].tolist())  # every logo in view, none outside
+    assert zoomed_meta["covers"] is not None
+
+    # a zoom inside what is drawn, or a relayout that is not a zoom, redraws nothing
+    inner = {"xaxis.range[0]": view[0] / 2 + centre[0] / 2, "xaxis.range[1]": view[1] / 2 + centre[0] / 2,
+             "yaxis.range[0]": view[2] / 2 + centre[1] / 2, "yaxis.range[1]": view[3] / 2 + centre[1] / 2}
+    assert _map_figure(client, inner, zoomed_meta, "map.relayoutData") is None
+    assert _map_figure(client, {"dragmode": "pan"}, zoomed_meta, "map.relayoutData") is None
+
+    # zooming back out draws the whole map again
+    back, back_meta = _map_figure(client, {"xaxis.autorange": True, "yaxis.autorange": True}, zoomed_meta,
+                                  "map.relayoutData")
+    assert back["data"][0]["type"] == "heatmap" and _drawn_ids(back) == _drawn_ids(whole) and back_meta["view"] is None

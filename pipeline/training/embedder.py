@@ -267,6 +267,21 @@ def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespac
     return data, favoured, val, counts
 
 
+def class_means(net: EmbeddingNet, data: LogoViews, views: int = 2) -> torch.Tensor:
+    """Each class's mean embedding of its first ``views`` crops, unit length: [C, D].
+
+    ArcFace centres start here when the network starts from trained weights. Random
+    centres would send large, meaningless gradients into a backbone that already
+    embeds logos well, undoing much of it before the centres catch up (the validation
+    dip of the first few hundred steps of a run from random centres).
+    """
+    classes = int(data.labels.max()) + 1
+    first = np.concatenate([np.flatnonzero(data.labels == c)[:views] for c in range(classes)])
+    vectors = embed_views(net, data.images[first])
+    sums = torch.zeros(classes, vectors.shape[1]).index_add_(0, torch.as_tensor(data.labels[first]), vectors)
+    return torch.nn.functional.normalize(sums, dim=1)
+
+
 def validate(net: EmbeddingNet, val: dict[str, LogoViews]) -> dict[str, float]:
     """Nearest-neighbour top-1 and recall@5 on each validation set, and their mean top-1 (which picks checkpoints)."""
     figures: dict[str, float] = {}
@@ -292,6 +307,9 @@ def train(args: argparse.Namespace) -> dict[str, object]:
 
     frozen = freeze_early_layers(net)
     loss_arc = losses.ArcFaceLoss(num_classes=classes, embedding_size=spec.head_dim, margin=28.6, scale=32)
+    if args.init and not args.resume:
+        with torch.no_grad():
+            loss_arc.W.copy_(class_means(net, data).T)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights_file = out / (spec.weights.name if spec.weights else "logo-embedder.pt")
@@ -308,13 +326,16 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     augment = v2.RandomAffine(degrees=0, translate=(0.06, 0.06), scale=(0.85, 1.1))
     sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed + step, favoured)
-    if step >= args.lookalike_after:
+    if step >= args.lookalike_after or args.init:
         sampler.update(loss_arc.W.T)
 
     budget = args.minutes * 60
     started = time.perf_counter() - spent  # a resumed run continues its schedule
-    while (elapsed := time.perf_counter() - started) < budget:
-        progress = elapsed / budget
+    while True:
+        elapsed = time.perf_counter() - started
+        progress = step / args.steps if args.steps else elapsed / budget
+        if progress >= 1:
+            break
         factor = progress / 0.05 if progress < 0.05 else 0.5 * (1 + math.cos(math.pi * (progress - 0.05) / 0.95))
         for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = lr * factor
@@ -331,7 +352,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         loss.backward()
         optimizer.step()
         step += 1
-        if step % 25 == 0 and step >= args.lookalike_after:
+        if step % 25 == 0 and (step >= args.lookalike_after or args.init):
             sampler.update(loss_arc.W.T)
         if step % 20 == 0:
             log.info("step %d  %.0f s  loss %.3f  lr %.2e", step, elapsed, loss.item(), optimizer.param_groups[0]["lr"])
@@ -378,6 +399,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embedder", default=TRAINED_EMBEDDER, help="the registered spec to train")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="a budget in steps instead (the schedule then does not depend on how busy the cores are)")
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "embedder")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
     parser.add_argument("--views", type=int, default=8, help="photographed crops per simple-icons logo")
