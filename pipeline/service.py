@@ -11,6 +11,7 @@ import random
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,7 @@ from pipeline.health import HealthReport, label_health, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
-from pipeline.projection import LogoMap, MapPoints, MapStatus, content_key
+from pipeline.projection import LogoMap, MapPoints, MapStatus
 from pipeline.search_links import SearchLinks
 from pipeline.annotation import ReviewGroup, ReviewProgress, ReviewVerdict, apply_review, review_queue
 from pipeline.annotation import progress as review_progress
@@ -161,6 +162,7 @@ class LogoService:
         self._calibrating = threading.Lock()
         self._calibration_wanted = threading.Event()
         self._neighbour_table: NeighbourTable | None = None
+        self._health_report: tuple[tuple, HealthReport] | None = None
         self._health_wanted = threading.Event()
         self._health_running = threading.Lock()
         self._compacting = threading.Lock()
@@ -638,14 +640,14 @@ class LogoService:
         Labels are not part of it (they change far more often than the logos and are read when a report is
         made), so the table lasts until logos are added or removed.
         """
-        ids = np.array(self.store.ids(), dtype=np.int64)
-        key = (content_key(self.store.model_id, ids), k)
+        key = (self.store.content_version(), k)
         cached = self._neighbour_table
         if cached is not None and cached.key == key:
             return cached
+        ids = np.array(self.store.ids(), dtype=np.int64)
         queries = ids
         if len(ids) > HEALTH_SAMPLE:
-            seed = int.from_bytes(key[0].encode()[:8].ljust(8, b"0"), "little")
+            seed = zlib.crc32(key[0].encode())
             queries = np.sort(np.random.default_rng(seed).choice(ids, HEALTH_SAMPLE, replace=False))
         table: dict[int, list[int]] = {}
         model_id = self.store.model_id or ""
@@ -672,7 +674,7 @@ class LogoService:
                 if self._health_wanted.is_set():
                     continue  # still changing: wait for quiet
                 try:
-                    self.neighbour_table(self.settings.k)
+                    self.cluster_health(self.settings.k)  # the neighbours, then the report every visitor reads
                 except Exception:  # a failed run leaves the last table; the next change tries again
                     log.exception("cluster health failed")
         finally:
@@ -690,10 +692,15 @@ class LogoService:
                 instead (the dashboard: :meth:`request_health` computes them in the background).
         """
         cached = self._neighbour_table
-        if not wait and (cached is None or cached.key != (content_key(self.store.model_id, np.array(
-                self.store.ids(), dtype=np.int64)), k)):
+        if not wait and (cached is None or cached.key != (self.store.content_version(), k)):
             return None
         made = self.neighbour_table(k) if wait else cached
+        status = self.map.status()
+        key = (made.key, self.store.labels_version(), status.state, status.fitted, status.placed, status.seconds,
+               min_cluster_size)
+        report = self._health_report
+        if report is not None and report[0] == key:
+            return report[1]  # every visitor reads the same report until logos, labels or the map change
         table = made.table
         seen = set(table) | {n for near in table.values() for n in near}
         labels = self.store.labels(sorted(seen))
@@ -701,14 +708,16 @@ class LogoService:
         clusters = []
         points = self.map.points()
         if points is not None:
-            point_labels = self.store.labels(points.ids.tolist())
-            unlabelled = np.array([point_labels.get(int(i), (None, None))[0] is None for i in points.ids], dtype=bool)
+            frame = self.store.label_frame()
+            unlabelled = np.isin(points.ids, frame.id[frame.label.isna()].to_numpy())
             ids, xy = points.ids[unlabelled], points.xy[unlabelled]
             if len(ids) > HEALTH_SAMPLE:  # HDBSCAN on millions of points would take minutes: a seeded sample
                 keep = np.sort(np.random.default_rng(0).choice(len(ids), HEALTH_SAMPLE, replace=False))
                 ids, xy = ids[keep], xy[keep]
             clusters = unlabelled_clusters(ids, xy, min_cluster_size)
-        return HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos)
+        made_report = HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos)
+        self._health_report = (key, made_report)
+        return made_report
 
     def reembed(self, *, batch: int = 64, progress: bool = True, ray: bool = False,
                 workers: int | None = None) -> ReembedReport:

@@ -541,6 +541,17 @@ class LogoStore:
     def thresholds(self) -> dict[str, float]:
         return dict(self._conn().execute("SELECT label, threshold FROM label_thresholds").fetchall())
 
+    def content_version(self) -> str:
+        """A value that changes whenever the stored vectors change: the model, how many logos, the last id.
+
+        Ids are never reused (``AUTOINCREMENT``) and vectors only change with the
+        model, so any add, delete or re-embed changes it; two aggregates on the
+        primary key instead of hashing every id (what a map refresh at 1M logos
+        would otherwise pay).
+        """
+        count, last = self._conn().execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM logos").fetchone()
+        return f"{self.model_id or ''}:{count}:{last}"
+
     def labels_version(self) -> str:
         """A value that changes whenever labels change: labelled logos, last logo, last label event."""
         labelled, last_logo = self._conn().execute("SELECT COUNT(label), COALESCE(MAX(id), 0) FROM logos").fetchone()

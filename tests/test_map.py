@@ -86,11 +86,37 @@ def test_cluster_health_runs_in_the_background_never_on_a_read_and_samples_a_big
     assert (report.sampled, report.logos) == (20, 32)
     assert {h.label for h in report.labels} <= set("abcd") and report.labels
     assert all(s.label == "b" for s in report.suspects)  # only the known mistake can be one
-    assert service.cluster_health(k=5, wait=False) is report or service.cluster_health(k=5, wait=False) == report
+    assert service.cluster_health(k=5, wait=False) is report  # every later read shares the one report
+    service.bulk_label([ids[3]], "a")  # a label change: the same neighbours, a new report
+    fixed = service.cluster_health(k=5, wait=False)
+    assert fixed is not report and fixed.suspects == [] and service.cluster_health(k=5, wait=False) is fixed
     fill(service.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
     assert service.cluster_health(k=5, wait=False) is None
     service.request_health()
     assert _wait_for_health(service).logos == 35
+
+
+def test_unlabelled_clusters_on_the_map_are_found_and_follow_label_changes(tmp_path):
+    service = LogoService(Settings(data_dir=tmp_path / "data", embedder="efficientnet-lite0"))
+    ids = fill(service.store, clustered(4, 12), ["a"] * 12 + ["b"] * 12 + [None] * 24)
+    service.build_index()
+    service.start_map()
+    assert service.map.wait(300).state == "ready"
+    found = [set(c.ids) for c in service.cluster_health(k=5).clusters]
+    assert sorted(found, key=min) == [set(ids[24:36]), set(ids[36:])]  # the two unlabelled groups, nothing else
+    service.bulk_label(ids[24:36], "c")
+    found = [set(c.ids) for c in service.cluster_health(k=5).clusters]
+    assert all(group <= set(ids[36:]) for group in found)  # labelled now: no longer an unlabelled cluster
+
+
+def test_the_content_version_changes_with_every_add_but_not_with_labels(tmp_path):
+    store = LogoStore(tmp_path / "data")
+    ids = fill(store, clustered(2, 3), ["a"] * 6)
+    before = store.content_version()
+    store.set_label(ids[:2], "b", "human")
+    assert store.content_version() == before
+    fill(store, clustered(1, 1, seed=3), [None])
+    assert store.content_version() != before
 
 
 def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
