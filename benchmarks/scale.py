@@ -1,6 +1,6 @@
 """Scale: a store of N clustered vectors, built and searched the way the app does it; one JSON line.
 
-    python benchmarks/scale.py --n 100000 [--backends annoy,milvus] [--json] [--skip-map]
+    python benchmarks/scale.py --n 100000 [--backends annoy,milvus] [--search-k 20000,40000] [--json] [--skip-map]
 
 N unit vectors of 256-d (the embedder's size) in tight clusters of ~20 (logos of
 one brand), a third of them labelled, go in through the store's bulk path
@@ -10,7 +10,8 @@ one brand), a third of them labelled, go in through the store's bulk path
   each measured the same way and listed under ``backends``; the top-level index figures are the first's);
 - ``recall@10``: against exact search, for 200 queries near stored logos
   (a stored vector plus noise), through ``LogoIndex.search`` as the API calls it;
-  ``p50_ms`` / ``p95_ms`` of those searches;
+  ``p50_ms`` / ``p95_ms`` of those searches; with ``--search-k``, the same for the
+  same Annoy trees searched at each of those ``search_k`` (under ``search_k``);
 - ``health_s``: the cluster-health neighbour table (a seeded sample of 20,000
   logos past that size, as the app computes it in the background); ``health_report_s``:
   the report made from it (labels read, unlabelled clusters found on the map), also made
@@ -62,11 +63,26 @@ def folder_gb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**30
 
 
+def searched(index: LogoIndex, queries: np.ndarray, exact_ids: np.ndarray) -> dict[str, float]:
+    """recall@10 against exact search and the search latency percentiles, through ``LogoIndex.search``."""
+    hits, times = 0, []
+    for query, truth in zip(queries, exact_ids, strict=True):
+        began = time.perf_counter()
+        found = index.search(query, 10, MODEL)
+        times.append(time.perf_counter() - began)
+        hits += len({i for i, _ in found} & set(truth.tolist()))
+    p50, p95 = np.percentile(np.array(times) * 1e3, [50, 95])
+    return {"recall@10": round(hits / (10 * len(queries)), 4), "p50_ms": round(float(p50), 2),
+            "p95_ms": round(float(p95), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--backends", default="annoy", help="index backends to measure, comma-separated")
+    parser.add_argument("--search-k", default="",
+                        help="more Annoy search_k values to measure recall and latency at, comma-separated")
     parser.add_argument("--skip-map", action="store_true", help="leave out the map fit (the slowest part)")
     parser.add_argument("--json", action="store_true", help="one JSON line only")
     args = parser.parse_args()
@@ -104,16 +120,11 @@ def main() -> None:
                                                                             settings.search_k))
             started = time.perf_counter()
             index.rebuild()
-            measured = {"build_s": round(time.perf_counter() - started, 1)}
-            hits, times = 0, []
-            for query, truth in zip(queries, exact_ids, strict=True):
-                began = time.perf_counter()
-                found = index.search(query, 10, MODEL)
-                times.append(time.perf_counter() - began)
-                hits += len({i for i, _ in found} & set(truth.tolist()))
-            measured["recall@10"] = round(hits / (10 * args.queries), 4)
-            measured["p50_ms"], measured["p95_ms"] = (round(float(v), 2) for v in np.percentile(
-                np.array(times) * 1e3, [50, 95]))
+            measured = {"build_s": round(time.perf_counter() - started, 1), **searched(index, queries, exact_ids)}
+            if backend == "annoy" and args.search_k:  # the same trees, searched deeper
+                measured["search_k"] = {
+                    str(k): searched(LogoIndex(store, data / "index-annoy", IndexConfig("annoy", settings.n_trees, k)),
+                                     queries, exact_ids) for k in map(int, args.search_k.split(","))}
             backends[backend] = measured
             if len(backends) == 1:
                 service.index = index  # cluster health searches the first backend, as the app would
