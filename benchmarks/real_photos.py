@@ -1,7 +1,7 @@
 """End-to-end on real photos: from a photo to named logos, through the CLI and the HTTP API as users use them.
 
     python benchmarks/real_photos.py --dataset ../shared/datasets/real-drinks [--detector-path M.onnx]
-                                     [--threshold T]
+                                     [--threshold T] [--sheet extra-boxes.png]
 
 1. Gallery: the labelled boxes of the dataset's ``train`` split, imported into a
    fresh store with ``python -m pipeline import-dataset --split train
@@ -72,7 +72,10 @@ def _serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("app.py did not answer /health in 300 s")
 
 
-def score(dataset: Path, url: str) -> dict[str, float]:
+def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bool]] | None = None
+          ) -> dict[str, float]:
+    """The figures of the module docstring; ``extras`` (if given) receives every extra labelled box
+    as ``(photo, box, label, label boxed elsewhere on the photo)``."""
     photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
     truth_boxes = found = named = extra = extra_other = 0
     latencies = []
@@ -97,6 +100,8 @@ def score(dataset: Path, url: str) -> dict[str, float]:
                 if logo["label"] is not None and (not len(truth) or float(iou[:, i].max()) < 0.5):
                     extra += 1
                     extra_other += logo["label"] not in brands
+                    if extras is not None:
+                        extras.append((photo.path, logo["box"], logo["label"], logo["label"] in brands))
     latencies.sort()
     return {"photos": len(photos), "logos": truth_boxes, "found_and_named": named / truth_boxes,
             "found": found / truth_boxes, "extra_labelled_per_photo": extra / len(photos),
@@ -104,11 +109,31 @@ def score(dataset: Path, url: str) -> dict[str, float]:
             "search_p50_ms": 1000 * latencies[len(latencies) // 2]}
 
 
+def contact_sheet(extras: list[tuple[Path, list[float], str, bool]], path: Path, size: int = 120,
+                  columns: int = 10, limit: int = 100) -> None:
+    """The extra labelled boxes side by side, each captioned with its label (red: a brand boxed nowhere on
+    its photo), so that a person can see whether they are unboxed logos or wrong names."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    shown = extras[:limit]
+    rows = max(1, -(-len(shown) // columns))
+    sheet = Image.new("RGB", (columns * size, rows * (size + 16)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, (photo, box, label, boxed) in enumerate(shown):
+        with Image.open(photo) as image:
+            crop = ImageOps.contain(ImageOps.exif_transpose(image).convert("RGB").crop(tuple(box)), (size, size))
+        x, y = (n % columns) * size, (n // columns) * (size + 16)
+        sheet.paste(crop, (x + (size - crop.width) // 2, y + (size - crop.height) // 2))
+        draw.text((x + 2, y + size + 2), label[:18], fill="black" if boxed else "red")
+    sheet.save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "real-drinks")
     parser.add_argument("--detector-path", type=Path, help="another YOLOv8-layout ONNX detector")
     parser.add_argument("--threshold", type=float, help="detector threshold (default: the app's)")
+    parser.add_argument("--sheet", type=Path, help="save a contact sheet of the extra labelled boxes (PNG)")
     args = parser.parse_args()
     if not (args.dataset / "labels").is_dir():
         parser.error(f"{args.dataset}: no YOLO dataset there (real-drinks: ../shared/datasets/real-drinks; the "
@@ -125,10 +150,14 @@ def main() -> None:
         calibration = _cli(data, "calibrate")
         process, url = _serve(data, env)
         try:
-            figures = score(args.dataset, url)
+            extras: list[tuple[Path, list[float], str, bool]] = []
+            figures = score(args.dataset, url, extras)
         finally:
             process.terminate()
             process.wait(timeout=60)
+    if args.sheet:
+        contact_sheet(extras, args.sheet)
+        print(f"{len(extras)} extra labelled boxes; the first {min(len(extras), 100)} in {args.sheet}")
     print(f"gallery: {imported['added']} logos of the train split; calibration: {calibration}")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
 

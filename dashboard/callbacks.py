@@ -80,15 +80,26 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         return text, str(status.progress), new_key if new_key != key else no_update, summary_text(service)
 
     @app.callback(Output("map", "figure"), Output("map-meta", "data"), Input("map-key", "data"),
-                  Input("labels-version", "data"), Input("map", "relayoutData"), State("map-meta", "data"))
-    def figure(_: str | None, __: int, relayout: dict | None, meta: dict | None):
+                  Input("labels-version", "data"), Input("map", "relayoutData"), State("map-meta", "data"),
+                  State("highlighted", "data"))
+    def figure(_: str | None, __: int, relayout: dict | None, meta: dict | None, highlighted: dict | None):
         view = (meta or {}).get("view")
+        points = None
         if ctx.triggered_id == "map":
             zoom = zoomed_view(relayout)
-            if zoom is None or not redraw_needed(meta, zoom):
+            if zoom is None:
+                return no_update, no_update
+            if zoom != "reset" and None in zoom:  # one axis zoomed: the other keeps its last range
+                points = service.map_points()
+                if points is None:
+                    return no_update, no_update
+                known = view or (float(points.xy[:, 0].min()), float(points.xy[:, 0].max()),
+                                 float(points.xy[:, 1].min()), float(points.xy[:, 1].max()))
+                zoom = tuple(known[n] if value is None else value for n, value in enumerate(zoom))
+            if not redraw_needed(meta, zoom):
                 return no_update, no_update
             view = None if zoom == "reset" else zoom
-        points = service.map_points()
+        points = points or service.map_points()
         if points is None:
             return _empty_figure(service.map_status().message), {"traces": 0}
         frame = map_frame(points.ids, points.xy, service.label_frame(), settings.map_points, view=view)
@@ -100,6 +111,12 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         else:
             title = f"all {frame.in_view:,} logos in and around the view, of {frame.total:,} · double-click: whole map"
         drawn = map_figure(frame, title)
+        if highlighted:  # a redraw keeps what was highlighted (circled logos, the stars of a search)
+            xy = points.xy[np.isin(points.ids, highlighted["ids"])]
+            stars = np.asarray(highlighted["stars"], dtype=np.float32).reshape(-1, 2)
+            drawn.data[-2].update(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(),
+                                  customdata=points.ids[np.isin(points.ids, highlighted["ids"])].tolist())
+            drawn.data[-1].update(x=stars[:, 0].tolist(), y=stars[:, 1].tolist())
         return drawn, {"traces": len(drawn.data), "view": view, "complete": frame.complete,
                        "covers": None if frame.sampled else frame.view}
 
@@ -249,6 +266,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         ])
 
     @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
+                  Output("highlighted", "data"),
                   Input("label-search", "value"), Input({"type": "health-label", "index": ALL}, "n_clicks"),
                   Input({"type": "health-logo", "index": ALL}, "n_clicks"),
                   Input({"type": "health-cluster", "index": ALL}, "n_clicks"), Input("show-last", "n_clicks"),
@@ -259,7 +277,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         traces = (meta or {}).get("traces", 0)
         trigger = ctx.triggered_id
         if traces < 2 or (isinstance(trigger, dict) and not ctx.triggered[0]["value"]):
-            return no_update, no_update  # no map yet, or a list entry was just created (no click)
+            return no_update, no_update, no_update  # no map yet, or a list entry was just created (no click)
         stars = np.zeros((0, 2), np.float32)
         if trigger == "label-search":
             ids = service.ids_with_label(label)
@@ -267,10 +285,10 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         elif trigger == "show-last":
             search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
             if search_id is None:
-                return no_update, "Search a photo in the Search tab first, then open the map from its link."
+                return no_update, "Search a photo in the Search tab first, then open the map from its link.", no_update
             shown = service.search_on_map(search_id)
             if shown is None:
-                return no_update, "That search has expired: search the photo again."
+                return no_update, "That search has expired: search the photo again.", no_update
             stars, ids = shown.stars, shown.neighbour_ids
             note = (f"Stars: the {len(stars)} logo(s) of your search; circled: their "
                     f"{len(ids)} nearest stored logos.")
@@ -292,28 +310,29 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         patch["data"][traces - 2]["customdata"] = marked.tolist()
         patch["data"][traces - 1]["x"] = stars[:, 0].tolist()
         patch["data"][traces - 1]["y"] = stars[:, 1].tolist()
-        return patch, note
+        return patch, note, {"ids": marked.tolist(), "stars": np.asarray(stars).tolist()}
 
 
-def zoomed_view(relayout: dict | None) -> View | str | None:
-    """The box a zoom or pan shows (``x0, x1, y0, y1``), ``"reset"`` for a zoom back out, None for anything else.
+def zoomed_view(relayout: dict | None) -> tuple[float | None, ...] | str | None:
+    """The box a zoom or pan shows (``x0, x1, y0, y1``; None for an axis it leaves as it was), ``"reset"``
+    for a zoom back out (either axis), None for a relayout that is not a zoom (drag mode, selection, resize).
 
     Example:
         >>> zoomed_view({"xaxis.range[0]": 0, "xaxis.range[1]": 2, "yaxis.range[0]": -1, "yaxis.range[1]": 1})
         (0.0, 2.0, -1.0, 1.0)
-        >>> zoomed_view({"xaxis.autorange": True}), zoomed_view({"dragmode": "pan"})
+        >>> zoomed_view({"xaxis.range": [0, 2]})
+        (0.0, 2.0, None, None)
+        >>> zoomed_view({"yaxis.autorange": True}), zoomed_view({"dragmode": "pan"})
         ('reset', None)
     """
     relayout = relayout or {}
-    if relayout.get("xaxis.autorange"):
+    if relayout.get("xaxis.autorange") or relayout.get("yaxis.autorange"):
         return "reset"
-    ranges: list[float] = []
+    ranges: list[float | None] = []
     for axis in ("xaxis", "yaxis"):
         pair = relayout.get(f"{axis}.range") or [relayout.get(f"{axis}.range[0]"), relayout.get(f"{axis}.range[1]")]
-        if any(v is None for v in pair):
-            return None
-        ranges += [float(pair[0]), float(pair[1])]
-    return tuple(ranges)  # type: ignore[return-value]
+        ranges += [None, None] if any(v is None for v in pair) else [float(pair[0]), float(pair[1])]
+    return None if all(v is None for v in ranges) else tuple(ranges)
 
 
 def redraw_needed(meta: dict | None, zoom: View | str) -> bool:

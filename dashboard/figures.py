@@ -99,6 +99,8 @@ def map_frame(ids: np.ndarray, xy: np.ndarray, labels: pd.DataFrame, max_points:
     xy = np.asarray(xy, dtype=np.float32).reshape(-1, 2)
     ids = np.asarray(ids, dtype=np.int64)
     total = len(ids)
+    placed = np.isfinite(xy).all(axis=1)  # a logo without a place (never expected) is left off, not fatal
+    ids, xy = ids[placed], xy[placed]
     if view is not None:
         view = _widened(view)
         x0, x1, y0, y1 = view
@@ -126,16 +128,15 @@ def density_grid(xy: np.ndarray, view: View | None = None, bins: int = DENSITY_B
     """Logo counts on a ``bins`` x ``bins`` grid over ``view`` (or the points' extent)."""
     if view is None:
         low, high = xy.min(axis=0), xy.max(axis=0)
-        view = (float(low[0]), float(high[0]) or 1.0, float(low[1]), float(high[1]) or 1.0)
+        view = (float(low[0]), float(high[0]), float(low[1]), float(high[1]))
     x0, x1, y0, y1 = view
+    x1, y1 = max(x1, x0 + 1e-6), max(y1, y0 + 1e-6)  # all logos in one spot: a cell still has a size
     counts, x_edges, y_edges = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
     return Density((x_edges[:-1] + x_edges[1:]) / 2, (y_edges[:-1] + y_edges[1:]) / 2, counts.T)
 
 
-def view_contains(outer: View | None, inner: View) -> bool:
-    """Whether the box ``inner`` lies inside ``outer`` (None: the whole map)."""
-    if outer is None:
-        return True
+def view_contains(outer: View, inner: View) -> bool:
+    """Whether the box ``inner`` lies inside ``outer``."""
     x0, x1, y0, y1 = inner
     return outer[0] <= min(x0, x1) and max(x0, x1) <= outer[1] and outer[2] <= min(y0, y1) and max(y0, y1) <= outer[3]
 

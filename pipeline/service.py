@@ -688,8 +688,9 @@ class LogoService:
         Args:
             k: Neighbours per logo.
             min_cluster_size: Smallest unlabelled cluster.
-            wait: Compute the neighbours now if the logos changed since the last run; with False, answer None
-                instead (the dashboard: :meth:`request_health` computes them in the background).
+            wait: Compute the neighbours and the report now if the logos, labels or map changed since the
+                last report; with False, answer None instead and have the background worker
+                (:meth:`request_health`) make it, so that a page load never computes it (the dashboard).
         """
         cached = self._neighbour_table
         if not wait and (cached is None or cached.key != (self.store.content_version(), k)):
@@ -701,6 +702,9 @@ class LogoService:
         report = self._health_report
         if report is not None and report[0] == key:
             return report[1]  # every visitor reads the same report until logos, labels or the map change
+        if not wait:  # labels or the map changed since: the background worker makes the new report
+            self.request_health()
+            return None
         table = made.table
         seen = set(table) | {n for near in table.values() for n in near}
         labels = self.store.labels(sorted(seen))

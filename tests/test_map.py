@@ -87,8 +87,9 @@ def test_cluster_health_runs_in_the_background_never_on_a_read_and_samples_a_big
     assert {h.label for h in report.labels} <= set("abcd") and report.labels
     assert all(s.label == "b" for s in report.suspects)  # only the known mistake can be one
     assert service.cluster_health(k=5, wait=False) is report  # every later read shares the one report
-    service.bulk_label([ids[3]], "a")  # a label change: the same neighbours, a new report
-    fixed = service.cluster_health(k=5, wait=False)
+    service.bulk_label([ids[3]], "a")  # a label change: the same neighbours, a new report...
+    assert service.cluster_health(k=5, wait=False) is None  # ...made in the background, never by a read
+    fixed = _wait_for_health(service)
     assert fixed is not report and fixed.suspects == [] and service.cluster_health(k=5, wait=False) is fixed
     fill(service.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
     assert service.cluster_health(k=5, wait=False) is None

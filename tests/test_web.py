@@ -105,7 +105,7 @@ def test_dash_refuses_a_non_ascii_token_and_undo_is_per_session(filled):
 
 def _show_search(client: TestClient, query: str) -> str:
     response = _dash(
-        client, [("map", "figure"), ("highlight-note", "children")],
+        client, [("map", "figure"), ("highlight-note", "children"), ("highlighted", "data")],
         [{"id": "label-search", "property": "value", "value": None}, [], [], [],  # three lists of health entries
          {"id": "show-last", "property": "n_clicks", "value": 1}],
         [{"id": "cluster-ids", "property": "data", "value": []},
@@ -183,7 +183,8 @@ def test_stored_ids_and_the_batch_walk_come_in_pages(filled):
     assert set(classic) == {"results", "count"}  # robotoff-ann's shape, unchanged
 
 
-def _map_figure(client: TestClient, relayout: dict | None, meta: dict | None, trigger: str):
+def _map_figure(client: TestClient, relayout: dict | None, meta: dict | None, trigger: str,
+                highlighted: dict | None = None):
     """The map figure callback, as the page calls it on a map change or on a zoom; None when nothing is redrawn."""
     last = "map-meta.data"
     (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
@@ -192,7 +193,8 @@ def _map_figure(client: TestClient, relayout: dict | None, meta: dict | None, tr
             "inputs": [{"id": "map-key", "property": "data", "value": "ready"},
                        {"id": "labels-version", "property": "data", "value": 0},
                        {"id": "map", "property": "relayoutData", "value": relayout}],
-            "state": [{"id": "map-meta", "property": "data", "value": meta}], "changedPropIds": [trigger]}
+            "state": [{"id": "map-meta", "property": "data", "value": meta},
+                      {"id": "highlighted", "property": "data", "value": highlighted}], "changedPropIds": [trigger]}
     answer = client.post("/dashboard/_dash-update-component", json=body)
     assert answer.status_code in (200, 204), answer.text
     response = answer.json()["response"] if answer.status_code == 200 else {}
@@ -226,10 +228,12 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
         inside = (points.xy[:, 0] >= x0) & (points.xy[:, 0] <= x1) & (points.xy[:, 1] >= y0) & (points.xy[:, 1] <= y1)
         if inside.sum() <= 10:
             break
-    zoom = {"xaxis.range[0]": view[0], "xaxis.range[1]": view[1], "yaxis.range[0]": view[2], "yaxis.range[1]": view[3]}
-    zoomed, zoomed_meta = _map_figure(client, zoom, meta, "map.relayoutData")
+    zoom = {"xaxis.range": [view[0], view[1]], "yaxis.range[0]": view[2], "yaxis.range[1]": view[3]}
+    marked = int(points.ids[inside][0])
+    zoomed, zoomed_meta = _map_figure(client, zoom, meta, "map.relayoutData", {"ids": [marked], "stars": [[0, 0]]})
     assert all(trace["type"] != "heatmap" for trace in zoomed["data"])
-    assert _drawn_ids(zoomed) == set(points.ids[inside].tolist())  # every logo in view, none outside
+    assert _drawn_ids({"data": zoomed["data"][:-2]}) == set(points.ids[inside].tolist())  # every logo in view
+    assert zoomed["data"][-2]["customdata"] == [marked] and len(zoomed["data"][-1]["x"]) == 1  # highlights kept
     assert zoomed_meta["covers"] is not None
 
     # a zoom inside what is drawn, or a relayout that is not a zoom, redraws nothing
@@ -237,6 +241,12 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
              "yaxis.range[0]": view[2] / 2 + centre[1] / 2, "yaxis.range[1]": view[3] / 2 + centre[1] / 2}
     assert _map_figure(client, inner, zoomed_meta, "map.relayoutData") is None
     assert _map_figure(client, {"dragmode": "pan"}, zoomed_meta, "map.relayoutData") is None
+
+    # a zoom along x only keeps y's last range (the whole map's here)
+    x_only, _ = _map_figure(client, {"xaxis.range": [view[0], view[1]]}, meta, "map.relayoutData")
+    wide_x0, wide_x1, _, _ = _widened((view[0], view[1], 0.0, 0.0))
+    in_band = (points.xy[:, 0] >= wide_x0) & (points.xy[:, 0] <= wide_x1)
+    assert _drawn_ids(x_only) <= set(points.ids[in_band].tolist()) and _drawn_ids(x_only)
 
     # zooming back out draws the whole map again
     back, back_meta = _map_figure(client, {"xaxis.autorange": True, "yaxis.autorange": True}, zoomed_meta,

@@ -221,7 +221,8 @@ class LookAlikeBatches:
     def next(self) -> np.ndarray:
         count = len(self.by_class)
         seeds = self.rng.choice(count, self.classes // 2, replace=False)
-        chosen = list(dict.fromkeys(seeds.tolist() + (self.nearest[seeds].tolist() if self.nearest is not None else [])))
+        partners = self.nearest[seeds].tolist() if self.nearest is not None else []
+        chosen = list(dict.fromkeys(seeds.tolist() + partners))
         if self.favoured and self.rng.random() < 0.5:
             chosen = list(dict.fromkeys([int(self.rng.choice(self.favoured))] + chosen))
         while len(chosen) < self.classes:
@@ -265,6 +266,26 @@ def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespac
     data = LogoViews(np.concatenate(images), np.concatenate(labels))
     log.info("training classes per source: %s; %d crops", counts, len(data.labels))
     return data, favoured, val, counts
+
+
+def schedule_progress(step: int, elapsed: float, steps: int, budget: float) -> float:
+    """How far a run is through its schedule (1: done): by steps when it has a step budget, else by time.
+
+    Example:
+        >>> schedule_progress(50, 9999.0, steps=100, budget=60.0), schedule_progress(50, 30.0, steps=0, budget=60.0)
+        (0.5, 0.5)
+    """
+    return step / steps if steps else elapsed / budget
+
+
+def lr_factor(progress: float) -> float:
+    """The learning rate's share of its peak: a linear warm-up over the first 5 %, then a cosine to 0.
+
+    Example:
+        >>> round(lr_factor(0.025), 3), lr_factor(0.05), round(lr_factor(1.0), 6)
+        (0.5, 1.0, 0.0)
+    """
+    return progress / 0.05 if progress < 0.05 else 0.5 * (1 + math.cos(math.pi * (progress - 0.05) / 0.95))
 
 
 def class_means(net: EmbeddingNet, data: LogoViews, views: int = 2) -> torch.Tensor:
@@ -316,7 +337,8 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     history: list[dict[str, float]] = []
     step, spent, best = 0, 0.0, -1.0
     if args.resume:
-        step, spent, best, history = _resume(net, loss_arc, args.resume)
+        step, spent, best, history, steps = _resume(net, loss_arc, args.resume)
+        args.steps = args.steps or steps  # a step-budgeted run resumes on its own schedule
     loss_pairs, miner = losses.MultiSimilarityLoss(), miners.MultiSimilarityMiner(epsilon=0.1)
     groups = [{"params": [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")],
                "lr": args.lr},
@@ -331,12 +353,8 @@ def train(args: argparse.Namespace) -> dict[str, object]:
 
     budget = args.minutes * 60
     started = time.perf_counter() - spent  # a resumed run continues its schedule
-    while True:
-        elapsed = time.perf_counter() - started
-        progress = step / args.steps if args.steps else elapsed / budget
-        if progress >= 1:
-            break
-        factor = progress / 0.05 if progress < 0.05 else 0.5 * (1 + math.cos(math.pi * (progress - 0.05) / 0.95))
+    while (progress := schedule_progress(step, elapsed := time.perf_counter() - started, args.steps, budget)) < 1:
+        factor = lr_factor(progress)
         for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
             group["lr"] = lr * factor
         net.train()
@@ -364,7 +382,8 @@ def train(args: argparse.Namespace) -> dict[str, object]:
                 best = figures["nn_top1"]
                 _save(trained_state(net), weights_file)
             _save({"net": trained_state(net, half=False), "arc": loss_arc.state_dict(), "step": step,
-                   "seconds": elapsed, "best": best, "history": json.dumps(history)}, out / "checkpoint.pt")
+                   "seconds": elapsed, "best": best, "history": json.dumps(history), "steps": args.steps},
+                  out / "checkpoint.pt")
     figures = validate(net, val)
     history.append({"step": step, "seconds": round(time.perf_counter() - started), **figures})
     if figures["nn_top1"] >= best:
@@ -378,15 +397,18 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
-def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path) -> tuple[int, float, float, list[dict[str, float]]]:
-    """Continue from a run's ``checkpoint.pt``: network, class centres, step, time spent, best score, history."""
+def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path
+            ) -> tuple[int, float, float, list[dict[str, float]], int]:
+    """Continue from a run's ``checkpoint.pt``: network, class centres, step, time spent, best score, history,
+    and the run's step budget (0: it ran on ``--minutes``)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if "net" not in state:
         raise SystemExit(f"{path} is not a training checkpoint; start from shipped weights with --init")
     net.load_state_dict(state["net"], strict=False)
     loss.load_state_dict(state["arc"])
     log.info("resumed from %s (step %s, %.0f s)", path, state["step"], state["seconds"])
-    return int(state["step"]), float(state["seconds"]), float(state["best"]), json.loads(state["history"])
+    return (int(state["step"]), float(state["seconds"]), float(state["best"]), json.loads(state["history"]),
+            int(state.get("steps", 0)))
 
 
 def _save(state: dict[str, object], path: Path) -> None:
@@ -415,7 +437,9 @@ def main() -> None:
     parser.add_argument("--classes-per-batch", type=int, default=16)
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--lookalike-after", type=int, default=150, help="steps before look-alike batches start")
+    parser.add_argument("--lookalike-after", type=int, default=150,
+                        help="steps before look-alike batches start (from --init weights they start at once: the "
+                             "class centres are meaningful from the first step)")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes rendering the data")
@@ -423,6 +447,8 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt to continue, schedule included")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.minutes <= 0 or args.steps < 0:
+        parser.error("--minutes must be positive and --steps 0 (use --minutes) or more")
     if args.real and not args.real.is_dir():
         parser.error(f"--real {args.real}: no such dataset folder (real-drinks: see its README for the public source)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
