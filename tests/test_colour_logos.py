@@ -94,8 +94,9 @@ def test_logos_that_differ_only_in_colour_are_apart_in_colour_alike_in_grey(colo
         assert seen_colour[0] @ seen_colour[1] < 0.95
 
 
-@pytest.mark.xfail(strict=True, reason="a two-colour disc in other hues looks like the same mark in another scheme")
 def test_a_two_colour_ring_in_other_hues_is_told_apart(colour_embedder):
+    # the first colour model read this pair as one mark in two print schemes (a strict xfail until the
+    # fine-tune with class-mean centres and typeset marks told them apart)
     pair = [_draw("ring", colours) for colours in RING]
     seen = colour_embedder.embed(pair)
     views = colour_embedder.embed([photographed(image, 5) for image in pair])
