@@ -79,13 +79,22 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         new_key = f"{status.state}:{status.fitted}:{count}:{status.seconds}"
         return text, str(status.progress), new_key if new_key != key else no_update, summary_text(service)
 
+    # Plotly reports every relayout (resize, drag mode, selection...); only zooms and pans reach the server
+    app.clientside_callback(
+        """function (relayout) {
+            const zoom = Object.keys(relayout || {}).some(
+                key => key.startsWith("xaxis.range") || key.startsWith("yaxis.range") || key.endsWith("autorange"));
+            return zoom ? relayout : window.dash_clientside.no_update;
+        }""",
+        Output("map-zoom", "data"), Input("map", "relayoutData"), prevent_initial_call=True)
+
     @app.callback(Output("map", "figure"), Output("map-meta", "data"), Input("map-key", "data"),
-                  Input("labels-version", "data"), Input("map", "relayoutData"), State("map-meta", "data"),
+                  Input("labels-version", "data"), Input("map-zoom", "data"), State("map-meta", "data"),
                   State("highlighted", "data"))
     def figure(_: str | None, __: int, relayout: dict | None, meta: dict | None, highlighted: dict | None):
         view = (meta or {}).get("view")
         points = None
-        if ctx.triggered_id == "map":
+        if ctx.triggered_id == "map-zoom":
             zoom = zoomed_view(relayout)
             if zoom is None:
                 return no_update, no_update
@@ -265,52 +274,62 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             html.Ul(confused or [html.Li("none")], style={"fontSize": "0.85rem", "paddingLeft": "1.2rem"}),
         ])
 
-    @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
-                  Output("highlighted", "data"),
-                  Input("label-search", "value"), Input({"type": "health-label", "index": ALL}, "n_clicks"),
-                  Input({"type": "health-logo", "index": ALL}, "n_clicks"),
-                  Input({"type": "health-cluster", "index": ALL}, "n_clicks"), Input("show-last", "n_clicks"),
-                  State("cluster-ids", "data"), State("map-meta", "data"), State("url", "search"),
-                  prevent_initial_call=True)
-    def highlight(label: str | None, _: list, __: list, ___: list, show_last: int | None,
-                  cluster_ids: list[list[int]] | None, meta: dict | None, query: str | None):
+    def show(meta: dict | None, ids: np.ndarray, note: str, stars: np.ndarray | None = None):
+        """Circle ``ids`` (and star ``stars``) on the drawn map with a small patch; remember them for redraws."""
         traces = (meta or {}).get("traces", 0)
-        trigger = ctx.triggered_id
-        if traces < 2 or (isinstance(trigger, dict) and not ctx.triggered[0]["value"]):
-            return no_update, no_update, no_update  # no map yet, or a list entry was just created (no click)
-        stars = np.zeros((0, 2), np.float32)
-        if trigger == "label-search":
-            ids = service.ids_with_label(label)
-            note = f"{len(ids)} logos labelled '{label}'." if label else ""
-        elif trigger == "show-last":
-            search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
-            if search_id is None:
-                return no_update, "Search a photo in the Search tab first, then open the map from its link.", no_update
-            shown = service.search_on_map(search_id)
-            if shown is None:
-                return no_update, "That search has expired: search the photo again.", no_update
-            stars, ids = shown.stars, shown.neighbour_ids
-            note = (f"Stars: the {len(stars)} logo(s) of your search; circled: their "
-                    f"{len(ids)} nearest stored logos.")
-        elif trigger["type"] == "health-label":
-            ids = service.ids_with_label(trigger["index"])
-            note = f"{len(ids)} logos labelled '{trigger['index']}'."
-        elif trigger["type"] == "health-logo":
-            ids = np.array([trigger["index"]])
-            note = f"Suspect {_logo_line(service, int(trigger['index']))}."
-        else:
-            ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
-            note = f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. Lasso them to label them."
+        stars = np.zeros((0, 2), np.float32) if stars is None else np.asarray(stars, np.float32).reshape(-1, 2)
         points = service.map_points()
         xy = points.xy[np.isin(points.ids, ids)] if points is not None else np.zeros((0, 2))
-        marked = points.ids[np.isin(points.ids, ids)] if points is not None else np.zeros(0)
+        marked = points.ids[np.isin(points.ids, ids)] if points is not None else np.zeros(0, np.int64)
         patch = Patch()
         patch["data"][traces - 2]["x"] = xy[:, 0].tolist()
         patch["data"][traces - 2]["y"] = xy[:, 1].tolist()
         patch["data"][traces - 2]["customdata"] = marked.tolist()
         patch["data"][traces - 1]["x"] = stars[:, 0].tolist()
         patch["data"][traces - 1]["y"] = stars[:, 1].tolist()
-        return patch, note, {"ids": marked.tolist(), "stars": np.asarray(stars).tolist()}
+        return patch, note, {"ids": marked.tolist(), "stars": stars.tolist()}
+
+    # Two callbacks, not one: Dash applies only the latest answer of a callback, and the health lists are
+    # rebuilt whenever the background report lands; as inputs of the same callback, their rebuild would
+    # discard the answer to a click on "Show my search" still being computed.
+    @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
+                  Output("highlighted", "data"),
+                  Input("label-search", "value"), Input("show-last", "n_clicks"),
+                  State("map-meta", "data"), State("url", "search"), prevent_initial_call=True)
+    def highlight(label: str | None, _: int | None, meta: dict | None, query: str | None):
+        if (meta or {}).get("traces", 0) < 2:
+            return no_update, no_update, no_update  # no map yet
+        if ctx.triggered_id == "label-search":
+            ids = service.ids_with_label(label)
+            return show(meta, ids, f"{len(ids)} logos labelled '{label}'." if label else "")
+        search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
+        if search_id is None:
+            return no_update, "Search a photo in the Search tab first, then open the map from its link.", no_update
+        shown = service.search_on_map(search_id)
+        if shown is None:
+            return no_update, "That search has expired: search the photo again.", no_update
+        return show(meta, shown.neighbour_ids, f"Stars: the {len(shown.stars)} logo(s) of your search; circled: "
+                    f"their {len(shown.neighbour_ids)} nearest stored logos.", shown.stars)
+
+    @app.callback(Output("map", "figure", allow_duplicate=True),
+                  Output("highlight-note", "children", allow_duplicate=True),
+                  Output("highlighted", "data", allow_duplicate=True),
+                  Input({"type": "health-label", "index": ALL}, "n_clicks"),
+                  Input({"type": "health-logo", "index": ALL}, "n_clicks"),
+                  Input({"type": "health-cluster", "index": ALL}, "n_clicks"),
+                  State("cluster-ids", "data"), State("map-meta", "data"), prevent_initial_call=True)
+    def highlight_entry(_: list, __: list, ___: list, cluster_ids: list[list[int]] | None, meta: dict | None):
+        trigger = ctx.triggered_id
+        if (meta or {}).get("traces", 0) < 2 or not isinstance(trigger, dict) or not ctx.triggered[0]["value"]:
+            return no_update, no_update, no_update  # no map yet, or a list entry was just created (no click)
+        if trigger["type"] == "health-label":
+            ids = service.ids_with_label(trigger["index"])
+            return show(meta, ids, f"{len(ids)} logos labelled '{trigger['index']}'.")
+        if trigger["type"] == "health-logo":
+            return show(meta, np.array([trigger["index"]]), f"Suspect {_logo_line(service, int(trigger['index']))}.")
+        ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
+        return show(meta, ids, f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. "
+                               "Lasso them to label them.")
 
 
 def zoomed_view(relayout: dict | None) -> tuple[float | None, ...] | str | None:

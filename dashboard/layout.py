@@ -98,6 +98,7 @@ def build_layout(service: LogoService) -> html.Div:
         dcc.Store(id="labels-version", data=0),
         dcc.Store(id="cluster-ids"),
         dcc.Store(id="highlighted"),  # what the highlight traces show, so that a redraw (a zoom) keeps it
+        dcc.Store(id="map-zoom"),  # the map's zooms only (relayoutData filtered in the browser)
         # this browser tab's session: its label changes are the ones its "Undo last" undoes
         dcc.Store(id="session", storage_type="session", data=secrets.token_urlsafe(16)),
         dcc.Location(id="url", refresh=False),  # ?search=ID: a search shared by the Search tab

@@ -363,3 +363,38 @@ def test_review_queue_multi_select_reject_confirm_and_keys(server, browser, app_
     playwright.expect(page.locator("#review-message")).to_contain_text("Undone: 3 logos", timeout=15_000)
     assert set(store.labels(starbucks).values()) == {("Starbucks", LabelSource.MACHINE)}
     page.close()
+
+
+ZOOM_JS = """() => {  // zoom onto the middle third of the map, as a scroll or a drawn box does
+    const gd = document.querySelector('#map .js-plotly-plot');
+    const x = gd._fullLayout.xaxis.range, y = gd._fullLayout.yaxis.range;
+    const cx = (x[0] + x[1]) / 2, cy = (y[0] + y[1]) / 2, w = (x[1] - x[0]) / 6, h = (y[1] - y[0]) / 6;
+    return Plotly.relayout(gd, {'xaxis.range': [cx - w, cx + w], 'yaxis.range': [cy - h, cy + h]})
+        .then(() => [cx - w, cx + w, cy - h, cy + h]);
+}"""
+DRAWN_JS = """() => {
+    const gd = document.querySelector('#map .js-plotly-plot');
+    return {types: gd.data.map(t => t.type), title: gd.layout.title.text,
+            ids: gd.data.filter(t => t.type === 'scattergl' && !['highlighted', 'last search'].includes(t.name))
+                        .flatMap(t => (t.customdata || []).map(Number))};
+}"""
+
+
+def test_a_map_past_its_point_limit_shades_every_logo_and_draws_all_in_view_on_zoom(browser, tmp_path_factory):
+    data = tmp_path_factory.mktemp("sampled")
+    with running_app(data, {"LOGOS_MAP_POINTS": "60"}, ready=lambda health: health["map"] == "ready") as url:
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(url + "/dashboard/", wait_until="load")
+        page.wait_for_function("() => document.querySelector('#map .js-plotly-plot')?.data?.[0]?.type === 'heatmap'",
+                               timeout=120_000)
+        whole = page.evaluate(DRAWN_JS)
+        assert len(whole["ids"]) == 60 and "zoom in to see every logo" in whole["title"]
+        page.screenshot(path=str(ARTIFACTS / "dashboard-sampled.png"))
+        page.evaluate(ZOOM_JS)
+        page.wait_for_function("() => document.querySelector('#map .js-plotly-plot').layout.title.text"
+                               ".includes('in and around the view')", timeout=60_000)
+        zoomed = page.evaluate(DRAWN_JS)
+        assert "heatmap" not in zoomed["types"] and zoomed["ids"]
+        assert f"all {len(zoomed['ids'])} logos" in zoomed["title"]  # every logo in view is a point
+        page.screenshot(path=str(ARTIFACTS / "dashboard-zoomed.png"))
+        page.close()

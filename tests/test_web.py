@@ -65,9 +65,12 @@ def test_an_internal_error_is_a_500_with_a_short_detail_and_a_logged_traceback(f
 
 def _dash(client: TestClient, outputs: list[tuple[str, str]], inputs: list[dict], state: list[dict],
           changed: str) -> dict:
-    """Call one Dash callback over HTTP, as the page does (its output key as ``_dash-dependencies`` names it)."""
+    """Call one Dash callback over HTTP, as the page does (its output key as ``_dash-dependencies`` names it;
+    the callback with these outputs that ``changed`` is an input of)."""
     last = f"{outputs[-1][0]}.{outputs[-1][1]}"
-    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json() if last in d["output"]]
+    trigger = changed.rsplit(".", 1)[0]
+    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
+              if last in d["output"] and any(i["id"] == trigger for i in d["inputs"])]
     spec = [{"id": i, "property": p} for i, p in outputs]
     body = {"output": key, "outputs": spec, "inputs": inputs, "state": state, "changedPropIds": [changed]}
     answer = client.post("/dashboard/_dash-update-component", json=body)
@@ -106,10 +109,9 @@ def test_dash_refuses_a_non_ascii_token_and_undo_is_per_session(filled):
 def _show_search(client: TestClient, query: str) -> str:
     response = _dash(
         client, [("map", "figure"), ("highlight-note", "children"), ("highlighted", "data")],
-        [{"id": "label-search", "property": "value", "value": None}, [], [], [],  # three lists of health entries
+        [{"id": "label-search", "property": "value", "value": None},
          {"id": "show-last", "property": "n_clicks", "value": 1}],
-        [{"id": "cluster-ids", "property": "data", "value": []},
-         {"id": "map-meta", "property": "data", "value": {"traces": 4}},
+        [{"id": "map-meta", "property": "data", "value": {"traces": 4}},
          {"id": "url", "property": "search", "value": query}], "show-last.n_clicks")
     return response["highlight-note"]["children"]
 
@@ -188,11 +190,11 @@ def _map_figure(client: TestClient, relayout: dict | None, meta: dict | None, tr
     """The map figure callback, as the page calls it on a map change or on a zoom; None when nothing is redrawn."""
     last = "map-meta.data"
     (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
-              if last in d["output"] and "relayoutData" in json.dumps(d["inputs"])]
+              if last in d["output"] and "map-zoom" in json.dumps(d["inputs"])]
     body = {"output": key, "outputs": [{"id": "map", "property": "figure"}, {"id": "map-meta", "property": "data"}],
             "inputs": [{"id": "map-key", "property": "data", "value": "ready"},
                        {"id": "labels-version", "property": "data", "value": 0},
-                       {"id": "map", "property": "relayoutData", "value": relayout}],
+                       {"id": "map-zoom", "property": "data", "value": relayout}],
             "state": [{"id": "map-meta", "property": "data", "value": meta},
                       {"id": "highlighted", "property": "data", "value": highlighted}], "changedPropIds": [trigger]}
     answer = client.post("/dashboard/_dash-update-component", json=body)
@@ -230,7 +232,7 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
             break
     zoom = {"xaxis.range": [view[0], view[1]], "yaxis.range[0]": view[2], "yaxis.range[1]": view[3]}
     marked = int(points.ids[inside][0])
-    zoomed, zoomed_meta = _map_figure(client, zoom, meta, "map.relayoutData", {"ids": [marked], "stars": [[0, 0]]})
+    zoomed, zoomed_meta = _map_figure(client, zoom, meta, "map-zoom.data", {"ids": [marked], "stars": [[0, 0]]})
     assert all(trace["type"] != "heatmap" for trace in zoomed["data"])
     assert _drawn_ids({"data": zoomed["data"][:-2]}) == set(points.ids[inside].tolist())  # every logo in view
     assert zoomed["data"][-2]["customdata"] == [marked] and len(zoomed["data"][-1]["x"]) == 1  # highlights kept
@@ -239,16 +241,16 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
     # a zoom inside what is drawn, or a relayout that is not a zoom, redraws nothing
     inner = {"xaxis.range[0]": view[0] / 2 + centre[0] / 2, "xaxis.range[1]": view[1] / 2 + centre[0] / 2,
              "yaxis.range[0]": view[2] / 2 + centre[1] / 2, "yaxis.range[1]": view[3] / 2 + centre[1] / 2}
-    assert _map_figure(client, inner, zoomed_meta, "map.relayoutData") is None
-    assert _map_figure(client, {"dragmode": "pan"}, zoomed_meta, "map.relayoutData") is None
+    assert _map_figure(client, inner, zoomed_meta, "map-zoom.data") is None
+    assert _map_figure(client, {"dragmode": "pan"}, zoomed_meta, "map-zoom.data") is None
 
     # a zoom along x only keeps y's last range (the whole map's here)
-    x_only, _ = _map_figure(client, {"xaxis.range": [view[0], view[1]]}, meta, "map.relayoutData")
+    x_only, _ = _map_figure(client, {"xaxis.range": [view[0], view[1]]}, meta, "map-zoom.data")
     wide_x0, wide_x1, _, _ = _widened((view[0], view[1], 0.0, 0.0))
     in_band = (points.xy[:, 0] >= wide_x0) & (points.xy[:, 0] <= wide_x1)
     assert _drawn_ids(x_only) <= set(points.ids[in_band].tolist()) and _drawn_ids(x_only)
 
     # zooming back out draws the whole map again
     back, back_meta = _map_figure(client, {"xaxis.autorange": True, "yaxis.autorange": True}, zoomed_meta,
-                                  "map.relayoutData")
+                                  "map-zoom.data")
     assert back["data"][0]["type"] == "heatmap" and _drawn_ids(back) == _drawn_ids(whole) and back_meta["view"] is None
