@@ -14,6 +14,7 @@ from dashboard.figures import View, map_figure, map_frame, view_contains
 from dashboard.layout import summary_text
 from dashboard.review import review_link
 from pipeline.errors import LogoError
+from pipeline.projection import MapPoints
 from pipeline.service import LogoService, calibration_summary
 from web.auth import Access, AdminAuth
 
@@ -121,10 +122,9 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             title = f"all {frame.in_view:,} logos in and around the view, of {frame.total:,} · double-click: whole map"
         drawn = map_figure(frame, title)
         if highlighted:  # a redraw keeps what was highlighted (circled logos, the stars of a search)
-            xy = points.xy[np.isin(points.ids, highlighted["ids"])]
+            marked, xy = _on_map(points, highlighted["ids"])
             stars = np.asarray(highlighted["stars"], dtype=np.float32).reshape(-1, 2)
-            drawn.data[-2].update(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(),
-                                  customdata=points.ids[np.isin(points.ids, highlighted["ids"])].tolist())
+            drawn.data[-2].update(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), customdata=marked.tolist())
             drawn.data[-1].update(x=stars[:, 0].tolist(), y=stars[:, 1].tolist())
         return drawn, {"traces": len(drawn.data), "view": view, "complete": frame.complete,
                        "covers": None if frame.sampled else frame.view}
@@ -278,9 +278,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         """Circle ``ids`` (and star ``stars``) on the drawn map with a small patch; remember them for redraws."""
         traces = (meta or {}).get("traces", 0)
         stars = np.zeros((0, 2), np.float32) if stars is None else np.asarray(stars, np.float32).reshape(-1, 2)
-        points = service.map_points()
-        xy = points.xy[np.isin(points.ids, ids)] if points is not None else np.zeros((0, 2))
-        marked = points.ids[np.isin(points.ids, ids)] if points is not None else np.zeros(0, np.int64)
+        marked, xy = _on_map(service.map_points(), ids)
         patch = Patch()
         patch["data"][traces - 2]["x"] = xy[:, 0].tolist()
         patch["data"][traces - 2]["y"] = xy[:, 1].tolist()
@@ -330,6 +328,14 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
         return show(meta, ids, f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. "
                                "Lasso them to label them.")
+
+
+def _on_map(points: MapPoints | None, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The ids among ``ids`` that are on the map, and their coordinates."""
+    if points is None:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.float32)
+    on_map = np.isin(points.ids, np.asarray(ids, dtype=np.int64))
+    return points.ids[on_map], points.xy[on_map]
 
 
 def zoomed_view(relayout: dict | None) -> tuple[float | None, ...] | str | None:
