@@ -348,7 +348,9 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     augment = v2.RandomAffine(degrees=0, translate=(0.06, 0.06), scale=(0.85, 1.1))
     sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed + step, favoured)
-    if step >= args.lookalike_after or args.init:
+    # from --init weights the class centres are meaningful at once (class means), so look-alike batches are too
+    lookalike_after = 0 if args.init else args.lookalike_after
+    if step >= lookalike_after:
         sampler.update(loss_arc.W.T)
 
     budget = args.minutes * 60
@@ -370,7 +372,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         loss.backward()
         optimizer.step()
         step += 1
-        if step % 25 == 0 and (step >= args.lookalike_after or args.init):
+        if step % 25 == 0 and step >= lookalike_after:
             sampler.update(loss_arc.W.T)
         if step % 20 == 0:
             log.info("step %d  %.0f s  loss %.3f  lr %.2e", step, elapsed, loss.item(), optimizer.param_groups[0]["lr"])
