@@ -14,6 +14,9 @@
    The dataset's boxes are partial (often only some of the logos on a shelf are
    boxed), so many are real logos: *of another brand* counts those named with
    a brand that is boxed nowhere on the photo, which are mostly wrong names.
+4. The same figures for the plain vote (``pipeline.knn``, the app's answer before a
+   store is calibrated), from the neighbours each answer lists: what the calibrated
+   confidence and its "unknown" change on the same boxes.
 
 real-drinks: 739 photos of drinks packaging with logo boxes of 5 brands, from
 the public GitHub repository hxtruong6/brand-detection (MIT); see its README in
@@ -40,7 +43,17 @@ from torchvision.ops import box_iou
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipeline.config import Settings  # noqa: E402
 from pipeline.datasets import load_yolo  # noqa: E402
+from pipeline.knn import VoteConfig, predict_label  # noqa: E402
+from pipeline.types import LabelSource, Neighbour  # noqa: E402
+
+
+def plain_vote(logo: dict, config: VoteConfig) -> str | None:
+    """The uncalibrated kNN label of one answered logo, from the neighbours it lists (all human-labelled here)."""
+    neighbours = [Neighbour(n["id"], n["label"], LabelSource.HUMAN if n["label"] else None, n["distance"])
+                  for n in logo["neighbours"]]
+    return predict_label(neighbours, config).label
 
 
 def _cli(data: Path, *args: str) -> dict:
@@ -77,7 +90,9 @@ def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bo
     """The figures of the module docstring; ``extras`` (if given) receives every extra labelled box
     as ``(photo, box, label, label boxed elsewhere on the photo)``."""
     photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
-    truth_boxes = found = named = extra = extra_other = 0
+    truth_boxes = found = named = extra = extra_other = named_plain = extra_plain = 0
+    settings = Settings.from_env()
+    config = VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight)
     latencies = []
     with httpx.Client(timeout=120) as client:
         for photo in photos:
@@ -87,6 +102,7 @@ def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bo
             latencies.append(time.perf_counter() - started)
             answer.raise_for_status()
             logos = answer.json()["logos"]
+            plain = [plain_vote(logo, config) for logo in logos]
             truth = torch.tensor([a.box.to_list() for a in photo.annotations], dtype=torch.float32).reshape(-1, 4)
             boxes = torch.tensor([logo["box"] for logo in logos], dtype=torch.float32).reshape(-1, 4)
             iou = box_iou(truth, boxes) if len(boxes) and len(truth) else torch.zeros(len(truth), len(boxes))
@@ -95,9 +111,12 @@ def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bo
                 hits = [i for i in range(len(logos)) if iou[t, i] >= 0.5]
                 found += bool(hits)
                 named += any(logos[i]["label"] == annotation.label for i in hits)
+                named_plain += any(plain[i] == annotation.label for i in hits)
             brands = {a.label for a in photo.annotations}
             for i, logo in enumerate(logos):
-                if logo["label"] is not None and (not len(truth) or float(iou[:, i].max()) < 0.5):
+                unmatched = not len(truth) or float(iou[:, i].max()) < 0.5
+                extra_plain += unmatched and plain[i] is not None
+                if logo["label"] is not None and unmatched:
                     extra += 1
                     extra_other += logo["label"] not in brands
                     if extras is not None:
@@ -106,6 +125,8 @@ def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bo
     return {"photos": len(photos), "logos": truth_boxes, "found_and_named": named / truth_boxes,
             "found": found / truth_boxes, "extra_labelled_per_photo": extra / len(photos),
             "extra_other_brand_per_photo": extra_other / len(photos),
+            "plain_vote_found_and_named": named_plain / truth_boxes,
+            "plain_vote_extra_labelled_per_photo": extra_plain / len(photos),
             "search_p50_ms": 1000 * latencies[len(latencies) // 2]}
 
 
