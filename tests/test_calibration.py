@@ -190,6 +190,10 @@ def test_precision_threshold_takes_the_lowest_threshold_that_keeps_precision_wit
     assert precision_threshold(probs[:20], few, 0.85) == probs[19]
     assert precision_threshold(np.array([0.9] * 80), np.r_[0, np.ones(79)], 0.90) == 0.9  # ties go together
     assert precision_threshold(np.r_[np.full(80, 0.9), 0.95], np.r_[0, np.ones(79), 1], 0.99) is None
+    # answers right near 1 and wrong far below: the target itself, not the lowest right answer's 0.99
+    assert precision_threshold(np.r_[np.full(60, 0.99), 0.2], np.r_[np.ones(60), 0], 0.95) == 0.95
+    # but a wrong answer above the target keeps the threshold above it
+    assert precision_threshold(np.r_[np.full(60, 0.99), [0.97] * 5], np.r_[np.ones(60), np.zeros(5)], 0.95) == 0.99
     weights = np.where(right == 0, 0.1, 1.0)  # wrong answers that count little let the threshold go lower
     assert precision_threshold(probs, right, 0.95, weights) == probs[-1]
     winners = ["a"] * 100 + ["b"] * 5
