@@ -1,7 +1,7 @@
 """End-to-end on real photos: from a photo to named logos, through the CLI and the HTTP API as users use them.
 
     python benchmarks/real_photos.py --dataset ../shared/datasets/real-drinks [--detector-path M.onnx]
-                                     [--threshold T] [--sheet extra-boxes.png]
+                                     [--threshold T] [--sheet extra-boxes.png] [--review pending.json]
 
 1. Gallery: the labelled boxes of the dataset's ``train`` split, imported into a
    fresh store with ``python -m pipeline import-dataset --split train
@@ -12,8 +12,15 @@
    *found and named* when that box also carries the true label. *Extra labelled
    boxes* are returned boxes with a label that overlap no true box at IoU 0.5.
    The dataset's boxes are partial (often only some of the logos on a shelf are
-   boxed), so many are real logos: *of another brand* counts those named with
-   a brand that is boxed nowhere on the photo, which are mostly wrong names.
+   boxed), so many of those are real logos, named right. ``real_drinks_reviewed.json``
+   beside this script holds boxes of test photos that a person looked at, each
+   with the brand whose logo it shows (null: none of the dataset's brands). An
+   extra box is an *unboxed logo* when it overlaps (IoU >= 0.5) a reviewed box of
+   the brand it is named, and *wrong* otherwise: reviewed as something else, or
+   not reviewed at all (counted wrong until someone looks: ``--review`` lists
+   those with a numbered contact sheet, to add to the file). *Of another brand*
+   counts extras named with a brand boxed nowhere on the photo. Found and found
+   and named are scored on the dataset's own boxes only.
 4. The same figures for the plain vote (``pipeline.knn``, the app's answer before a
    store is calibrated), from the neighbours each answer lists: what the calibrated
    confidence and its "unknown" change on the same boxes.
@@ -28,6 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import Counter
+from dataclasses import dataclass
 import socket
 import subprocess
 import sys
@@ -47,6 +56,8 @@ from pipeline.config import Settings  # noqa: E402
 from pipeline.datasets import load_yolo  # noqa: E402
 from pipeline.knn import VoteConfig, predict_label  # noqa: E402
 from pipeline.types import LabelSource, Neighbour  # noqa: E402
+
+UNBOXED = ROOT / "benchmarks" / "real_drinks_reviewed.json"
 
 
 def plain_vote(logo: dict, config: VoteConfig) -> str | None:
@@ -85,67 +96,123 @@ def _serve(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     raise SystemExit("app.py did not answer /health in 300 s")
 
 
-def score(dataset: Path, url: str, extras: list[tuple[Path, list[float], str, bool]] | None = None
-          ) -> dict[str, float]:
-    """The figures of the module docstring; ``extras`` (if given) receives every extra labelled box
-    as ``(photo, box, label, label boxed elsewhere on the photo)``."""
-    photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
-    truth_boxes = found = named = extra = extra_other = named_plain = extra_plain = 0
-    settings = Settings.from_env()
-    config = VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight)
-    latencies = []
+@dataclass(frozen=True)
+class Extra:
+    """A returned box with a label that overlaps no box of the dataset."""
+
+    photo: Path
+    box: list[float]
+    label: str
+    by_app: bool  # the app's (calibrated) answer named it; else only the plain vote did
+    verdict: str  # "logo": reviewed, a logo of that brand; "wrong": reviewed, not one; "unreviewed"
+
+
+def load_reviewed(path: Path) -> dict[str, list[tuple[list[float], str | None]]]:
+    """Reviewed boxes of test photos, by photo file name: ``(box, brand)``, brand None for "no logo of the
+    dataset's brands" (see ``UNBOXED``)."""
+    if not path.exists():
+        return {}
+    reviewed: dict[str, list[tuple[list[float], str | None]]] = {}
+    for entry in json.loads(path.read_text())["boxes"]:
+        reviewed.setdefault(entry["photo"], []).append((entry["box"], entry["label"]))
+    return reviewed
+
+
+def _verdict(box: list[float], label: str, reviewed: list[tuple[list[float], str | None]]) -> str:
+    """What a review says of a box named ``label``: the reviewed box it overlaps most at IoU >= 0.5 decides."""
+    if not reviewed:
+        return "unreviewed"
+    iou = box_iou(torch.tensor([box], dtype=torch.float32), torch.tensor([b for b, _ in reviewed],
+                                                                         dtype=torch.float32))[0]
+    best = int(iou.argmax())
+    if float(iou[best]) < 0.5:
+        return "unreviewed"
+    return "logo" if reviewed[best][1] == label else "wrong"
+
+
+def answers_of(dataset: Path, url: str) -> tuple[dict[str, list[dict]], list[float]]:
+    """``POST /api/v1/search`` of every test photo: its logos by photo file name, and the latencies."""
+    answers, latencies = {}, []
     with httpx.Client(timeout=120) as client:
-        for photo in photos:
+        for photo in load_yolo(dataset, skip_empty_boxes=True).split("test").photos:
             started = time.perf_counter()
             answer = client.post(url + "/api/v1/search", files={"file": (photo.path.name, photo.path.read_bytes(),
                                                                           "image/jpeg")})
             latencies.append(time.perf_counter() - started)
             answer.raise_for_status()
-            logos = answer.json()["logos"]
-            plain = [plain_vote(logo, config) for logo in logos]
-            truth = torch.tensor([a.box.to_list() for a in photo.annotations], dtype=torch.float32).reshape(-1, 4)
-            boxes = torch.tensor([logo["box"] for logo in logos], dtype=torch.float32).reshape(-1, 4)
-            iou = box_iou(truth, boxes) if len(boxes) and len(truth) else torch.zeros(len(truth), len(boxes))
-            truth_boxes += len(truth)
-            for t, annotation in enumerate(photo.annotations):
-                hits = [i for i in range(len(logos)) if iou[t, i] >= 0.5]
-                found += bool(hits)
-                named += any(logos[i]["label"] == annotation.label for i in hits)
-                named_plain += any(plain[i] == annotation.label for i in hits)
-            brands = {a.label for a in photo.annotations}
-            for i, logo in enumerate(logos):
-                unmatched = not len(truth) or float(iou[:, i].max()) < 0.5
-                extra_plain += unmatched and plain[i] is not None
-                if logo["label"] is not None and unmatched:
-                    extra += 1
-                    extra_other += logo["label"] not in brands
-                    if extras is not None:
-                        extras.append((photo.path, logo["box"], logo["label"], logo["label"] in brands))
-    latencies.sort()
-    return {"photos": len(photos), "logos": truth_boxes, "found_and_named": named / truth_boxes,
-            "found": found / truth_boxes, "extra_labelled_per_photo": extra / len(photos),
-            "extra_other_brand_per_photo": extra_other / len(photos),
-            "plain_vote_found_and_named": named_plain / truth_boxes,
-            "plain_vote_extra_labelled_per_photo": extra_plain / len(photos),
-            "search_p50_ms": 1000 * latencies[len(latencies) // 2]}
+            answers[photo.path.name] = answer.json()["logos"]
+    return answers, latencies
 
 
-def contact_sheet(extras: list[tuple[Path, list[float], str, bool]], path: Path, size: int = 120,
-                  columns: int = 10, limit: int = 100) -> None:
-    """The extra labelled boxes side by side, each captioned with its label (red: a brand boxed nowhere on
-    its photo), so that a person can see whether they are unboxed logos or wrong names."""
+def score(dataset: Path, answers: dict[str, list[dict]], reviewed: dict[str, list[tuple[list[float], str | None]]],
+          extras: list[Extra] | None = None) -> dict[str, float]:
+    """The figures of the module docstring; ``extras`` (if given) receives every extra labelled box of the
+    app's answers and of the plain vote."""
+    photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
+    settings = Settings.from_env()
+    config = VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight)
+    count: Counter[str] = Counter()
+    for photo in photos:
+        logos = answers[photo.path.name]
+        plain = [plain_vote(logo, config) for logo in logos]
+        truth = torch.tensor([a.box.to_list() for a in photo.annotations], dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor([logo["box"] for logo in logos], dtype=torch.float32).reshape(-1, 4)
+        iou = box_iou(truth, boxes) if len(boxes) and len(truth) else torch.zeros(len(truth), len(boxes))
+        count["logos"] += len(truth)
+        for t, annotation in enumerate(photo.annotations):
+            hits = [i for i in range(len(logos)) if iou[t, i] >= 0.5]
+            count["found"] += bool(hits)
+            count["named"] += any(logos[i]["label"] == annotation.label for i in hits)
+            count["plain_named"] += any(plain[i] == annotation.label for i in hits)
+        brands = {a.label for a in photo.annotations}
+        for i, logo in enumerate(logos):
+            if len(truth) and float(iou[:, i].max()) >= 0.5:
+                continue
+            label = logo["label"] or plain[i]
+            if label is None:
+                continue
+            verdict = _verdict(logo["box"], label, reviewed.get(photo.path.name, []))
+            for prefix, given in (("", logo["label"]), ("plain_", plain[i])):
+                if given is not None:
+                    count[prefix + "extra"] += 1
+                    count[prefix + "extra_other"] += given not in brands
+                    count[prefix + "extra_" + verdict] += 1
+            if extras is not None:
+                extras.append(Extra(photo.path, logo["box"], label, logo["label"] is not None, verdict))
+    n = len(photos)
+    figures: dict[str, float] = {"photos": n, "logos": count["logos"], "found": count["found"] / count["logos"]}
+    for prefix, key in (("", ""), ("plain_", "plain_vote_")):
+        figures |= {
+            f"{key}found_and_named": count[prefix + "named"] / count["logos"],
+            f"{key}extra_labelled_per_photo": count[prefix + "extra"] / n,
+            f"{key}extra_other_brand_per_photo": count[prefix + "extra_other"] / n,
+            f"{key}extra_unboxed_logo_per_photo": count[prefix + "extra_logo"] / n,
+            f"{key}extra_wrong_per_photo": (count[prefix + "extra_wrong"] + count[prefix + "extra_unreviewed"]) / n,
+            f"{key}extra_unreviewed": count[prefix + "extra_unreviewed"],
+        }
+    return figures
+
+
+def contact_sheet(extras: list[Extra], path: Path, size: int = 120, columns: int = 10, limit: int = 200,
+                  numbered: bool = False) -> None:
+    """Extra labelled boxes side by side, each captioned with its label, so that a person can see whether they
+    are unboxed logos or wrong names. Caption colour: green a reviewed logo of that brand, red reviewed wrong,
+    black not reviewed; ``numbered`` puts each box's index first (for ``--review``)."""
     from PIL import Image, ImageDraw, ImageOps
 
     shown = extras[:limit]
     rows = max(1, -(-len(shown) // columns))
     sheet = Image.new("RGB", (columns * size, rows * (size + 16)), "white")
     draw = ImageDraw.Draw(sheet)
-    for n, (photo, box, label, boxed) in enumerate(shown):
-        with Image.open(photo) as image:
-            crop = ImageOps.contain(ImageOps.exif_transpose(image).convert("RGB").crop(tuple(box)), (size, size))
+    colours = {"logo": "green", "wrong": "red", "unreviewed": "black"}
+    for n, extra in enumerate(shown):
+        with Image.open(extra.photo) as image:
+            crop = ImageOps.contain(ImageOps.exif_transpose(image).convert("RGB").crop(tuple(extra.box)),
+                                    (size, size))
         x, y = (n % columns) * size, (n // columns) * (size + 16)
         sheet.paste(crop, (x + (size - crop.width) // 2, y + (size - crop.height) // 2))
-        draw.text((x + 2, y + size + 2), label[:18], fill="black" if boxed else "red")
+        caption = f"{n} {extra.label}" if numbered else extra.label
+        draw.text((x + 2, y + size + 2), caption[:20], fill=colours[extra.verdict])
     sheet.save(path)
 
 
@@ -154,7 +221,13 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "real-drinks")
     parser.add_argument("--detector-path", type=Path, help="another YOLOv8-layout ONNX detector")
     parser.add_argument("--threshold", type=float, help="detector threshold (default: the app's)")
-    parser.add_argument("--sheet", type=Path, help="save a contact sheet of the extra labelled boxes (PNG)")
+    parser.add_argument("--sheet", type=Path, help="save a contact sheet of the app's extra labelled boxes")
+    parser.add_argument("--reviewed", type=Path, default=UNBOXED,
+                        help=f"reviewed boxes of the test photos (default {UNBOXED.relative_to(ROOT)})")
+    parser.add_argument("--review", type=Path, metavar="PENDING.json",
+                        help="list the extra labelled boxes nobody has reviewed, with a numbered sheet beside it")
+    parser.add_argument("--save-answers", type=Path, help="keep the API's answers (JSON) to score them again")
+    parser.add_argument("--answers", type=Path, help="score answers kept by --save-answers instead of running the app")
     args = parser.parse_args()
     if not (args.dataset / "labels").is_dir():
         parser.error(f"{args.dataset}: no YOLO dataset there (real-drinks: ../shared/datasets/real-drinks; the "
@@ -164,24 +237,42 @@ def main() -> None:
         env["LOGOS_DETECTOR_PATH"] = str(args.detector_path.resolve())
     if args.threshold is not None:
         env["LOGOS_DETECTOR_THRESHOLD"] = str(args.threshold)
-    with tempfile.TemporaryDirectory(prefix="real-photos-") as tmp:
-        data = Path(tmp)
-        imported = _cli(data, "import-dataset", str(args.dataset), "--format", "yolo", "--split", "train",
-                        "--split-by", "real-drinks", "--skip-empty-boxes")
-        calibration = _cli(data, "calibrate")
-        process, url = _serve(data, env)
-        try:
-            extras: list[tuple[Path, list[float], str, bool]] = []
-            figures = score(args.dataset, url, extras)
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    calibration = None
+    if args.answers:
+        answers, latencies = json.loads(args.answers.read_text()), []
+    else:
+        with tempfile.TemporaryDirectory(prefix="real-photos-") as tmp:
+            data = Path(tmp)
+            imported = _cli(data, "import-dataset", str(args.dataset), "--format", "yolo", "--split", "train",
+                            "--split-by", "real-drinks", "--skip-empty-boxes")
+            calibration = _cli(data, "calibrate")
+            process, url = _serve(data, env)
+            try:
+                answers, latencies = answers_of(args.dataset, url)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+        if args.save_answers:
+            args.save_answers.write_text(json.dumps(answers))
+    extras: list[Extra] = []
+    figures = score(args.dataset, answers, load_reviewed(args.reviewed), extras)
+    if latencies:
+        figures["search_p50_ms"] = 1000 * sorted(latencies)[len(latencies) // 2]
     if args.sheet:
-        contact_sheet(extras, args.sheet)
-        print(f"{len(extras)} extra labelled boxes; the first {min(len(extras), 100)} in {args.sheet}")
-    print(f"gallery: {imported['added']} logos of the train split; calibration: {calibration}")
+        shown = [extra for extra in extras if extra.by_app]
+        contact_sheet(shown, args.sheet)
+        print(f"{len(shown)} extra labelled boxes in the app's answers; the first {min(len(shown), 200)} in "
+              f"{args.sheet}")
+    if args.review:
+        pending = [extra for extra in extras if extra.verdict == "unreviewed"]
+        args.review.write_text(json.dumps({"boxes": [{"n": n, "photo": e.photo.name, "box": e.box, "label": e.label}
+                                                     for n, e in enumerate(pending)]}, indent=1))
+        contact_sheet(pending, args.review.with_suffix(".jpg"), numbered=True, limit=len(pending))
+        print(f"{len(pending)} extra labelled boxes nobody has reviewed: {args.review} and "
+              f"{args.review.with_suffix('.jpg')}")
+    if calibration:
+        print(f"gallery: {imported['added']} logos of the train split; calibration: {calibration}")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}))
-
 
 if __name__ == "__main__":
     main()

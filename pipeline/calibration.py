@@ -163,13 +163,21 @@ def _top_k(cosines: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
-                  sources: Sequence[LabelSource | None], k: int, machine_weight: float) -> LeaveOneOut:
+                  sources: Sequence[LabelSource | None], k: int, machine_weight: float,
+                  photos: Sequence[str | None] | None = None) -> LeaveOneOut:
     """Search every human-labelled logo twice: among all other logos, and with its whole label removed.
 
     The first search (itself left out) is the closed-set answer: right when the winner is its label. The
     second is an open-set answer: the logo of a brand the store does not hold, which can never be right.
     Holding out every label in turn, rather than a chosen few, gives one open-set answer per logo, with
     no seed to pick and the whole gallery still searched by the closed-set answers.
+
+    A logo is searched without the other logos of its photo too (``photos``): leave one *photo* out. A new
+    photo brings its logos to a store that holds none from it, while a shelf photo's logos are near copies
+    of one another (three bottles of one brand, the same print): left in, each finds its sibling at a
+    distance that no new photo meets, and the answers and the distance limit come out surer than new
+    photos warrant. In real-drinks' train split, 208 of 1,006 logos had their nearest same-label logo in
+    their own photo; leaving photos out moved the distance limit from 0.248 to 0.260.
 
     Only human labels are truth: machine-labelled logos vote but are never queries. The search is exact
     (cosine in numpy, in chunks of queries so that 50k x 256 stays within a few hundred MB). Answers without
@@ -182,14 +190,17 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         sources: Who set each label.
         k: Neighbours per query, as the service searches.
         machine_weight: Weight of a machine label in the vote.
+        photos: The photo each logo was cut from (its image hash), None where unknown; None: every logo
+            its own photo.
 
     Raises:
         StoreError: Fewer than ``MIN_SAMPLES`` human-labelled logos, or fewer than two human labels.
     """
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float32)
-    if not len(ids) == len(vectors) == len(labels) == len(sources):
-        raise ValueError("ids, vectors, labels and sources must have one entry per logo")
+    photos = [None] * len(ids) if photos is None else list(photos)
+    if not len(ids) == len(vectors) == len(labels) == len(sources) == len(photos):
+        raise ValueError("ids, vectors, labels, sources and photos must have one entry per logo")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     human = np.array([bool(label) and source is LabelSource.HUMAN for label, source in zip(labels, sources)],
@@ -202,6 +213,14 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
     codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
     codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
     label_sizes = Counter(label for label in labels if label)
+    # a logo of unknown photo is a photo of its own: negative codes never match another logo's
+    photo_codes_of = {photo: code for code, photo in enumerate(sorted({p for p in photos if p is not None}))}
+    photo_codes = np.array([photo_codes_of[p] if p is not None else -1 - i for i, p in enumerate(photos)],
+                           dtype=np.int64)
+    labels_in_photo: dict[int, Counter[str]] = {}
+    for i, (code, label) in enumerate(zip(photo_codes, labels)):
+        if label:
+            labels_in_photo.setdefault(int(code), Counter())[label] += 1
     queries = np.flatnonzero(human)
     chunk = max(1, _CHUNK_ENTRIES // len(ids))
 
@@ -210,8 +229,9 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
 
     def answer(query: int, columns: np.ndarray, distances: np.ndarray, is_open: bool) -> None:
         neighbours = [Neighbour(int(ids[c]), labels[c], sources[c], float(d)) for c, d in zip(columns, distances)]
-        # the gallery of a leave-one-out query holds its own label one logo short
-        sizes = label_sizes if is_open else ChainMap({labels[query]: label_sizes[labels[query]] - 1}, label_sizes)
+        # the gallery searched holds each label short of the logos of the query's photo
+        in_photo = labels_in_photo[int(photo_codes[query])]
+        sizes = ChainMap({label: label_sizes[label] - n for label, n in in_photo.items()}, label_sizes)
         winner, features = vote_features(neighbours, sizes, machine_weight)
         if winner is None:
             return
@@ -220,7 +240,7 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
     for start in range(0, len(queries), chunk):
         batch = queries[start:start + chunk]
         cosines = vectors[batch] @ vectors.T
-        cosines[np.arange(len(batch)), batch] = -np.inf  # itself left out
+        cosines[photo_codes[None, :] == photo_codes[batch][:, None]] = -np.inf  # itself and its photo left out
         same = codes[None, :] == codes[batch][:, None]
         best_same = np.where(same, cosines, -np.inf).max(axis=1)
         nearest_same.append(angular_from_cosine(best_same[np.isfinite(best_same)]))
@@ -536,11 +556,12 @@ def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, b
 
 def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
               sources: Sequence[LabelSource | None], *, model_id: str, k: int = 10, machine_weight: float = 0.5,
-              target_precision: float = 0.95, open_set_share: float = 0.5) -> Calibrator:
+              target_precision: float = 0.95, open_set_share: float = 0.5,
+              photos: Sequence[str | None] | None = None) -> Calibrator:
     """Fit everything from a store's logos: leave-one-out answers, distance limit, calibrator, thresholds.
 
     Args:
-        ids, vectors, labels, sources, k, machine_weight: As for :func:`leave_one_out`.
+        ids, vectors, labels, sources, k, machine_weight, photos: As for :func:`leave_one_out`.
         model_id: Embedding model of ``vectors``.
         target_precision: Precision the global and per-label thresholds aim at.
         open_set_share: Share of searched logos assumed to be of brands the store does not hold
@@ -549,7 +570,7 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
     Raises:
         StoreError: Too few human labels, or answers all right or all wrong.
     """
-    data = leave_one_out(ids, vectors, labels, sources, k, machine_weight)
+    data = leave_one_out(ids, vectors, labels, sources, k, machine_weight, photos)
     weights = data.weights(open_set_share)
     max_distance = distance_limit(data.nearest_same)
     calibrator = Calibrator.fit(data.features, data.correct, model_id=model_id, k=k, machine_weight=machine_weight,

@@ -276,10 +276,12 @@ class LogoService:
             rows = frame.reindex(all_ids)
             labels = [label if isinstance(label, str) else None for label in rows.label]
             sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
+            hashes = self.store.photo_frame().set_index("id").image_hash.reindex(all_ids)
+            photos = [photo if isinstance(photo, str) else None for photo in hashes]
             calibrator = calibrate(all_ids, np.concatenate(vectors), labels, sources, model_id=model_id,
                                    k=self.settings.k, machine_weight=self.settings.machine_label_weight,
                                    target_precision=self.settings.target_precision,
-                                   open_set_share=self.settings.open_set_share)
+                                   open_set_share=self.settings.open_set_share, photos=photos)
             calibrator = replace(calibrator, labels_version=version)
             calibrator.save(self.calibration_path)
             log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",

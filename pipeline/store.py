@@ -625,6 +625,13 @@ class LogoStore:
 
         return pd.read_sql_query("SELECT id, label, label_source AS source FROM logos ORDER BY id", self._conn())
 
+    def photo_frame(self) -> pd.DataFrame:
+        """Every logo's id and the hash of the photo it was cut from (columns ``id``, ``image_hash``; None when
+        not known), in id order. Apart from :meth:`label_frame`, which the map reads for millions of logos."""
+        import pandas as pd
+
+        return pd.read_sql_query("SELECT id, image_hash FROM logos ORDER BY id", self._conn())
+
     def label_counts(self) -> dict[str, int]:
         """Every label in use with its number of logos, most common first."""
         rows = self._conn().execute(

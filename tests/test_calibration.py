@@ -123,6 +123,31 @@ def test_leave_one_out_uses_human_labels_only_as_truth(monkeypatch):
     assert chunked.winners == data.winners and np.array_equal(chunked.correct, data.correct)
 
 
+def test_leave_one_out_leaves_the_whole_photo_out():
+    ids, vectors, labels, sources, _ = store(seed=6)
+    rng = np.random.default_rng(6)
+    # every logo photographed twice on the same shelf: a near copy of it in the same photo
+    twins = unit(vectors + 0.02 / np.sqrt(DIM) * rng.normal(size=vectors.shape).astype(np.float32))
+    ids2, vectors2 = np.r_[ids, ids + len(ids)], np.r_[vectors, twins]
+    labels2, sources2 = labels + labels, sources + sources
+    shelf = [f"photo{i}" for i in range(len(ids))] * 2
+    by_logo = leave_one_out(ids2, vectors2, labels2, sources2, k=K, machine_weight=0.5)
+    by_photo = leave_one_out(ids2, vectors2, labels2, sources2, k=K, machine_weight=0.5, photos=shelf)
+    alone = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5)
+    # logo by logo, each finds its twin: every answer right and at a distance no new photo meets
+    assert np.median(by_logo.nearest_same) < 0.1 and by_logo.correct[~by_logo.open_set].mean() == 1.0
+    # photo by photo, the answers are those of the store without the twins
+    assert np.median(by_photo.nearest_same) == pytest.approx(np.median(alone.nearest_same), abs=0.02)
+    assert by_photo.correct[~by_photo.open_set].mean() == pytest.approx(alone.correct[~alone.open_set].mean(),
+                                                                         abs=0.05)
+    # a photo per logo, or photos unknown, is leave-one-out as before
+    unknown = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, photos=[None] * len(ids))
+    own = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5, photos=[str(i) for i in ids])
+    for data in (unknown, own):
+        np.testing.assert_allclose(data.features, alone.features, atol=1e-6)
+        assert data.winners == alone.winners
+
+
 def test_save_and_load_round_trip(world, tmp_path, caplog):
     calibrator = world[3]
     path = tmp_path / "calibration.json"
