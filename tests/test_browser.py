@@ -365,10 +365,12 @@ def test_review_queue_multi_select_reject_confirm_and_keys(server, browser, app_
     page.close()
 
 
-ZOOM_JS = """() => {  // zoom onto the middle third of the map, as a scroll or a drawn box does
+ZOOM_JS = """() => {  // zoom onto a drawn logo, a twentieth of the map wide, as a scroll or a drawn box does
+    // (around a logo rather than the middle: the layout is UMAP's, and the middle may hold more than the limit)
     const gd = document.querySelector('#map .js-plotly-plot');
     const x = gd._fullLayout.xaxis.range, y = gd._fullLayout.yaxis.range;
-    const cx = (x[0] + x[1]) / 2, cy = (y[0] + y[1]) / 2, w = (x[1] - x[0]) / 6, h = (y[1] - y[0]) / 6;
+    const logo = gd._fullData.find(t => t.type === 'scattergl' && t.x && t.x.length);  // decoded arrays
+    const cx = logo.x[0], cy = logo.y[0], w = (x[1] - x[0]) / 40, h = (y[1] - y[0]) / 40;
     return Plotly.relayout(gd, {'xaxis.range': [cx - w, cx + w], 'yaxis.range': [cy - h, cy + h]})
         .then(() => [cx - w, cx + w, cy - h, cy + h]);
 }"""
