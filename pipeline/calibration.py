@@ -218,7 +218,7 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
     photo_codes = np.array([photo_codes_of[p] if p is not None else -1 - i for i, p in enumerate(photos)],
                            dtype=np.int64)
     labels_in_photo: dict[int, Counter[str]] = {}
-    for i, (code, label) in enumerate(zip(photo_codes, labels)):
+    for code, label in zip(photo_codes, labels):
         if label:
             labels_in_photo.setdefault(int(code), Counter())[label] += 1
     queries = np.flatnonzero(human)
