@@ -542,21 +542,26 @@ class LogoStore:
         return dict(self._conn().execute("SELECT label, threshold FROM label_thresholds").fetchall())
 
     def content_version(self) -> str:
-        """A value that changes whenever the stored vectors change: the model, how many logos, the last id.
+        """A value that changes whenever the stored vectors change: the model and the last logo id.
 
-        Ids are never reused (``AUTOINCREMENT``) and vectors only change with the
-        model, so any add, delete or re-embed changes it; two aggregates on the
-        primary key instead of hashing every id (what a map refresh at 1M logos
-        would otherwise pay).
+        Logos are never deleted (no method here removes one) and ids are never
+        reused (``AUTOINCREMENT``), and vectors only change with the model, so
+        any add or re-embed changes it. ``MAX`` on the primary key reads one
+        b-tree path: the dashboard asks on every page load, and a ``COUNT(*)``
+        (as before) scanned the table, 0.5 s at 4.4M logos.
         """
-        count, last = self._conn().execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM logos").fetchone()
-        return f"{self.model_id or ''}:{count}:{last}"
+        return f"{self.model_id or ''}:{self.max_id()}"
 
     def labels_version(self) -> str:
-        """A value that changes whenever labels change: labelled logos, last logo, last label event."""
-        labelled, last_logo = self._conn().execute("SELECT COUNT(label), COALESCE(MAX(id), 0) FROM logos").fetchone()
+        """A value that changes whenever labels change: the last logo id and the last label event id.
+
+        Every label change writes a label event (:meth:`_apply_labels`, undos
+        included) and a logo added with a label brings a new id, so two
+        primary-key maxima tell, in constant time, what counting the labelled
+        logos told in a table scan.
+        """
         last_event = self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM label_events").fetchone()[0]
-        return f"{labelled}:{last_logo}:{last_event}"
+        return f"{self.max_id()}:{last_event}"
 
     def random_id(self, draw: float) -> int | None:
         """A stored logo id picked by ``draw`` in [0, 1): the first id at or after that share of the id range."""

@@ -120,6 +120,24 @@ def test_the_content_version_changes_with_every_add_but_not_with_labels(tmp_path
     assert store.content_version() != before
 
 
+def test_the_labels_version_changes_with_every_label_change_undo_and_add(tmp_path):
+    store = LogoStore(tmp_path / "data")
+    ids = fill(store, clustered(2, 3), ["a"] * 3 + [None] * 3)
+    seen = {store.labels_version()}
+    store.set_label(ids[3:], "b", "human", session="s")
+    seen.add(store.labels_version())
+    store.set_label(ids[:1], None, "human")  # unlabelling is a change too
+    seen.add(store.labels_version())
+    store.undo_last("s")
+    seen.add(store.labels_version())
+    fill(store, clustered(1, 1, seed=3), [None])
+    seen.add(store.labels_version())
+    assert len(seen) == 5  # each step gave a new version
+    before = store.labels_version()
+    store.set_threshold("a", 0.9)  # thresholds are not labels
+    assert store.labels_version() == before and store.content_version().endswith(f":{max(ids) + 1}")
+
+
 def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
     ids = fill(service.store, clustered(1, 3), ["x", None, "y"])
