@@ -7,11 +7,11 @@ store has never seen. Here the store
 calibrates itself on its own human labels:
 
 * **Leave-one-out** (:func:`leave_one_out`): every human-labelled logo is
-  searched among all the other logos, itself left out; the answer is right when
-  the winner is its label. A seeded share of the labels is also removed whole
-  from the gallery and their logos are searched against the rest: these
-  *open-set* answers can never be right, and without them the calibrator would
-  never see a logo from outside the index.
+  searched among the other logos, itself and the rest of its photo left out; the
+  answer is right when the winner is its label. Each logo is also searched with
+  its whole label removed from the gallery: these *open-set* answers can never
+  be right, and without them the calibrator would never see a logo from outside
+  the index.
 * **Calibrator**: logistic regression on a few standardised features of the
   vote (:func:`vote_features`). Chosen over isotonic regression on one score
   because the features carry complementary evidence (how close the label is,
