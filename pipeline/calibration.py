@@ -556,7 +556,7 @@ def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, b
 
 def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
               sources: Sequence[LabelSource | None], *, model_id: str, k: int = 10, machine_weight: float = 0.5,
-              target_precision: float = 0.95, open_set_share: float = 0.5,
+              target_precision: float = 0.95, open_set_share: float = 0.5, distance_quantile: float = 0.99,
               photos: Sequence[str | None] | None = None) -> Calibrator:
     """Fit everything from a store's logos: leave-one-out answers, distance limit, calibrator, thresholds.
 
@@ -566,13 +566,14 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
         target_precision: Precision the global and per-label thresholds aim at.
         open_set_share: Share of searched logos assumed to be of brands the store does not hold
             (:meth:`LeaveOneOut.weights`): the higher, the more a label must stand out to be given.
+        distance_quantile: Share of labelled logos within the open-set distance limit (:func:`distance_limit`).
 
     Raises:
         StoreError: Too few human labels, or answers all right or all wrong.
     """
     data = leave_one_out(ids, vectors, labels, sources, k, machine_weight, photos)
     weights = data.weights(open_set_share)
-    max_distance = distance_limit(data.nearest_same)
+    max_distance = distance_limit(data.nearest_same, distance_quantile)
     calibrator = Calibrator.fit(data.features, data.correct, model_id=model_id, k=k, machine_weight=machine_weight,
                                 max_distance=max_distance, weights=weights)
     kept = data.features[:, NEAREST_SAME] <= max_distance  # answers beyond the limit are never given
@@ -586,5 +587,6 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
         global_threshold = target_precision if estimate is None else min(target_precision, estimate)
     thresholds = suggest_thresholds(probs, correct, [w for w, keep in zip(data.winners, kept) if keep],
                                     target_precision, weights=weights[kept])
-    stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share}
+    stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share,
+             "target_precision": target_precision, "distance_quantile": distance_quantile}
     return replace(calibrator, min_probability=global_threshold, thresholds=thresholds, stats=stats)

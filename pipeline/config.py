@@ -45,6 +45,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
     "LOGOS_TARGET_PRECISION": ("target_precision", float),
     "LOGOS_OPEN_SET_SHARE": ("open_set_share", float),
+    "LOGOS_DISTANCE_QUANTILE": ("distance_quantile", float),
     "LOGOS_PROPOSE_MIN": ("propose_min", float),
     "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
@@ -101,6 +102,11 @@ class Settings:
         open_set_share: Share of searched logos assumed to be of brands the store
             does not hold: the calibration weighs its open-set answers to it, so
             the higher it is, the more a label must stand out to be given.
+        distance_quantile: Share of labelled logos that sit within the open-set
+            distance limit of their nearest same-label logo: the calibration
+            calls a query farther than that from its label unknown. Lower
+            rejects more logos of unknown brands and more real ones; 1.0 keeps
+            the farthest labelled logo in.
         propose_min: Confidence a kNN label needs to be stored as a machine
             proposal by ``import-photos`` (below the naming threshold too:
             people review proposals, least confident first).
@@ -154,6 +160,7 @@ class Settings:
     machine_label_weight: float = 0.5
     target_precision: float = 0.95
     open_set_share: float = 0.5
+    distance_quantile: float = 0.99
     propose_min: float = 0.5
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 30 * 1024 * 1024
@@ -181,6 +188,9 @@ class Settings:
             raise ConfigError(f"LOGOS_MAP_POINTS (map_points) must be at least 1, got {self.map_points}")
         if not 0.0 <= self.open_set_share < 1.0:
             raise ConfigError(f"LOGOS_OPEN_SET_SHARE (open_set_share) is a share in [0, 1), got {self.open_set_share}")
+        if not 0.0 < self.distance_quantile <= 1.0:
+            raise ConfigError("LOGOS_DISTANCE_QUANTILE (distance_quantile) is a share in (0, 1], "
+                              f"got {self.distance_quantile}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

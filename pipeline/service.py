@@ -251,10 +251,17 @@ class LogoService:
         """Changes whenever a label or a labelled logo is added, changed or removed."""
         return self.store.labels_version()
 
+    def _fit_settings(self) -> dict[str, float]:
+        """The settings a calibration is fitted to, kept in its stats: when one changes, it is refitted."""
+        return {"target_precision": self.settings.target_precision, "open_set_share": self.settings.open_set_share,
+                "distance_quantile": self.settings.distance_quantile}
+
     def calibration_is_stale(self) -> bool:
-        """Whether the labels changed since the last calibration (or there is none)."""
+        """Whether the labels or the settings it was fitted to changed since the last calibration (or there is
+        none)."""
         calibrator = self.calibrator()
-        return calibrator is None or calibrator.labels_version != self.labels_version()
+        return (calibrator is None or calibrator.labels_version != self.labels_version()
+                or any(calibrator.stats.get(name) != value for name, value in self._fit_settings().items()))
 
     def calibrate(self) -> Calibrator:
         """Fit the confidence calibration on the store's human labels (leave-one-out) and save it.
@@ -280,8 +287,7 @@ class LogoService:
             photos = [photo if isinstance(photo, str) else None for photo in hashes]
             calibrator = calibrate(all_ids, np.concatenate(vectors), labels, sources, model_id=model_id,
                                    k=self.settings.k, machine_weight=self.settings.machine_label_weight,
-                                   target_precision=self.settings.target_precision,
-                                   open_set_share=self.settings.open_set_share, photos=photos)
+                                   photos=photos, **self._fit_settings())
             calibrator = replace(calibrator, labels_version=version)
             calibrator.save(self.calibration_path)
             log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
