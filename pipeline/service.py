@@ -257,10 +257,11 @@ class LogoService:
                 "distance_quantile": self.settings.distance_quantile}
 
     def calibration_is_stale(self) -> bool:
-        """Whether the labels or the settings it was fitted to changed since the last calibration (or there is
-        none)."""
+        """Whether the labels or the settings it was fitted to (the vote's too) changed since the last
+        calibration (or there is none)."""
         calibrator = self.calibrator()
         return (calibrator is None or calibrator.labels_version != self.labels_version()
+                or (calibrator.k, calibrator.machine_weight) != (self.settings.k, self.settings.machine_label_weight)
                 or any(calibrator.stats.get(name) != value for name, value in self._fit_settings().items()))
 
     def calibrate(self) -> Calibrator:

@@ -126,6 +126,9 @@ def test_the_distance_quantile_setting_moves_the_open_set_limit_and_a_change_ref
     strict = LogoService(replace(calibrated.settings, distance_quantile=0.5), embedder=calibrated.embedder)
     try:
         assert strict.calibration_is_stale() and not calibrated.calibration_is_stale()
+        for vote in ({"k": 5}, {"machine_label_weight": 0.25}):  # the vote it was fitted on changed too
+            changed = LogoService(replace(calibrated.settings, **vote), embedder=calibrated.embedder)
+            assert changed.calibration_is_stale()
         assert strict.calibrate().max_distance < default_limit
         assert not strict.calibration_is_stale() and calibrated.calibration_is_stale()  # each refits to its own
         # half the labelled logos sit farther than the new limit from their nearest same-label logo: new photos of
