@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,6 +20,7 @@ import uvicorn
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from gradio.utils import get_upload_folder
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
@@ -32,6 +34,7 @@ from web.api import build_api
 from web.auth import AdminAuth
 from web.errors import install_error_handlers
 from web.search_ui import build_ui
+from web.uploads import UploadLimits
 
 log = logging.getLogger("app")
 
@@ -55,7 +58,15 @@ def create_app(service: LogoService) -> FastAPI:
     # Gradio caps uploads itself while they stream, and queues its searches: a few run, a bounded queue waits
     ui = build_ui(service, auth).queue(default_concurrency_limit=service.settings.max_active,
                                        max_size=service.settings.max_queued)
-    return gr.mount_gradio_app(app, ui, path="/", max_file_size=service.settings.max_upload_bytes)
+    app.add_middleware(UploadLimits, max_files=service.settings.max_upload_files,
+                       max_cache_bytes=service.settings.upload_cache_bytes,
+                       folder=lambda: Path(get_upload_folder()))
+    app = gr.mount_gradio_app(app, ui, path="/", max_file_size=service.settings.max_upload_bytes)
+    # Gradio accepts a file path sent with an event only from its upload folder, but checks it only once it
+    # believes it was launched (`launch()` sets the flag; a mounted app never launches). Unchecked, it copies
+    # any file the server can read into its cache for the event: an anonymous file read.
+    ui.has_launched = True
+    return app
 
 
 def main() -> None:

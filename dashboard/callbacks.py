@@ -59,11 +59,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
     settings = service.settings
 
     @app.callback(Output("map-status", "children"), Output("map-progress", "value"), Output("map-key", "data"),
-                  Output("summary", "children"), Input("tick", "n_intervals"), Input("recompute", "n_clicks"),
-                  State("map-key", "data"))
-    def progress(_: int | None, recompute: int | None, key: str | None):
-        if ctx.triggered_id == "recompute" and recompute:
-            service.start_map(refit=True)
+                  Output("summary", "children"), Input("tick", "n_intervals"), State("map-key", "data"))
+    def progress(_: int | None, key: str | None):
         status = service.map_status()
         if status.state == "empty":
             service.start_map()  # the first visit starts the fit; later starts reuse the cached one
@@ -79,6 +76,16 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             text = f"Map: {status.state}, {status.message}"
         new_key = f"{status.state}:{status.fitted}:{count}:{status.seconds}"
         return text, str(status.progress), new_key if new_key != key else no_update, summary_text(service)
+
+    @app.callback(Output("recompute-message", "children"), Input("recompute", "n_clicks"), State("token", "value"),
+                  prevent_initial_call=True)
+    def recompute(_: int | None, token: str | None):
+        """A refit takes both cores for minutes at scale: only with the admin token."""
+        access = auth.check(token)
+        if access is not Access.GRANTED:
+            return access.message
+        service.start_map(refit=True)
+        return "Refitting the map on every logo."
 
     # Plotly reports every relayout (resize, drag mode, selection...); only zooms and pans reach the server
     app.clientside_callback(
@@ -219,18 +226,21 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
 
     @app.callback(Output("purity", "children"), Output("suspects", "children"), Output("clusters", "children"),
                   Output("cluster-ids", "data"), Output("health-tick", "disabled"), Output("health-note", "children"),
+                  Output("store-accuracy", "children"),
                   Input("labels-version", "data"), Input("map-key", "data"), Input("refresh-health", "n_clicks"),
                   Input("health-tick", "n_intervals"))
     def health(_: int, key: str | None, refresh: int | None, __: int | None):
         if service.count() == 0:
-            return "No logos yet.", "", "", [], True, ""
+            return "No logos yet.", "", "", [], True, "", "No logos yet."
         if ctx.triggered_id == "refresh-health" and refresh:
-            service.request_health()
-        report = service.cluster_health(k=settings.k, wait=False)  # never computed by a page load
+            service.request_health()  # coalesced into the one background run; computes only what changed
+        # never computed by a page load: both are made by the background worker and read here
+        report = service.cluster_health(k=settings.k, wait=False)
+        accuracy = _accuracy(service)
+        waiting = html.Div("Computing in the background after the last change; it appears here when done.",
+                           style={"fontSize": "0.85rem"})
         if report is None:  # the logos changed: the run their change asked for has not finished yet
-            waiting = html.Div("Computing in the background after the last change; it appears here when done.",
-                               style={"fontSize": "0.85rem"})
-            return waiting, waiting, waiting, [], False, ""
+            return waiting, waiting, waiting, [], False, "", accuracy or waiting
         note = (f"Neighbours of a random sample of {report.sampled:,} of {report.logos:,} logos."
                 if report.sampled < report.logos else f"Neighbours of all {report.logos:,} logos.")
         purity = [html.Div("Least pure first: share of each logo's neighbours with the same label.",
@@ -251,28 +261,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                                   _review_anchor(c.ids, "Review this cluster")])
                         for n, c in enumerate(report.clusters[:LIST_LIMIT])]
             clusters = clusters or [html.Div("No dense unlabelled clusters.")]
-        return purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]], True, note
-
-    @app.callback(Output("store-accuracy", "children"), Input("labels-version", "data"),
-                  Input("refresh-health", "n_clicks"))
-    def accuracy(_: int, __: int | None):
-        try:
-            report = service.evaluate_store(k=settings.k)
-        except LogoError as exc:
-            return html.Div(f"Nothing to evaluate yet: {exc}")
-        worst = [html.Div(f"{a.label}: top-1 {a.top1:.0%} · recall@{report.k} {a.recall_at_k:.0%} · "
-                          f"{a.logos} logos", style={"fontSize": "0.85rem"})
-                 for a in report.labels[:LIST_LIMIT] if a.top1 < 1]
-        confused = [html.Li(f"{true} → {given}: {times}×") for true, given, times in report.confused[:LIST_LIMIT]]
-        return html.Div([
-            html.P(f"Each of {report.queries} human-labelled logos searched among the others (itself left out): "
-                   f"named right {report.top1:.1%}, its label among the {report.k} nearest {report.recall_at_k:.1%}.",
-                   style={"fontSize": "0.85rem"}),
-            html.H5("Worst labels", style={"margin": "0.3rem 0"}),
-            *(worst or [html.Div("Every label is named right.")]),
-            html.H5("Most confused (label → named instead)", style={"margin": "0.3rem 0"}),
-            html.Ul(confused or [html.Li("none")], style={"fontSize": "0.85rem", "paddingLeft": "1.2rem"}),
-        ])
+        return (purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]], accuracy is not None,
+                note, accuracy or waiting)
 
     def show(meta: dict | None, ids: np.ndarray, note: str, stars: np.ndarray | None = None):
         """Circle ``ids`` (and star ``stars``) on the drawn map with a small patch; remember them for redraws."""
@@ -328,6 +318,29 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         ids = np.array((cluster_ids or [[]])[int(trigger["index"])])
         return show(meta, ids, f"Unlabelled cluster {int(trigger['index']) + 1}: {len(ids)} logos. "
                                "Lasso them to label them.")
+
+
+def _accuracy(service: LogoService) -> html.Div | None:
+    """The store's leave-one-out accuracy as the background worker last made it (None: being made)."""
+    try:
+        report = service.store_evaluation(wait=False)
+    except LogoError as exc:
+        return html.Div(f"Nothing to evaluate yet: {exc}")
+    if report is None:
+        return None
+    worst = [html.Div(f"{a.label}: top-1 {a.top1:.0%} · recall@{report.k} {a.recall_at_k:.0%} · "
+                      f"{a.logos} logos", style={"fontSize": "0.85rem"})
+             for a in report.labels[:LIST_LIMIT] if a.top1 < 1]
+    confused = [html.Li(f"{true} → {given}: {times}×") for true, given, times in report.confused[:LIST_LIMIT]]
+    return html.Div([
+        html.P(f"Each of {report.queries} human-labelled logos searched among the others (itself left out): "
+               f"named right {report.top1:.1%}, its label among the {report.k} nearest {report.recall_at_k:.1%}.",
+               style={"fontSize": "0.85rem"}),
+        html.H5("Worst labels", style={"margin": "0.3rem 0"}),
+        *(worst or [html.Div("Every label is named right.")]),
+        html.H5("Most confused (label → named instead)", style={"margin": "0.3rem 0"}),
+        html.Ul(confused or [html.Li("none")], style={"fontSize": "0.85rem", "paddingLeft": "1.2rem"}),
+    ])
 
 
 def _on_map(points: MapPoints | None, ids: Any) -> tuple[np.ndarray, np.ndarray]:

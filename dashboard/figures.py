@@ -12,6 +12,7 @@ limit, every one of them is a point (see the README's "map at scale").
 
 from __future__ import annotations
 
+import html
 import zlib
 from dataclasses import dataclass
 
@@ -141,6 +142,17 @@ def view_contains(outer: View, inner: View) -> bool:
     return outer[0] <= min(x0, x1) and max(x0, x1) <= outer[1] and outer[2] <= min(y0, y1) and max(y0, y1) <= outer[3]
 
 
+def legend_text(text: str) -> str:
+    """``text`` as Plotly shows it literally: Plotly reads tags (``<a href>``, ``<b>``, ``<br>``) and entities
+    in trace names, so a label such as ``<a href=...>`` would be a link in the legend; escaped, it is text.
+
+    Example:
+        >>> legend_text('<a href="https://evil.example">x</a> & co')
+        '&lt;a href="https://evil.example"&gt;x&lt;/a&gt; &amp; co'
+    """
+    return html.escape(text, quote=False)
+
+
 def label_colour(label: str) -> str:
     """A label's colour, the same on every redraw (a hash, not its rank among today's labels)."""
     return PALETTE[zlib.crc32(label.encode()) % len(PALETTE)]
@@ -151,7 +163,7 @@ def _trace(part: pd.DataFrame, name: str, colour: str, size: float, opacity: flo
     return go.Scattergl(
         # ids go out as a plain list: Dash reads a point's customdata from it on hover, click and selection
         x=part.x.to_numpy(np.float32), y=part.y.to_numpy(np.float32), customdata=part.id.tolist(),
-        mode="markers", name=f"{name} ({len(part)})", legendgroup=name, hoverinfo="none",
+        mode="markers", name=legend_text(f"{name} ({len(part)})"), legendgroup=name, hoverinfo="none",
         marker=dict(color=colour, size=size, opacity=opacity,
                     symbol=symbols.tolist() if len(set(symbols.tolist())) > 1 else int(symbols[0]),
                     line=dict(width=0)),

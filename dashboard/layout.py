@@ -59,7 +59,9 @@ def build_layout(service: LogoService) -> html.Div:
         html.Div([
             html.Span("", id="map-status"),
             html.Progress(id="map-progress", value="0", max="1", style={"width": "12rem"}),
-            html.Button("Recompute map", id="recompute", title="fit UMAP again on every stored logo"),
+            html.Button("Recompute map", id="recompute", disabled=not service.settings.admin_token,
+                        title="fit UMAP again on every stored logo (admin token, in the panel on the right)"),
+            html.Span("", id="recompute-message", style={"fontSize": "0.85rem"}),
         ], style={"display": "flex", "gap": "0.8rem", "alignItems": "center"}),
         html.Div([
             html.Div([

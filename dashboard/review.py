@@ -32,6 +32,7 @@ PREFIX = "/review/"
 PER_SCREEN = 40
 MAX_IDS = 2000  # a link carries at most this many logo ids
 THUMB = "/api/v1/logos/{}/thumbnail"
+MAX_CALLBACK_BYTES = 1024 * 1024  # a screen's verdicts are a few hundred ids; bigger bodies are refused (413)
 BUTTON = {"padding": "0.35rem 0.7rem", "cursor": "pointer"}
 
 
@@ -121,6 +122,7 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
     """The review queue's Dash app; serve its Flask ``server`` under :data:`PREFIX`."""
     app = dash.Dash(__name__, requests_pathname_prefix=PREFIX, title="Review labels", update_title=None,
                     assets_folder=str(Path(__file__).parent / "review_assets"))
+    app.server.config["MAX_CONTENT_LENGTH"] = MAX_CALLBACK_BYTES
     app.layout = lambda: _layout(service)
 
     @app.callback(Output("review-queue", "children"), Output("review-screen", "data"),

@@ -28,7 +28,8 @@ from pipeline.types import Box, Detection
 def make_detector(settings: Settings) -> Detector:
     """The configured logo detector."""
     return create_detector(settings.detector, config=DetectorConfig(
-        path=settings.detector_path, score_threshold=settings.detector_threshold, threads=settings.torch_threads))
+        path=settings.detector_path, score_threshold=settings.detector_threshold, max_detections=settings.max_boxes,
+        threads=settings.torch_threads))
 
 
 def make_embedder(settings: Settings) -> Embedder:

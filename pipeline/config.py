@@ -49,6 +49,10 @@ _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_PROPOSE_MIN": ("propose_min", float),
     "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
     "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
+    "LOGOS_MAX_BOXES": ("max_boxes", int),
+    "LOGOS_MAX_UPLOAD_FILES": ("max_upload_files", int),
+    "LOGOS_UPLOAD_CACHE_BYTES": ("upload_cache_bytes", int),
+    "LOGOS_UPLOAD_CACHE_AGE": ("upload_cache_age", int),
     "LOGOS_BATCH_SIZE": ("batch_size", int),
     "LOGOS_TORCH_THREADS": ("torch_threads", int),
     "HOST": ("host", str),
@@ -112,6 +116,13 @@ class Settings:
             people review proposals, least confident first).
         max_image_pixels: Uploads with more pixels are refused (decompression bombs).
         max_upload_bytes: Uploads larger than this are refused before decoding.
+        max_boxes: Most logo boxes one search or add may give (drawn or sent); more is refused (400), and
+            a detector keeps its best-scored this many. Bounds what one anonymous request costs.
+        max_upload_files: Most files one upload to the web page may carry.
+        upload_cache_bytes: Most bytes the web page's upload cache may hold; past that uploads are
+            refused (503) until old ones expire.
+        upload_cache_age: Seconds an upload to the web page is kept (the page's cache is swept a few
+            times in that span).
         batch_size: Crops embedded per forward pass.
         torch_threads: Intra-op threads for torch; 0 keeps torch's default.
         host: Address the web app listens on.
@@ -164,6 +175,10 @@ class Settings:
     propose_min: float = 0.5
     max_image_pixels: int = 40_000_000
     max_upload_bytes: int = 30 * 1024 * 1024
+    max_boxes: int = 50
+    max_upload_files: int = 20
+    upload_cache_bytes: int = 2 * 1024 ** 3
+    upload_cache_age: int = 3600
     batch_size: int = 8
     torch_threads: int = 0
     host: str = "0.0.0.0"
@@ -188,6 +203,11 @@ class Settings:
             raise ConfigError(f"LOGOS_MAP_POINTS (map_points) must be at least 1, got {self.map_points}")
         if not 0.0 <= self.open_set_share < 1.0:
             raise ConfigError(f"LOGOS_OPEN_SET_SHARE (open_set_share) is a share in [0, 1), got {self.open_set_share}")
+        for variable, field in (("LOGOS_MAX_BOXES", "max_boxes"), ("LOGOS_MAX_UPLOAD_FILES", "max_upload_files"),
+                                ("LOGOS_UPLOAD_CACHE_BYTES", "upload_cache_bytes"),
+                                ("LOGOS_UPLOAD_CACHE_AGE", "upload_cache_age")):
+            if getattr(self, field) < 1:
+                raise ConfigError(f"{variable} ({field}) must be at least 1, got {getattr(self, field)}")
         if not 0.0 < self.distance_quantile <= 1.0:
             raise ConfigError("LOGOS_DISTANCE_QUANTILE (distance_quantile) is a share in (0, 1], "
                               f"got {self.distance_quantile}")

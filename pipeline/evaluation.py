@@ -125,13 +125,17 @@ class StoreEvaluation:
                 "confused": [{"label": true, "given": given, "times": times} for true, given, times in self.confused]}
 
 
-def evaluate_store(service: LogoService, k: int = 10, confused: int = 20) -> StoreEvaluation:
+def evaluate_store(service: LogoService, k: int = 10, confused: int = 20,
+                   max_queries: int | None = None) -> StoreEvaluation:
     """Leave-one-out kNN accuracy of the store on its human labels, per label and overall.
 
     Every human-labelled logo is searched exactly among all other logos (the ones labelled by a machine
     vote too, as they do in production), named by the production vote, and counted right when the vote
     gives its label (top-1) or when its label is among its ``k`` nearest logos (recall@k). Labels with
     a single human logo are skipped: left out, nothing of their label remains to find.
+
+    With ``max_queries``, a seeded random sample of that many logos is searched (each still among all the
+    others): the cost grows with queries x logos, and the background report of a big store must end.
 
     Raises:
         BadInputError: No label has two human-labelled logos.
@@ -153,6 +157,8 @@ def evaluate_store(service: LogoService, k: int = 10, confused: int = 20) -> Sto
                if label and source is LabelSource.HUMAN and human[label] >= 2]
     if not queries:
         raise BadInputError("no label has two logos labelled by people: nothing to evaluate")
+    if max_queries is not None and len(queries) > max_queries:
+        queries = sorted(np.random.default_rng(0).choice(queries, max_queries, replace=False).tolist())
     vote = VoteConfig(max_distance=2.0, min_confidence=0.0, machine_weight=service.settings.machine_label_weight)
     k = max(1, min(k, len(all_ids) - 1))
     right: dict[str, list[int]] = defaultdict(list)

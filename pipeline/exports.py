@@ -9,8 +9,10 @@ an annotation tool, in a spreadsheet. Four shapes, one registry (:data:`EXPORTER
 * ``yolo``: ``images/``, ``labels/*.txt`` (``class cx cy w h`` normalised; an empty
   file for a photo without a logo), ``data.yaml`` and ``classes.txt``.
 * ``labelme``: one LabelMe JSON per photo (rectangles), beside ``images/``.
-* ``csv`` (or ``parquet`` when pyarrow is installed): one row per logo: id, photo,
-  box, label, source, confidence, detector score, optionally its embedding.
+* ``csv`` (or ``parquet`` when pyarrow is installed): one row per logo: id, photo
+  (its file name: an export never carries the server's folders), box, label, source,
+  confidence, detector score, optionally its embedding. CSV cells that a spreadsheet
+  would run as a formula start with ``'`` (:func:`spreadsheet_safe`).
 
 COCO and YOLO exports read back with :mod:`pipeline.datasets` (``import-dataset``).
 A folder export is built beside ``out`` and renamed into place at the end, and a
@@ -191,6 +193,20 @@ def _folder_export(writer: Callable[[list[_Photo], list[str], Path], None]) -> C
 TABLE_COLUMNS = ("id", "photo", "image_hash", "x0", "y0", "x1", "y1", "label", "source", "confidence", "score")
 
 
+# a spreadsheet reads a cell starting with one of these as a formula (OWASP: CSV injection)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that no spreadsheet runs: text that would start a formula gets a leading ``'`` (OWASP's rule).
+
+    Example:
+        >>> spreadsheet_safe("=1+2"), spreadsheet_safe("Coca-Cola"), spreadsheet_safe(-1.5)
+        ("'=1+2", 'Coca-Cola', -1.5)
+    """
+    return f"'{value}" if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def _rows(store: LogoStore, options: ExportOptions) -> Iterator[dict[str, object]]:
     for record in store.records():
         kept = options.keeps(record)
@@ -198,7 +214,8 @@ def _rows(store: LogoStore, options: ExportOptions) -> Iterator[dict[str, object
             continue
         box = record.box.to_list() if record.box else [None] * 4
         row: dict[str, object] = {
-            "id": record.id, "photo": record.image_path, "image_hash": record.image_hash,
+            "id": record.id, "photo": Path(record.image_path).name if record.image_path else None,
+            "image_hash": record.image_hash,
             "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
             "label": record.label if kept else None,
             "source": record.label_source.value if kept and record.label_source else None,
@@ -228,7 +245,7 @@ def _export_table(store: LogoStore, out: Path, options: ExportOptions, fmt: str)
         for row in rows:
             if options.embeddings:
                 row = {**row, "embedding": json.dumps(row["embedding"])}
-            writer.writerow(row)
+            writer.writerow({key: spreadsheet_safe(value) for key, value in row.items()})
         data = text.getvalue().encode("utf-8")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, data)

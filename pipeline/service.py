@@ -38,6 +38,7 @@ from pipeline.projection import LogoMap, MapPoints, MapStatus
 from pipeline.search_links import SearchLinks
 from pipeline.annotation import ReviewGroup, ReviewProgress, ReviewVerdict, apply_review, review_queue
 from pipeline.annotation import progress as review_progress
+from pipeline.labels import clean_label
 from pipeline.store import LabelChange, LogoStore, NewLogo, PhotoRecord
 from pipeline.types import (Box, Detection, LabelSource, LogoMatch, LogoRecord, Neighbour, PhotoSearchResult,
                             Prediction, StoreStats)
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_LOGO_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a stored logo
 HEALTH_SAMPLE = 20_000  # logos whose neighbours cluster health searches (all of them in a smaller store)
+EVALUATION_SAMPLE = 5_000  # logos the background store evaluation searches (each among all the others)
 HEALTH_SETTLE_S = 3.0  # quiet seconds after the last add before cluster health is recomputed
 
 
@@ -163,6 +165,7 @@ class LogoService:
         self._calibration_wanted = threading.Event()
         self._neighbour_table: NeighbourTable | None = None
         self._health_report: tuple[tuple, HealthReport] | None = None
+        self._evaluation: tuple[tuple, StoreEvaluation | str] | None = None
         self._health_wanted = threading.Event()
         self._health_running = threading.Lock()
         self._compacting = threading.Lock()
@@ -316,6 +319,7 @@ class LogoService:
 
     def set_threshold(self, label: str, threshold: float | None) -> None:
         """Set (or with None remove) the confidence ``label`` needs to be given as an answer."""
+        label = clean_label(label) or ""
         if label not in self.store.label_counts():
             raise NotFoundError(f"no logo carries the label {label!r}")
         self.store.set_threshold(label, threshold)
@@ -328,7 +332,14 @@ class LogoService:
 
     # -- search ------------------------------------------------------------------------
     def detect(self, image: Image.Image, boxes: Sequence[Box | Sequence[float]] | None = None) -> list[Detection]:
-        """Logo boxes on ``image``: the given ``boxes`` if any, else the configured detector's."""
+        """Logo boxes on ``image``: the given ``boxes`` if any, else the configured detector's.
+
+        Raises:
+            BadInputError: more than ``settings.max_boxes`` boxes (each one is embedded: a search's cost
+                grows with them, and an anonymous caller must not hold the CPU for minutes).
+        """
+        if boxes and len(boxes) > self.settings.max_boxes:
+            raise BadInputError(f"at most {self.settings.max_boxes} boxes per photo, got {len(boxes)}")
         detector = GivenBoxesDetector(boxes) if boxes else self.detector
         return detector.detect(image)
 
@@ -400,18 +411,19 @@ class LogoService:
         return self._neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
 
     # -- writes ------------------------------------------------------------------------
-    def add_crops(self, logos: Sequence[NewLogo], *, compact: bool = True) -> list[int]:
+    def add_crops(self, logos: Sequence[NewLogo], *, compact: bool = True, who: str = "local") -> list[int]:
         """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed).
 
         With ``compact``, a background rebuild folds the new logos into the index once
-        enough have piled up; a bulk import that rebuilds at its end passes False.
+        enough have piled up; a bulk import that rebuilds at its end passes False. ``who`` is written into the
+        label history of the labelled ones.
         """
         if not logos:
             return []
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")
         vectors = self.embedder.embed([logo.crop for logo in logos])
-        ids = self.store.add(logos, vectors, self.embedder.model_id)
+        ids = self.store.add(logos, vectors, self.embedder.model_id, who=who)
         if compact:
             self._compact_when_due()
         self._logos_changed()
@@ -443,8 +455,8 @@ class LogoService:
 
     def add_logos(self, image: ImageSource, boxes: Sequence[Box | Sequence[float]] | None = None,
                   labels: Sequence[str | None] | None = None, source: LabelSource | str = LabelSource.HUMAN,
-                  image_path: str | None = None) -> list[int]:
-        """Add the logos of one photo (the given boxes, else the detector's), optionally labelled.
+                  image_path: str | None = None, who: str = "local") -> list[int]:
+        """Add the logos of one photo (the given boxes, else the detector's), optionally labelled by ``who``.
 
         Raises:
             ValueError: ``labels`` does not have one entry per box.
@@ -462,7 +474,7 @@ class LogoService:
             NewLogo(crop=self.logo_crop(photo, d.box), box=d.box, image_hash=image_hash, image_path=image_path,
                     label=label, label_source=source if label else None, score=d.score)
             for d, label in zip(detections, labels, strict=True)
-        ])
+        ], who=who)
 
     def annotate_photo(self, photo: Image.Image, image_hash: str, path: str | None, *,
                        who: str = "local") -> list[int]:
@@ -518,11 +530,36 @@ class LogoService:
         """The store exported as a ZIP file in a new temporary folder (the caller removes ``path.parent``)."""
         return export_archive(self.store, fmt, options)
 
-    def evaluate_store(self, k: int = 10) -> StoreEvaluation:
+    def evaluate_store(self, k: int = 10, max_queries: int | None = None) -> StoreEvaluation:
         """Leave-one-out accuracy of the store on its human labels (:func:`pipeline.evaluation.evaluate_store`)."""
         from pipeline.evaluation import evaluate_store  # evaluation imports this module
 
-        return evaluate_store(self, k=k)
+        return evaluate_store(self, k=k, max_queries=max_queries)
+
+    def store_evaluation(self, *, wait: bool = True) -> StoreEvaluation | None:
+        """The store's leave-one-out accuracy at ``settings.k`` (at most :data:`EVALUATION_SAMPLE` queries),
+        made once per state of the logos and labels and shared by every reader.
+
+        With ``wait=False`` (pages, anonymous requests) nothing is computed: the answer is the report for the
+        current logos and labels, or None while the background worker (:meth:`request_health`) makes it.
+
+        Raises:
+            BadInputError: the store has nothing to evaluate (no label with two human-labelled logos).
+        """
+        key = (self.store.content_version(), self.store.labels_version(), self.settings.k)
+        cached = self._evaluation
+        if cached is None or cached[0] != key:
+            if not wait:
+                self.request_health()
+                return None
+            try:
+                made: StoreEvaluation | str = self.evaluate_store(self.settings.k, max_queries=EVALUATION_SAMPLE)
+            except BadInputError as exc:
+                made = str(exc)
+            cached = self._evaluation = (key, made)
+        if isinstance(cached[1], str):
+            raise BadInputError(cached[1])
+        return cached[1]
 
     def propose(self, logo_id: int) -> Prediction:
         """The label a stored logo's neighbours give it now (itself left out), calibrated when possible."""
@@ -669,8 +706,9 @@ class LogoService:
         return made
 
     def request_health(self) -> None:
-        """Recompute the cluster-health neighbours in the background once the logos stop changing for a few
-        seconds; one run at a time, never on a page load (a visitor reads what the last run left)."""
+        """Recompute the cluster-health neighbours and the store evaluation in the background once the logos
+        stop changing for a few seconds; one run at a time, never on a page load (a visitor reads what the
+        last run left). A run with nothing changed computes nothing: safe to ask for at any time."""
         self._health_wanted.set()
         if self._health_running.acquire(blocking=False):
             threading.Thread(target=self._health_worker, name="cluster-health", daemon=True).start()
@@ -679,13 +717,21 @@ class LogoService:
         try:
             while self._health_wanted.is_set():
                 self._health_wanted.clear()
+                version = self.store.content_version()
                 time.sleep(HEALTH_SETTLE_S)
-                if self._health_wanted.is_set():
-                    continue  # still changing: wait for quiet
+                if self.store.content_version() != version:  # logos still being added: wait for quiet
+                    self._health_wanted.set()  # (readers asking again meanwhile do not delay it)
+                    continue
                 try:
                     self.cluster_health(self.settings.k)  # the neighbours, then the report every visitor reads
                 except Exception:  # a failed run leaves the last table; the next change tries again
                     log.exception("cluster health failed")
+                try:
+                    self.store_evaluation()
+                except BadInputError:
+                    pass  # nothing to evaluate yet: kept as the answer for these labels
+                except Exception:
+                    log.exception("store evaluation failed")
         finally:
             self._health_running.release()
         if self._health_wanted.is_set():  # asked again between the loop's end and the release

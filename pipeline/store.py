@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import BadInputError, LogoNotFoundError, ModelMismatchError, StoreError
+from pipeline.labels import clean_label
 from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
 from pipeline.util import chunked
 
@@ -134,18 +135,6 @@ class PhotoRecord:
     logos: int
     added: float = 0.0
     id: int = 0
-
-
-def clean_label(label: str | None) -> str | None:
-    """Normalise a user label: trimmed, inner whitespace collapsed; empty means no label."""
-    if label is None:
-        return None
-    if not isinstance(label, str):
-        raise BadInputError(f"a label must be text, got {type(label).__name__}")
-    cleaned = " ".join(label.split())
-    if len(cleaned) > 200:
-        raise BadInputError("a label must be at most 200 characters")
-    return cleaned or None
 
 
 def _thumbnail(crop: Image.Image) -> bytes:
@@ -421,7 +410,7 @@ class LogoStore:
         person may still set it.
         """
         ids = sorted({int(i) for i in ids})
-        labels = labels or {}
+        labels = {int(i): clean_label(label) for i, label in (labels or {}).items()}
         action = action or uuid.uuid4().hex
         now = time.time()
         with self._transaction() as conn:

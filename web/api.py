@@ -26,10 +26,10 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from pipeline.annotation import ReviewVerdict
 from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
 from pipeline.exports import EXPORTERS, ExportOptions
-from pipeline.service import LogoService, calibration_summary
+from pipeline.service import MAX_LOGO_ID, LogoService, calibration_summary
 from pipeline.types import LabelSource, Neighbour
-from web.auth import Access, AdminAuth
-from web.limits import RequestGate
+from web.auth import Access, AdminAuth, bearer_token
+from web.limits import OverloadedError, RequestGate
 
 PREFIX = "/api/v1"
 MAX_BATCH = 1000
@@ -70,12 +70,16 @@ class LabelIn(BaseModel):
     label: str | None = Field(..., max_length=200, description="the logo's label; null clears it")
 
 
+LogoId = Annotated[int, Field(ge=1, le=MAX_LOGO_ID)]
+
+
 class ReviewIn(BaseModel):
-    accept: list[int] = Field(default_factory=list, max_length=MAX_BATCH, description="proposals made human labels")
-    reject: list[int] = Field(default_factory=list, max_length=MAX_BATCH,
-                              description="proposals removed and remembered as 'not this label'")
-    relabel: dict[int, str] = Field(default_factory=dict, max_length=MAX_BATCH, description="{logo id: new label}")
-    proposals: dict[int, str] = Field(default_factory=dict, max_length=3 * MAX_BATCH,
+    accept: list[LogoId] = Field(default_factory=list, max_length=MAX_BATCH,
+                                 description="proposals made human labels")
+    reject: list[LogoId] = Field(default_factory=list, max_length=MAX_BATCH,
+                                 description="proposals removed and remembered as 'not this label'")
+    relabel: dict[LogoId, str] = Field(default_factory=dict, max_length=MAX_BATCH, description="{logo id: new label}")
+    proposals: dict[LogoId, str] = Field(default_factory=dict, max_length=3 * MAX_BATCH,
                                       description="the proposal each logo was shown with; default: its current label")
 
 
@@ -127,8 +131,7 @@ def admin_dependency(auth: AdminAuth):
 
     def require_admin(x_admin_token: Annotated[str | None, Header()] = None,
                       authorization: Annotated[str | None, Header()] = None) -> None:
-        given = x_admin_token or (authorization or "").removeprefix("Bearer ").strip()
-        access = auth.check(given)
+        access = auth.check(x_admin_token or bearer_token(authorization))
         if access is not Access.GRANTED:
             raise HTTPException(403 if access is Access.READ_ONLY else 401, access.message)
 
@@ -140,7 +143,8 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
     settings = service.settings
     max_bytes = settings.max_upload_bytes
     router = APIRouter(prefix=PREFIX, max_body_size=max_bytes + FORM_OVERHEAD_BYTES)
-    admin = Depends(admin_dependency(auth))
+    require_admin = admin_dependency(auth)
+    admin = Depends(require_admin)
     gate = gate or RequestGate(settings.max_active, settings.max_queued, settings.queue_timeout)
     heavy = Depends(gate)
 
@@ -249,7 +253,8 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         boxes, labels = form.get("boxes"), form.get("labels")
         ids = await run_in_threadpool(  # a client's file name is never a server path
             service.add_logos, data, boxes=_json_list(boxes if isinstance(boxes, str) else None, "boxes"),
-            labels=_json_list(labels if isinstance(labels, str) else None, "labels"), source=LabelSource.HUMAN)
+            labels=_json_list(labels if isinstance(labels, str) else None, "labels"), source=LabelSource.HUMAN,
+            who=auth.who)
         return {"added": len(ids), "ids": ids}
 
     @router.post("/search", dependencies=[heavy])
@@ -277,7 +282,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
     @router.put("/logos/{logo_id}/label", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
     def set_label(logo_id: int, body: LabelIn) -> dict[str, Any]:
         """Give one stored logo a human label (or clear it); logged, so it can be undone and audited."""
-        service.bulk_label([service.resolve_client_id(logo_id)], body.label, who="api")
+        service.bulk_label([service.resolve_client_id(logo_id)], body.label, who=auth.who)
         return {"id": logo_id, "label": body.label}
 
     def history_out(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -301,7 +306,12 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                      ids: Annotated[str | None, Query(description="comma-separated logo ids to judge")] = None,
                      limit: Annotated[int, Query(ge=1, le=200)] = 40) -> dict[str, Any]:
         """The next screen of machine proposals, grouped by label, least confident first."""
-        chosen = [int(x) for x in ids.split(",") if x.strip()] if ids else None
+        try:
+            chosen = [int(x) for x in ids.split(",") if x.strip()] if ids else None
+        except ValueError:
+            chosen = [0]
+        if chosen is not None and not all(0 < i <= MAX_LOGO_ID for i in chosen):
+            raise BadInputError(f"ids must be comma-separated logo ids, got {ids[:100]!r}")
         groups = service.review_queue(ids=chosen, label=label, limit=limit)
         return {"progress": service.review_progress().to_json(),
                 "groups": [{"label": g.label, "items": [asdict(item) for item in g.items]} for g in groups]}
@@ -329,9 +339,19 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         return FileResponse(archive, media_type="application/zip", filename=archive.name,
                             background=BackgroundTask(shutil.rmtree, archive.parent, ignore_errors=True))
 
-    @router.get("/evaluate/store", dependencies=[heavy])
-    def evaluate_store(k: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, Any]:
-        """Leave-one-out accuracy of the store on its human labels, per label, and the most confused pairs."""
+    @router.get("/evaluate/store")
+    def evaluate_store(request: Request, k: Annotated[int | None, Query(ge=1, le=100)] = None) -> dict[str, Any]:
+        """Leave-one-out accuracy of the store on its human labels, per label, and the most confused pairs.
+
+        At the deployment's ``LOGOS_K`` (the default) this is the report the background worker made for the
+        current labels (a 503 with ``Retry-After`` while it is being made); another ``k`` is computed on
+        demand and needs the admin token."""
+        if k is None or k == settings.k:
+            report = service.store_evaluation(wait=False)
+            if report is None:
+                raise OverloadedError("the store evaluation is being made in the background; retry later", 10)
+            return report.to_json()
+        require_admin(request.headers.get("x-admin-token"), request.headers.get("authorization"))
         return service.evaluate_store(k=k).to_json()
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)

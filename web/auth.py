@@ -66,3 +66,16 @@ class AdminAuth:
         if not raw or len(raw) > MAX_TOKEN_BYTES:
             return Access.DENIED
         return Access.GRANTED if hmac.compare_digest(raw, self.token.encode("utf-8")) else Access.DENIED
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None for any other scheme or a bare token
+    (RFC 6750: the scheme is named, case-insensitively, and one space parts it from the token).
+
+    Example:
+        >>> bearer_token("Bearer s3cret"), bearer_token("bearer s3cret"), bearer_token("s3cret")
+        ('s3cret', 's3cret', None)
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+

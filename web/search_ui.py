@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from gradio_image_annotation import image_annotator
 from PIL import Image
 
@@ -25,9 +27,11 @@ from pipeline.images import crop
 from pipeline.service import LogoService
 from pipeline.types import Box, LogoMatch
 from web.auth import Access, AdminAuth
+from web.text import markdown_text
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (128, 128, 0)]
+MAX_SHOWN = 30  # the most neighbours per logo the page shows (its slider's end)
 
 
 def map_link(search_id: str | None = None) -> str:
@@ -49,30 +53,70 @@ def _examples() -> list[list[dict[str, Any]]]:
     return [[{"image": str(path), "boxes": []}] for path in generated + sorted(EXAMPLE_PHOTOS.glob("real-*.jpg"))]
 
 
+def uploaded_file(path: object) -> str:
+    """``path`` if it names a file Gradio took from a client for this app (its upload cache), else a refusal.
+
+    The events take the annotator's raw payload (``preprocess=False``), whose path is whatever the client
+    sent: opening it as is would read any image the server can. Gradio refuses such paths itself before the
+    event runs (``app.py`` turns its check on); this is the second line, for any other way the page is
+    served. The refusal is the same whether the file exists or not, and names nothing on the server.
+    """
+    refused = gr.Error("This photo was not uploaded to this page: upload it again.")
+    if not isinstance(path, str) or not path:
+        raise refused
+    try:
+        resolved = Path(path).resolve()  # links and ".." resolved before the check
+        cache = Path(get_upload_folder()).resolve()
+    except (OSError, RuntimeError, ValueError):  # a NUL byte, a link loop
+        raise refused from None
+    if not resolved.is_relative_to(cache) or resolved == cache or not resolved.is_file():
+        raise refused
+    return str(resolved)
+
+
 def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Image, list[list[float]] | None]:
     """The photo and the boxes drawn on it, from a raw ``image_annotator`` payload (None: none drawn).
 
     The events run with ``preprocess=False`` so that the photo is opened by the
     pipeline's own loader: a corrupt, huge or non-image file gets its clear message.
+    Only a file uploaded to this page is opened (:func:`uploaded_file`), and at most
+    ``settings.max_boxes`` boxes are read.
     """
-    image = (value or {}).get("image")
+    value = value if isinstance(value, dict) else {}
+    image = value.get("image")
     path = image.get("path") if isinstance(image, dict) else None
     if not path:
         raise gr.Error("Drop, paste or pick a photo first.")
+    drawn = value.get("boxes") or []
+    if not isinstance(drawn, list) or len(drawn) > service.settings.max_boxes:
+        raise gr.Error(f"Draw at most {service.settings.max_boxes} boxes.")
+    path = uploaded_file(path)
+    try:
+        turns = int(value.get("orientation") or 0) % 4
+    except (TypeError, ValueError):
+        raise gr.Error("The photo's orientation is not a number.") from None
     try:
         photo = service.load(path)
     except ImageError as exc:
         raise gr.Error(f"This file cannot be used: {exc}") from None
-    for _ in range(int(value.get("orientation") or 0) % 4):  # the user turned it a quarter clockwise
+    for _ in range(turns):  # the user turned it a quarter clockwise
         photo = photo.transpose(Image.Transpose.ROTATE_270)
     boxes = []
-    for box in value.get("boxes") or []:
-        scale = float(box.get("scaleFactor") or 1)  # the annotator reports boxes in display pixels
+    for box in drawn:
         try:
+            scale = float(box.get("scaleFactor") or 1)  # the annotator reports boxes in display pixels
             boxes.append(Box.from_sequence([box[key] / scale for key in ("xmin", "ymin", "xmax", "ymax")]).to_list())
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
             continue  # a zero-size click, not a box
     return photo, boxes or None
+
+
+def _neighbours_shown(k: object) -> int:
+    """The page's "neighbours per logo", kept to the slider's range whatever a client sends."""
+    try:
+        return min(MAX_SHOWN, max(1, int(float(k))))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error("Neighbours per logo is a number.") from None
 
 
 def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch) -> dict[str, Any]:
@@ -93,7 +137,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
     def search(value: dict[str, Any] | None, k: float):
         photo, boxes = _drawn(service, value)
         try:
-            result = service.search_photo(photo, boxes=boxes, k=int(k))
+            result = service.search_photo(photo, boxes=boxes, k=_neighbours_shown(k))
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
         annotations, drawn, cards = [], [], []
@@ -122,10 +166,11 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         boxes = boxes or [[0, 0, photo.width, photo.height]]  # no box drawn: the whole upload is the logo
         label = (label or "").strip() or None
         try:
-            ids = service.add_logos(photo, boxes=boxes, labels=[label] * len(boxes))
+            ids = service.add_logos(photo, boxes=boxes, labels=[label] * len(boxes), who=auth.who)
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
-        return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{label or 'unlabelled'}**; searchable now.",
+        return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{markdown_text(label or 'unlabelled')}**; "
+                "searchable now.",
                 gr.Dropdown(choices=service.labels_in_use()))
 
     def annotate(files: list[str] | None, token: str | None, progress: gr.Progress = gr.Progress()):
@@ -137,11 +182,11 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         done = logos = labelled = skipped = 0
         failed, empty = [], []
         for path in progress.tqdm(files, desc="auto-annotating", unit="photo"):
-            name = str(path).rsplit("/", 1)[-1]
+            name = markdown_text(str(path).rsplit("/", 1)[-1])
             try:
                 ids = service.annotate_upload(path, who=auth.who)
             except LogoError as exc:
-                failed.append(f"{name}: {exc}")
+                failed.append(f"{name}: {markdown_text(exc)}")
                 continue
             if ids is None:
                 skipped += 1
@@ -171,7 +216,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                               + (f"; {len(report.skipped_photos)} photo file(s) missing" if report.skipped_photos
                                  else ""))
 
-    with gr.Blocks(title="Logo search") as blocks:
+    age = service.settings.upload_cache_age  # uploads (and the page's other cached files) go after this long
+    with gr.Blocks(title="Logo search", delete_cache=(max(1, age // 4), age)) as blocks:
         gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop, or drag boxes around "
                     "the logos; each is named by its nearest labelled logos. "
                     f"[Open the map of the logo space]({DASH_PREFIX})")
@@ -181,7 +227,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     photo = image_annotator(label="Photo: drag a box around a logo (optional)",
                                             sources=["upload", "clipboard"], disable_edit_boxes=True,
                                             show_remove_button=True, box_min_size=8, height=520)
-                    k = gr.Slider(1, 30, value=service.settings.k, step=1, label="Neighbours per logo")
+                    k = gr.Slider(1, MAX_SHOWN, value=service.settings.k, step=1, label="Neighbours per logo")
                     go = gr.Button("Search", variant="primary")
                     gr.Examples(_examples(), inputs=photo, label="Example photos")
                 with gr.Column():
@@ -198,7 +244,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     with gr.Row(equal_height=True):
                         with gr.Column(scale=1, min_width=160):
                             gr.Image(item["crop"], label=item["title"], height=160, show_label=True)
-                            gr.Markdown(f"**{item['title']}**, confidence {item['confidence']:.0%}")
+                            gr.Markdown(f"**{markdown_text(item['title'])}**, confidence {item['confidence']:.0%}")
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
                                    columns=10, height="auto", scale=5, allow_preview=True)
 
