@@ -139,9 +139,9 @@ def review_queue(store: LogoStore, propose: Callable[[int], Prediction], *, ids:
             if record.label_source is LabelSource.MACHINE and record.label:
                 item = ReviewItem(record.id, record.label, record.confidence, True, record.label)
             else:
-                guess = propose(record.id)
-                item = ReviewItem(record.id, guess.label or NO_PROPOSAL, guess.confidence if guess.label else None,
-                                  False, record.label)
+                guess = propose(record.id)  # its best guess, given as a name or not: a person decides
+                item = ReviewItem(record.id, guess.guess or NO_PROPOSAL,
+                                  guess.guess_probability if guess.guess else None, False, record.label)
             if label is None or item.label == label:
                 chosen.append(item)
             if len(chosen) >= limit:

@@ -382,19 +382,21 @@ class Calibrator:
 
         Unknown (``label=None``, confidence 0) when no neighbour is labelled or the winner's nearest logo is
         farther than ``max_distance``; unknown with its probability when below the label's threshold.
-        ``scores`` keeps the vote shares.
+        ``scores`` keeps the vote shares; ``guess`` the winner with its probability, whether given or not.
 
         Args:
             neighbours: The query's ``k`` nearest logos, labelled or not.
             label_sizes: Labelled logos (any source) per label in the store.
         """
         vote, features = _vote(neighbours, label_sizes, self.machine_weight)
-        if vote.label is None or features[NEAREST_SAME] > self.max_distance:
+        if vote.label is None:
             return Prediction(None, 0.0)
         probability = self.probability(features)
+        if features[NEAREST_SAME] > self.max_distance:
+            return Prediction(None, 0.0, guess=vote.label, guess_probability=probability)
         if probability < self.thresholds.get(vote.label, self.min_probability):
-            return Prediction(None, probability, vote.scores)
-        return Prediction(vote.label, probability, vote.scores)
+            return Prediction(None, probability, vote.scores, vote.label, probability)
+        return Prediction(vote.label, probability, vote.scores, vote.label, probability)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON: numbers and names only, safe to load."""

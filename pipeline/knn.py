@@ -61,8 +61,6 @@ def predict_label(neighbours: Sequence[Neighbour], config: VoteConfig) -> Predic
     if not voters:
         return Prediction(None, 0.0)
     nearest = min(n.distance for n in voters)
-    if nearest > config.max_distance:
-        return Prediction(None, 0.0)
     scores: dict[str, float] = {}
     for neighbour in voters:
         weight = math.exp(-(neighbour.distance - nearest) / config.temperature)  # shifted: never underflows to 0
@@ -72,6 +70,8 @@ def predict_label(neighbours: Sequence[Neighbour], config: VoteConfig) -> Predic
     total = sum(scores.values())
     shares = {label: score / total for label, score in sorted(scores.items(), key=lambda kv: -kv[1])}
     best, confidence = next(iter(shares.items()))
+    if nearest > config.max_distance:  # unlike any labelled logo: unknown, the winner only a guess
+        return Prediction(None, 0.0, guess=best, guess_probability=confidence)
     if confidence < config.thresholds.get(best, config.min_confidence):
-        return Prediction(None, confidence, shares)
-    return Prediction(best, confidence, shares)
+        return Prediction(None, confidence, shares, best, confidence)
+    return Prediction(best, confidence, shares, best, confidence)

@@ -92,13 +92,10 @@ class ReembedReport:
 
 
 def proposal(prediction: Prediction, min_confidence: float) -> str | None:
-    """The label to propose for review: the vote's winner when it is at least ``min_confidence`` likely, even
-    where the naming threshold left it unknown; None past the distance limit or without labelled neighbours."""
-    if prediction.label is not None:
-        return prediction.label if prediction.confidence >= min_confidence else None
-    if not prediction.scores or prediction.confidence < min_confidence:
-        return None
-    return max(prediction.scores, key=prediction.scores.get)
+    """The label to propose for review: the best guess (the vote's winner) when it is at least
+    ``min_confidence`` likely, even where the naming threshold or the distance limit left it unknown; None
+    without labelled neighbours."""
+    return prediction.guess if prediction.guess_probability >= min_confidence else None
 
 
 def calibration_summary(calibrator: Calibrator) -> dict[str, object]:
@@ -499,7 +496,7 @@ class LogoService:
             label = proposal(prediction, self.settings.propose_min)
             logos.append(NewLogo(crop=crop_image, box=d.box, image_hash=analysis.image_hash, image_path=path,
                                  label=label, label_source=LabelSource.MACHINE if label else None,
-                                 score=d.score, confidence=prediction.confidence if label else None))
+                                 score=d.score, confidence=prediction.guess_probability if label else None))
         record = PhotoRecord(analysis.image_hash, path, analysis.width, analysis.height, len(logos))
         ids = self.store.add(logos, analysis.vectors, self.embedder.model_id, who=who, photo=record)
         if ids:

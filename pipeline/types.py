@@ -97,11 +97,18 @@ class Neighbour:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The kNN label of a query: ``label`` is None when the logo is unknown."""
+    """The kNN label of a query: ``label`` is None when the logo is unknown.
+
+    ``guess`` is the vote's winner whether or not it was given (None only when no neighbour is labelled),
+    with ``guess_probability`` its probability of being right (calibrated when the store is): an unknown
+    logo still has a best guess for a person to confirm, kept apart from a named one.
+    """
 
     label: str | None
     confidence: float
     scores: dict[str, float] = field(default_factory=dict)
+    guess: str | None = None
+    guess_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,12 +121,16 @@ class LogoMatch:
     detection_score: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        shown: dict[str, Any] = {
             "box": self.box.to_list(),
             "label": self.prediction.label,
             "confidence": round(self.prediction.confidence, 6),
             "neighbours": [n.to_json() for n in self.neighbours],
         }
+        if self.prediction.label is None and self.prediction.guess is not None:  # unknown, but a best guess
+            shown["guess"] = {"label": self.prediction.guess,
+                              "probability": round(self.prediction.guess_probability, 6)}
+        return shown
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ def test_unseen_brands_are_unknown_with_their_neighbours_still_listed(calibrated
     unknown = [logo for logo in results if logo.prediction.label is None]
     assert len(unknown) >= 4, [(logo.prediction.label, logo.prediction.confidence) for logo in results]
     assert all(len(logo.neighbours) == calibrated.settings.k for logo in results)
+    # each still carries its best guess, with a probability below the naming threshold, for a person to confirm
+    assert all(logo.prediction.guess is not None and logo.to_json()["guess"]["label"] == logo.prediction.guess
+               for logo in unknown)
 
 
 def test_thresholds_from_the_cli_and_the_api_change_the_answer(calibrated):

@@ -57,3 +57,30 @@ def test_human_labels_outrank_machine_labels():
     votes = [n(1, "aldi", 0.30, M), n(2, "lidl", 0.31, H)]
     assert predict_label(votes, VoteConfig(machine_weight=0.5)).label == "lidl"
     assert predict_label(votes, VoteConfig(machine_weight=1.0)).label == "aldi"
+
+
+def test_an_unknown_logo_keeps_its_best_guess_apart_from_its_label():
+    far = predict_label([n(1, None, 0.05), n(2, "lidl", 0.95)], VoteConfig(max_distance=0.9))
+    assert (far.label, far.confidence, far.guess) == (None, 0.0, "lidl") and far.guess_probability == 1.0
+    votes = [n(1, "lidl", 0.3), n(2, "aldi", 0.32), n(3, "rewe", 0.34)]
+    weak = predict_label(votes, VoteConfig(thresholds={"lidl": 0.9}))
+    assert weak.label is None and weak.guess == "lidl" and weak.guess_probability == weak.confidence
+    named = predict_label(votes, VoteConfig())
+    assert named.label == named.guess == "lidl"
+    assert predict_label([n(1, None, 0.1)], VoteConfig()).guess is None  # nothing labelled: no guess
+
+
+def test_the_search_json_adds_a_guess_only_when_the_logo_is_unknown():
+    from pipeline.service import proposal
+    from pipeline.types import Box, LogoMatch, Prediction
+
+    unknown = LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.45, {"acme": 0.6}, "acme", 0.45), [])
+    assert unknown.to_json()["label"] is None and unknown.to_json()["confidence"] == 0.45
+    assert unknown.to_json()["guess"] == {"label": "acme", "probability": 0.45}
+    named = LogoMatch(Box(0, 0, 9, 9), Prediction("acme", 0.97, {"acme": 1.0}, "acme", 0.97), [])
+    assert "guess" not in named.to_json() and "guess" not in LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.0),
+                                                                           []).to_json()
+    # import-photos proposes the guess when it is likely enough, named or not
+    assert proposal(unknown.prediction, 0.4) == "acme" and proposal(unknown.prediction, 0.5) is None
+    assert proposal(Prediction(None, 0.0), 0.0) is None
+

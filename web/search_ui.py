@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import gradio as gr
 from gradio.utils import get_upload_folder
 from gradio_image_annotation import image_annotator
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard.review import PREFIX as REVIEW_PREFIX
@@ -31,6 +31,8 @@ from web.text import markdown_text
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (128, 128, 0)]
+UNNAMED = (150, 150, 150)  # the box of a logo not named (a guess, or unknown): grey, never a label's colour
+PAGE_THUMBNAILS = 120  # neighbour thumbnails on one result page at most (3 a logo at least; the JSON has all)
 MAX_SHOWN = 30  # the most neighbours per logo the page shows (its slider's end)
 
 
@@ -119,16 +121,60 @@ def _neighbours_shown(k: object) -> int:
         raise gr.Error("Neighbours per logo is a number.") from None
 
 
-def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch) -> dict[str, Any]:
-    """What the page shows for one logo: its crop, its label and its nearest stored logos."""
+def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch, shown: int) -> dict[str, Any]:
+    """What the page shows for one logo: its crop, its label and its ``shown`` nearest stored logos."""
     thumbs = []
-    for n in logo.neighbours:
+    for n in logo.neighbours[:shown]:
         webp = service.thumbnail(n.id)
         if webp is not None:
             thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
-    name = logo.prediction.label or "unknown"
-    return {"title": f"Logo {number}: {name}", "confidence": logo.prediction.confidence,
+    name, probability, named = naming(logo)
+    if named:
+        verdict = f"confidence {probability:.0%}"
+    elif probability:
+        verdict = f"not named: a best guess, {probability:.0%} likely; its nearest logos below"
+    else:
+        verdict = "not named: no labelled logo is near"
+    return {"title": f"Logo {number}: {name}", "verdict": verdict, "named": named,
             "crop": crop(photo, logo.box), "neighbours": thumbs}
+
+
+def outlined(photo: Image.Image, logos: list[LogoMatch]) -> Image.Image:
+    """The photo with each logo's box outlined (no fill over the logo) and its number in a marker at its corner:
+    named logos in their colour, unnamed ones in grey. One image however many logos (the legend says who is
+    who), so a result page costs the same to send with 1 box or 50."""
+    shown = photo.convert("RGB")  # a copy: the photo itself stays as it was
+    draw = ImageDraw.Draw(shown)
+    width = max(2, round(max(shown.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(shown.size) / 45)))
+    for number, logo in enumerate(logos, 1):
+        colour = _PALETTE[(number - 1) % len(_PALETTE)] if naming(logo)[2] else UNNAMED
+        x0, y0, x1, y1 = logo.box.to_list()
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
+        left, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
+        pad = width + 1
+        w, h = right - left + 2 * pad, bottom - top + 2 * pad
+        mx, my = x0, max(0.0, y0 - h)  # above the box's corner, inside the photo
+        draw.rectangle((mx, my, mx + w, my + h), fill=colour)
+        draw.text((mx + pad - left, my + pad - top), str(number), fill="white", font=font)
+    return shown
+
+
+def naming(logo: LogoMatch) -> tuple[str, float, bool]:
+    """How the page names a logo: ``(text, probability, named)``; an unknown logo shows its best guess as a
+    question ("Coca-Cola?"), never as if it were named.
+
+    Example:
+        >>> from pipeline.types import Box, Prediction
+        >>> naming(LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.45, guess="Coca-Cola", guess_probability=0.45), []))
+        ('Coca-Cola?', 0.45, False)
+    """
+    prediction = logo.prediction
+    if prediction.label is not None:
+        return prediction.label, prediction.confidence, True
+    if prediction.guess is not None:
+        return f"{prediction.guess}?", prediction.guess_probability, False
+    return "unknown", 0.0, False
 
 
 def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
@@ -140,23 +186,29 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             result = service.search_photo(photo, boxes=boxes, k=_neighbours_shown(k))
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
-        annotations, drawn, cards = [], [], []
+        legend, drawn, cards = [], [], []
+        # each thumbnail is an image the page encodes and sends: many logos show fewer neighbours each
+        shown = max(3, PAGE_THUMBNAILS // max(1, len(result.logos)))
         for number, logo in enumerate(result.logos, 1):
-            tag = f"{number}: {logo.prediction.label or 'unknown'} ({logo.prediction.confidence:.0%})"
+            name, probability, named = naming(logo)
+            tag = f"{number}: {name} ({probability:.0%})"
             x0, y0, x1, y1 = (round(v) for v in logo.box.to_list())
-            annotations.append(((x0, y0, x1, y1), tag))
+            legend.append(f"**{markdown_text(tag)}**" if named else f"*{markdown_text(tag)}*")
             drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
-                          "color": _PALETTE[(number - 1) % len(_PALETTE)]})
-            cards.append(_card(service, number, photo, logo))
+                          "color": _PALETTE[(number - 1) % len(_PALETTE)] if named else UNNAMED})
+            cards.append(_card(service, number, photo, logo, shown))
         search_id = service.share_search(result) if result.logos else None
         if not result.logos:
             message = "No logo found on this photo. Drag a box around one and search again."
         elif service.count() == 0:
             message = "The index is empty: add labelled logos first."
         else:
-            message = (f"{len(result.logos)} logo(s). Drag the boxes to adjust them, or draw new ones, and search "
-                       f"again. [See them on the map]({map_link(search_id)})")
-        return (photo, annotations), {"image": photo, "boxes": drawn}, cards, message, result.to_json(), search_id
+            message = (" · ".join(legend)
+                       + f"\n\n{len(result.logos)} logo(s); a name with ? is a best guess, not confirmed. Drag the "
+                       f"boxes to adjust them, or draw new ones, and search again. "
+                       f"[See them on the map]({map_link(search_id)})")
+        return (outlined(photo, result.logos), {"image": photo, "boxes": drawn}, cards, message, result.to_json(),
+                search_id)
 
     def add(value: dict[str, Any] | None, label: str | None, token: str | None):
         access = auth.check(token)
@@ -231,7 +283,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     go = gr.Button("Search", variant="primary")
                     gr.Examples(_examples(), inputs=photo, label="Example photos")
                 with gr.Column():
-                    found = gr.AnnotatedImage(label="Logos found", height=520)
+                    found = gr.Image(label="Logos found", height=520, interactive=False, format="jpeg")
                     message = gr.Markdown()
             cards = gr.State([])
             search_link = gr.State(None)  # this visitor's last search, as a short-lived id for the map
@@ -244,7 +296,9 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     with gr.Row(equal_height=True):
                         with gr.Column(scale=1, min_width=160):
                             gr.Image(item["crop"], label=item["title"], height=160, show_label=True)
-                            gr.Markdown(f"**{markdown_text(item['title'])}**, confidence {item['confidence']:.0%}")
+                            title = markdown_text(item["title"])
+                            gr.Markdown(f"**{title}**, {item['verdict']}" if item["named"]
+                                        else f"*{title}* {item['verdict']}")  # a guess reads as unconfirmed
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
                                    columns=10, height="auto", scale=5, allow_preview=True)
 
