@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -129,6 +130,17 @@ def test_more_boxes_than_the_limit_are_refused_by_the_api_and_the_page(live):
     assert 0 < len(result["logos"][0]["neighbours"]) <= 30
 
 
+def test_a_batch_answers_a_bounded_number_of_neighbours(live):
+    client = live["client"]
+    ids = client.get("/api/v1/ann/stored").json()["stored"]
+    too_many = client.post("/api/v1/ann/batch", json={"logo_ids": (ids * 10)[:1000], "count": 500})
+    assert too_many.status_code == 400 and "at most 50,000 neighbours" in too_many.json()["detail"]
+    walk = client.get("/api/v1/ann/batch", params={"limit": 1000, "count": 500})
+    assert walk.status_code == 400
+    allowed = client.post("/api/v1/ann/batch", json={"logo_ids": ids[:100], "count": 500})
+    assert allowed.status_code == 200 and allowed.json()["count"] == 100
+
+
 def test_dash_callback_bodies_are_capped(live):
     client = live["client"]
     for page, size in (("dashboard", 17 * 1024 * 1024), ("review", 2 * 1024 * 1024)):
@@ -224,6 +236,48 @@ def test_the_map_legend_shows_a_markup_label_as_text(live):
     names = [trace.get("name", "") for trace in response["map"]["figure"]["data"]]
     assert any(name.startswith("&lt;a href=") for name in names), names
     assert not any("<a" in name for name in names)
+
+
+def test_a_markup_label_is_text_on_the_search_page(live, tmp_path):
+    """A label that is HTML and a Markdown link, named on the Search tab: shown as those characters, never as an
+    image or a link (in headless Chromium)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements-dev.txt)")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    client = live["client"]
+    markup = '<img src="x" onerror="document.title=1">[offer](https://evil.example)'
+    photo = {"file": ("shell.png", SHELL.read_bytes(), "image/png")}
+    for _ in range(6):  # the nearest logos of the Shell logo: its vote's winner, named or a guess
+        added = client.post("/api/v1/ann/add", files=photo, headers=ADMIN,
+                            data={"boxes": "[[0,0,248,238]]", "labels": json.dumps([markup])})
+        assert added.status_code == 200, added.text
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(live["url"] + "/", wait_until="load")
+        page.set_input_files("input[type=file]", str(SHELL))
+        canvas = page.locator("canvas.canvas-annotator").first
+        canvas.wait_for(timeout=30_000)
+        page.wait_for_timeout(500)
+        frame = canvas.bounding_box()
+        scale = min(frame["width"] / 248, frame["height"] / 238)
+        left = frame["x"] + (frame["width"] - 248 * scale) / 2
+        top = frame["y"] + (frame["height"] - 238 * scale) / 2
+        page.mouse.move(left + 4, top + 4)
+        page.mouse.down()
+        page.mouse.move(left + 124 * scale, top + 119 * scale, steps=5)
+        page.mouse.move(left + 244 * scale, top + 234 * scale, steps=5)
+        page.mouse.up()
+        page.get_by_role("button", name="Search", exact=True).click()
+        sync_api.expect(page.get_by_text("Logo 1:").first).to_be_visible(timeout=60_000)
+        page.wait_for_timeout(2000)
+        text = page.inner_text("body")
+        assert "[offer](https://evil.example)" in text and '<img src="x"' in text  # the label, as typed
+        assert page.locator('a[href="https://evil.example"]').count() == 0
+        assert page.locator('img[src="x"]').count() == 0
+        assert page.title() != "1"
+        browser.close()
 
 
 # 5. exports -----------------------------------------------------------------------------------------------------
