@@ -102,11 +102,10 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
         stored = service.count()
         queries = labelled_files(data / "query")
         crops = [service.load(path) for path, _ in queries]
-        sizes = service.store.label_counts()
         name = service.namer()
         probabilities, right, labels = [], [], []
         for (_, brand), neighbours in zip(queries, service.search_crops(crops, settings.k), strict=True):
-            winner, features = vote_features(neighbours, sizes, settings.machine_label_weight)
+            winner, features = vote_features(neighbours, settings.machine_label_weight)
             probabilities.append(calibrator.probability(features) if winner else 0.0)
             right.append(winner == brand)
             labels.append(name(neighbours).label)

@@ -24,7 +24,10 @@ calibrates itself on its own human labels:
   (:func:`distance_limit`).
 * **Thresholds**: as Robotoff does, one probability threshold per label where
   that label has enough leave-one-out answers (:func:`suggest_thresholds`), a
-  global one elsewhere.
+  global one elsewhere: the lowest at which the answers given are right the
+  target share of the time, as counted (:func:`precision_threshold`) or as
+  their calibrated probabilities expect (:func:`expected_precision_threshold`),
+  and never above the target itself.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import json
 import logging
 import math
 import time
-from collections import ChainMap, Counter
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,19 +56,19 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MIN_SAMPLES = 20
+MAX_ECE = 0.05  # a calibration this close to its answers may set the threshold from its own probabilities
 _Z = 1.645  # one-sided 95 % normal quantile
 NO_NEIGHBOUR = 2.0  # the largest angular distance: "no such neighbour"
 # Names of the features of :func:`vote_features`, in order; stored with a calibrator so that one fitted on
 # another feature set is never used.
-FEATURES = ("nearest_same", "margin", "coverage")
-NEAREST_SAME, MARGIN, COVERAGE = range(len(FEATURES))
+FEATURES = ("nearest_same", "margin")
+NEAREST_SAME, MARGIN = range(len(FEATURES))
 _CHUNK_ENTRIES = 1 << 23  # query x gallery cosines per chunk: 32 MB of float32, ~150 MB with masks and sorting
 
 
-def _vote(neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int],
-          machine_weight: float) -> tuple[Prediction, np.ndarray]:
+def _vote(neighbours: Sequence[Neighbour], machine_weight: float) -> tuple[Prediction, np.ndarray]:
     """The plain vote (nothing rejected) and the features of :func:`vote_features`."""
-    features = np.array([NO_NEIGHBOUR, 0.0, 0.0])
+    features = np.array([NO_NEIGHBOUR, 0.0])
     vote = predict_label(neighbours, VoteConfig(max_distance=math.inf, min_confidence=0.0,
                                                 machine_weight=machine_weight))
     if vote.label is None:
@@ -75,12 +78,10 @@ def _vote(neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int],
     other = [n.distance for n in voters if n.label != vote.label]
     features[NEAREST_SAME] = min(same)
     features[MARGIN] = min(other, default=NO_NEIGHBOUR) - features[NEAREST_SAME]
-    features[COVERAGE] = len(same) / min(len(neighbours), max(label_sizes.get(vote.label, 0), len(same)))
     return vote, features
 
 
-def vote_features(neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int],
-                  machine_weight: float) -> tuple[str | None, np.ndarray]:
+def vote_features(neighbours: Sequence[Neighbour], machine_weight: float) -> tuple[str | None, np.ndarray]:
     """The kNN winner of a query and the features that say how sure the vote is.
 
     The winner is the distance-weighted vote of :func:`pipeline.knn.predict_label`, with nothing rejected.
@@ -88,21 +89,22 @@ def vote_features(neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int
 
     * ``nearest_same``: angular distance to the nearest neighbour carrying the winning label (2.0 when none);
     * ``margin``: distance to the nearest neighbour of any other label (2.0 when none) minus ``nearest_same``:
-      how clearly the winner beats the runner-up;
-    * ``coverage``: neighbours carrying the winning label / the most that could (the winner's logos in the
-      gallery, at most the number of neighbours), 0 only when no neighbour is labelled: a true match finds
-      most of its brand nearby.
+      how clearly the winner beats the runner-up.
 
-    Features that count logos (the vote share, voters agreeing / k, logos of the winner) are left out on
-    purpose. In leave-one-out the query's own label holds one logo less than it will for a new photo, so
-    with labels of few logos they tell right answers from wrong ones in the fit and do not carry over to
-    new queries: on synthetic stores of 5 logos per label, adding the vote share raised the calibration
-    error on new photos from 0.07-0.09 to 0.15-0.22 (with 12 logos per label it made no difference).
+    Features that count logos (the vote share, voters agreeing / k, logos of the winner, the share of the
+    winner's logos among the neighbours) are left out on purpose: they describe the store as much as the
+    query, and do not carry over to new photos. In leave-one-out the query's own label holds one logo less
+    than it will for a new photo: on synthetic stores of 5 logos per label, adding the vote share raised
+    the calibration error on new photos from 0.07-0.09 to 0.15-0.22. And a real photo often finds one of
+    its brand's stored logos (the one printed like it) and not the others: ``coverage`` (the winner's logos
+    among the neighbours / the most that could be) was 1.0 for nearly every right leave-one-out answer of
+    the demo store, so the real Coca-Cola can of the app's examples, 0.16 from a Coca-Cola logo with the
+    runner-up 0.16 farther, got P = 0.49 for finding 1 of its brand's 4 logos (0.97 without it, at the same
+    leave-one-out ECE, 0.013).
     The nearest distance to another label is not a feature of its own: it is ``nearest_same + margin``.
 
     Args:
         neighbours: The query's nearest logos, labelled or not, any order.
-        label_sizes: Labelled logos (any source) per label in the gallery searched (the store).
         machine_weight: Weight of a machine label relative to a human one in the vote.
 
     Returns:
@@ -111,11 +113,11 @@ def vote_features(neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int
     Example:
         >>> from pipeline.types import Neighbour, LabelSource
         >>> near = [Neighbour(1, "acme", LabelSource.HUMAN, 0.2), Neighbour(2, "zeta", LabelSource.HUMAN, 0.6)]
-        >>> winner, features = vote_features(near, {"acme": 1, "zeta": 3}, machine_weight=0.5)
+        >>> winner, features = vote_features(near, machine_weight=0.5)
         >>> winner, features.round(2).tolist()
-        ('acme', [0.2, 0.4, 1.0])
+        ('acme', [0.2, 0.4])
     """
-    vote, features = _vote(neighbours, label_sizes, machine_weight)
+    vote, features = _vote(neighbours, machine_weight)
     return vote.label, features
 
 
@@ -212,15 +214,10 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
 
     codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
     codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
-    label_sizes = Counter(label for label in labels if label)
     # a logo of unknown photo is a photo of its own: negative codes never match another logo's
     photo_codes_of = {photo: code for code, photo in enumerate(sorted({p for p in photos if p is not None}))}
     photo_codes = np.array([photo_codes_of[p] if p is not None else -1 - i for i, p in enumerate(photos)],
                            dtype=np.int64)
-    labels_in_photo: dict[int, Counter[str]] = {}
-    for code, label in zip(photo_codes, labels):
-        if label:
-            labels_in_photo.setdefault(int(code), Counter())[label] += 1
     queries = np.flatnonzero(human)
     chunk = max(1, _CHUNK_ENTRIES // len(ids))
 
@@ -229,10 +226,7 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
 
     def answer(query: int, columns: np.ndarray, distances: np.ndarray, is_open: bool) -> None:
         neighbours = [Neighbour(int(ids[c]), labels[c], sources[c], float(d)) for c, d in zip(columns, distances)]
-        # the gallery searched holds each label short of the logos of the query's photo
-        in_photo = labels_in_photo[int(photo_codes[query])]
-        sizes = ChainMap({label: label_sizes[label] - n for label, n in in_photo.items()}, label_sizes)
-        winner, features = vote_features(neighbours, sizes, machine_weight)
+        winner, features = vote_features(neighbours, machine_weight)
         if winner is None:
             return
         answers[is_open].append((features, int(not is_open and winner == labels[query]), winner))
@@ -364,20 +358,20 @@ class Calibrator:
         return replace(calibrator, stats=stats)
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """Probability that each answer is right, in [0, 1]; 0 where no neighbour was labelled (``coverage`` 0).
+        """Probability that each answer is right, in [0, 1]; 0 where no neighbour was labelled.
 
         Args:
             features: ``(n, len(FEATURES))`` features of :func:`vote_features`.
         """
         features = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURES))
         z = (features - np.asarray(self.mean)) / np.asarray(self.scale) @ np.asarray(self.coef) + self.intercept
-        return np.where(features[:, COVERAGE] > 0, _sigmoid(z), 0.0)
+        return np.where(features[:, NEAREST_SAME] < NO_NEIGHBOUR, _sigmoid(z), 0.0)
 
     def probability(self, features: np.ndarray) -> float:
         """Probability that one answer is right (see :meth:`probabilities`)."""
         return float(self.probabilities(features)[0])
 
-    def predict(self, neighbours: Sequence[Neighbour], label_sizes: Mapping[str, int]) -> Prediction:
+    def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
         """The calibrated answer for a query: like :func:`pipeline.knn.predict_label`, confidence = P(right).
 
         Unknown (``label=None``, confidence 0) when no neighbour is labelled or the winner's nearest logo is
@@ -386,9 +380,8 @@ class Calibrator:
 
         Args:
             neighbours: The query's ``k`` nearest logos, labelled or not.
-            label_sizes: Labelled logos (any source) per label in the store.
         """
-        vote, features = _vote(neighbours, label_sizes, self.machine_weight)
+        vote, features = _vote(neighbours, self.machine_weight)
         if vote.label is None:
             return Prediction(None, 0.0)
         probability = self.probability(features)
@@ -489,6 +482,31 @@ def precision_threshold(probabilities: np.ndarray, correct: np.ndarray, target_p
     return float(target_precision) if next_down < target_precision <= lowest_kept else lowest_kept
 
 
+def expected_precision_threshold(probabilities: np.ndarray, target_precision: float,
+                                 weights: np.ndarray | None = None) -> float | None:
+    """The lowest probability threshold at which the answers given are expected to be right
+    ``target_precision`` of the time, judged by their calibrated probabilities; None when no answer reaches it.
+
+    Answers given at a threshold t are right, on average, as often as the mean probability of the answers
+    at or above t: when the probabilities are calibrated, that mean is the precision the store's answers
+    get, without the noise of counting right and wrong ones (which :func:`precision_threshold` must bound,
+    and which lifts a small store's threshold towards 1). It is never above ``target_precision`` itself:
+    every answer there is at least that likely.
+
+    Example:
+        >>> expected_precision_threshold(np.r_[np.full(9, 0.99), 0.6, 0.1], 0.95)  # (9 x 0.99 + 0.6) / 10
+        0.6
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    weights = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)
+    order = np.argsort(-probabilities, kind="stable")
+    sorted_probs = probabilities[order]
+    expected = np.cumsum(sorted_probs * weights[order]) / np.maximum(np.cumsum(weights[order]), 1e-12)
+    last_of_tie = np.append(sorted_probs[1:] != sorted_probs[:-1], True)
+    good = np.flatnonzero(last_of_tie & (expected >= target_precision))
+    return float(sorted_probs[good[-1]]) if good.size else None
+
+
 def wilson_lower_bound(share: np.ndarray, count: np.ndarray, z: float = _Z) -> np.ndarray:
     """Wilson score lower bound of a proportion ``share`` observed over ``count`` trials (one-sided, ``z``)."""
     share, count = np.asarray(share, dtype=np.float64), np.asarray(count, dtype=np.float64)
@@ -581,12 +599,13 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
     kept = data.features[:, NEAREST_SAME] <= max_distance  # answers beyond the limit are never given
     probs = calibrator.probabilities(data.features[kept])
     correct = data.correct[kept]
-    global_threshold = precision_threshold(probs, correct, target_precision, weights[kept])
-    if global_threshold is None:
-        # too few answers to show the target with confidence: the best estimate, never above the target itself
-        # (answers a calibrated model gives at P >= target are right that often on average)
-        estimate = precision_threshold(probs, correct, target_precision, weights[kept], z=0.0)
-        global_threshold = target_precision if estimate is None else min(target_precision, estimate)
+    # the lowest threshold that the store's answers show reaches the target: counted (with a margin for few
+    # answers), or expected from calibrated probabilities; never above the target (answers a calibrated model
+    # gives at P >= target are right that often on average)
+    shown = precision_threshold(probs, correct, target_precision, weights[kept])
+    expected = (expected_precision_threshold(probs, target_precision, weights[kept])
+                if calibrator.stats.get("ece", 1.0) <= MAX_ECE else None)
+    global_threshold = min(t for t in (shown, expected, target_precision) if t is not None)
     thresholds = suggest_thresholds(probs, correct, [w for w, keep in zip(data.winners, kept) if keep],
                                     target_precision, weights=weights[kept])
     stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share,

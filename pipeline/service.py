@@ -213,8 +213,8 @@ class LogoService:
         the probability that the label is right and a logo unlike any labelled
         one is unknown; without one, the plain vote share of :mod:`pipeline.knn`.
         Per-label thresholds set by people (:meth:`set_threshold`) win over
-        suggested ones in both cases. The calibration, thresholds and label
-        sizes are read once here, so name every logo of a photo with one namer.
+        suggested ones in both cases. The calibration and thresholds are read
+        once here, so name every logo of a photo with one namer.
         """
         voters = self.settings.k
         calibrator = self.calibrator()
@@ -222,8 +222,7 @@ class LogoService:
             config = self.vote_config()
             return lambda neighbours: predict_label(list(neighbours)[:voters], config)
         calibrated = replace(calibrator, thresholds={**calibrator.thresholds, **self.store.thresholds()})
-        sizes = self.store.label_counts()
-        return lambda neighbours: calibrated.predict(list(neighbours)[:voters], sizes)
+        return lambda neighbours: calibrated.predict(list(neighbours)[:voters])
 
     def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
         """The label of one query from its neighbours (see :meth:`namer`)."""

@@ -57,45 +57,44 @@ def search(vectors: np.ndarray, labels: list, query: np.ndarray, k: int = K) -> 
 def world():
     ids, vectors, labels, sources, centres = store(seed=0)
     calibrator = calibrate(ids, vectors, labels, sources, model_id="test-model", k=K)
-    sizes = {label: labels.count(label) for label in set(labels)}
-    return vectors, labels, centres, calibrator, sizes
+    return vectors, labels, centres, calibrator
 
 
 def test_vote_features_follow_the_weighted_vote():
     near = [Neighbour(1, None, None, 0.1), Neighbour(2, "acme", H, 0.2), Neighbour(3, "acme", M, 0.3),
             Neighbour(4, "zeta", H, 0.5)]
-    winner, features = vote_features(near, {"acme": 4, "zeta": 9}, machine_weight=0.5)
+    winner, features = vote_features(near, machine_weight=0.5)
     assert winner == predict_label(near, VoteConfig(machine_weight=0.5)).label == "acme"
-    assert dict(zip(FEATURES, features)) == pytest.approx({"nearest_same": 0.2, "margin": 0.3, "coverage": 0.5})
+    assert dict(zip(FEATURES, features)) == pytest.approx({"nearest_same": 0.2, "margin": 0.3})
     # a human label at 0.27 outweighs two machine labels at 0.25 when machine labels weigh little
     near = [Neighbour(1, "acme", M, 0.25), Neighbour(2, "acme", M, 0.25), Neighbour(3, "zeta", H, 0.27)]
-    assert vote_features(near, {"acme": 2, "zeta": 1}, machine_weight=0.2)[0] == "zeta"
+    assert vote_features(near, machine_weight=0.2)[0] == "zeta"
 
 
 def test_no_labelled_neighbour_is_unknown_with_probability_zero(world):
     calibrator = world[3]
-    winner, features = vote_features([Neighbour(1, None, None, 0.01)], {}, machine_weight=0.5)
+    winner, features = vote_features([Neighbour(1, None, None, 0.01)], machine_weight=0.5)
     assert winner is None and calibrator.probability(features) == 0.0
-    prediction = calibrator.predict([Neighbour(1, None, None, 0.01)], {})
+    prediction = calibrator.predict([Neighbour(1, None, None, 0.01)])
     assert prediction.label is None and prediction.confidence == 0.0
 
 
 def test_a_logo_at_its_brand_centre_is_named_with_high_probability(world):
-    vectors, labels, centres, calibrator, sizes = world
+    vectors, labels, centres, calibrator = world
     near = search(vectors, labels, centres[20])  # a tight brand with no look-alike
-    prediction = calibrator.predict(near, sizes)
+    prediction = calibrator.predict(near)
     assert prediction.label == "brand20" and prediction.confidence > 0.9
 
 
 def test_a_brand_absent_from_the_store_is_unknown(world):
-    vectors, labels, _, calibrator, sizes = world
+    vectors, labels, _, calibrator = world
     newcomers = unit(np.random.default_rng(7).normal(size=(20, DIM)))
     for query in newcomers:
         near = search(vectors, labels, query)
-        _, features = vote_features(near, sizes, calibrator.machine_weight)
+        _, features = vote_features(near, calibrator.machine_weight)
         assert calibrator.probability(features) < 0.5
         assert features[0] > calibrator.max_distance  # the distance limit alone rejects it
-        assert calibrator.predict(near, sizes).label is None
+        assert calibrator.predict(near).label is None
 
 
 def test_leave_one_out_uses_human_labels_only_as_truth(monkeypatch):
