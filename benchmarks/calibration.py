@@ -18,6 +18,20 @@ is searched and named. Printed per collection:
 - each with its 95 % interval over sets of brands drawn again (bootstrap by brand,
   as a brand's queries are not independent of each other).
 
+Then the trade-off over every threshold (``benchmarks/risk_coverage.py``): the most
+queries a cut of P(right) answers at precision 0.95 and 0.90 (held-out brands'
+queries count: they are never right), the share of known brands' queries named
+right there, and AURC. Each store is calibrated twice: with the share of queries
+of brands it does not hold assumed (``LOGOS_OPEN_SET_SHARE``), and estimated from
+the queries' answers, as a deployment estimates it from the logos it imports
+(``pipeline.calibration.open_set_share_of``).
+
+``--collections real-drinks`` (with ``--dataset``): brand-held-out on real
+photos. Each of the five brands is held out in turn; the store holds the
+train-split crops of the other four, and the test-split crops of all five are
+named (the shipped embedder was trained on those five brands' train split: this
+judges the calibration and its open set on real photos, not the embedder).
+
 Why 10 queries per brand, not the retrieval protocol's 2: ECE sums per-bin gaps,
 each measured on the queries in its bin, so sampling noise alone makes it
 positive, and with 400 queries the noise is the size of the target. A logistic
@@ -93,8 +107,54 @@ def bootstrap(brands: list[str], columns: tuple[np.ndarray, ...], resamples: int
     return np.quantile(np.array(draws), [0.025, 0.975], axis=0)
 
 
-def run(collection: str, settings: Settings, embedder, seed: int, queries_per_brand: int) -> dict[str, object]:
+def answers(calibrator, namer, brands: list[str], neighbour_lists: list, k: int,
+            machine_weight: float) -> np.ndarray:
+    """One row per query: P(right) of the vote's winner, winner right, a label given, the given label right,
+    and its score for the risk-coverage curve (P, or 0 past the distance limit: the app cannot answer it)."""
+    rows = []
+    for brand, neighbours in zip(brands, neighbour_lists, strict=True):
+        winner, features = vote_features(neighbours[:k], machine_weight)
+        probability = calibrator.probability(features) if winner else 0.0
+        label = namer(neighbours).label
+        rows.append((probability, winner == brand, label is not None, label == brand,
+                     probability if features[0] <= calibrator.max_distance else 0.0))
+    return np.array(rows, dtype=float).reshape(-1, 5)
+
+
+def summary(rows: np.ndarray, brands: list[str], known_brand: np.ndarray, intervals: bool = True) -> dict[str, object]:
+    """Every figure of a set of answered queries (:func:`answers`)."""
+    probabilities, right, given, given_right, scores = rows.T
+    columns = (probabilities, right, given.astype(bool), given_right.astype(bool), known_brand)
+    ece, precision, held_out_unknown, known_named_right = figures(*columns)
+    result: dict[str, object] = {"queries": len(brands), "ece": ece, "precision": precision,
+                                 "held_out_unknown": held_out_unknown, "known_named_right": known_named_right,
+                                 "answered": float(given.mean()), "aurc": aurc(scores, right),
+                                 "risk_coverage": risk_coverage(scores, right),
+                                 "interval": bootstrap(brands, columns) if intervals else np.full((2, 4), np.nan),
+                                 "curve": reliability_curve(probabilities, right)}
+    for target in (0.95, 0.90):
+        cut = scores >= cut_at(scores, right, target)
+        result[f"coverage@{target:.2f}"] = float(cut.mean())
+        result[f"known named@{target:.2f}"] = float(np.mean((cut & (right == 1))[known_brand]))
+    return result
+
+
+def _calibration(calibrator) -> dict[str, object]:
+    return {"threshold": calibrator.min_probability, "max_distance": calibrator.max_distance,
+            "open_set_share": calibrator.stats.get("open_set_share_used", calibrator.stats.get("open_set_share"))}
+
+
+def traffic_of(neighbour_lists: list, machine_weight: float) -> np.ndarray:
+    """The features of the queries' answers: the traffic a store estimates its open-set share from (as
+    :func:`pipeline.calibration.traffic_answers` makes it from a store's own unlabelled logos)."""
+    return np.array([vote_features(neighbours, machine_weight)[1] for neighbours in neighbour_lists])
+
+
+def run(collection: str, settings: Settings, embedder, seed: int, queries_per_brand: int) -> list[dict[str, object]]:
+    """The set's store calibrated twice: with the open-set share assumed (the setting), and estimated from the
+    queries' answers (the traffic a deployment would see: half of them of held-out brands here)."""
     data = generate(set_dir(collection), 200, 3, queries_per_brand, seed, ROOT / ".cache", collection)
+    results = []
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         gallery = Path(tmp) / "gallery"
         for brand_dir in sorted((data / "gallery").iterdir()):
@@ -103,58 +163,40 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
         service = LogoService(settings.replace(data_dir=Path(tmp) / "store"), embedder=embedder)
         import_folder(service, gallery, progress=False)
         service.build_index()
-        calibrator = service.calibrate()
-        stored = service.count()
         queries = labelled_files(data / "query")
-        crops = [service.load(path) for path, _ in queries]
-        name = service.namer()
-        probabilities, right, labels, scores = [], [], [], []
-        for (_, brand), neighbours in zip(queries, service.search_crops(crops, settings.k), strict=True):
-            winner, features = vote_features(neighbours, settings.machine_label_weight)
-            probabilities.append(calibrator.probability(features) if winner else 0.0)
-            right.append(winner == brand)
-            labels.append(name(neighbours).label)
-            # what the app can answer: past the distance limit a logo is unknown whatever its probability
-            scores.append(probabilities[-1] if features[0] <= calibrator.max_distance else 0.0)
-    brands = [brand for _, brand in queries]
-    known_brand = np.array([known(b) for b in brands])
-    trade_off = {}
-    for precision in (0.95, 0.90):
-        cut = np.array(scores) >= cut_at(scores, right, precision)
-        trade_off[f"coverage@{precision:.2f}"] = float(cut.mean())
-        trade_off[f"known named@{precision:.2f}"] = float(np.mean((cut & np.array(right))[known_brand]))
-    trade_off["aurc"] = aurc(scores, right)
-    columns = (np.array(probabilities), np.array(right, dtype=float), np.array([label is not None for label in labels]),
-               np.array([label == brand for label, brand in zip(labels, brands)]), np.array([known(b) for b in brands]))
-    ece, precision, held_out_unknown, known_named_right = figures(*columns)
-    return {"collection": collection, "queries": len(queries), "store": stored, "ece": ece, "precision": precision,
-            "held_out_unknown": held_out_unknown, "known_named_right": known_named_right,
-            "interval": bootstrap(brands, columns),
-            "threshold": calibrator.min_probability, "max_distance": calibrator.max_distance,
-            "curve": reliability_curve(columns[0], columns[1]), "risk_coverage": risk_coverage(scores, right),
-            "answered": float(columns[2].mean()), **trade_off}
+        neighbour_lists = service.search_crops([service.load(path) for path, _ in queries], settings.k)
+        brands = [brand for _, brand in queries]
+        known_brand = np.array([known(b) for b in brands])
+        for how, traffic in (("assumed", None), ("estimated", traffic_of(neighbour_lists, settings.machine_label_weight))):
+            calibrator = service.calibrate(traffic=traffic)
+            rows = answers(calibrator, service.namer(), brands, neighbour_lists, settings.k,
+                           settings.machine_label_weight)
+            results.append({"collection": collection, "open set": how, "store": service.count(),
+                            **_calibration(calibrator), **summary(rows, brands, known_brand)})
+    return results
 
 
-def run_real_drinks(dataset: Path, settings: Settings, embedder) -> dict[str, object]:
+def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[str, object]]:
     """Brand-held-out on real photos: each of real-drinks' five brands held out in turn; the store holds the
     train-split crops of the other four (calibrated on them), and the test-split crops of all five are named.
+    The open-set share assumed, then estimated from the test crops' answers (a fifth of them held out).
 
     The true boxes are cut as the app cuts them (its padding). The shipped embedder was trained on the train
     split of these five brands, so this measures the calibration and its open set on real photos, not the
-    embedder on new brands.
+    embedder on new brands. Folds are pooled: the figures are over the 5 x test crops.
     """
     photos = load_yolo(dataset, skip_empty_boxes=True)
-    service = LogoService(settings.replace(data_dir=Path(tempfile.mkdtemp(prefix="real-drinks-"))), embedder=embedder)
+    loader = LogoService(settings.replace(data_dir=Path(tempfile.mkdtemp(prefix="real-drinks-"))), embedder=embedder)
     crops: dict[str, list[tuple[str, str, object]]] = {"train": [], "test": []}  # (label, photo hash, crop)
     for split in crops:
         for photo in photos.split(split).photos:
-            image = service.load(photo.path)
+            image = loader.load(photo.path)
             digest = image_sha256(image)
-            crops[split] += [(a.label, digest, service.logo_crop(image, a.box)) for a in photo.annotations]
+            crops[split] += [(a.label, digest, loader.logo_crop(image, a.box)) for a in photo.annotations]
     vectors = {split: embedder.embed([crop for _, _, crop in rows]) for split, rows in crops.items()}
     brands = sorted({label for label, _, _ in crops["train"]})
-    columns: list[list] = [[] for _ in range(6)]  # probabilities, right, given, given right, known, scores
-    thresholds, limits, stored = [], [], []
+    truth = [label for label, _, _ in crops["test"]]
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray, dict[str, object]]]] = {"assumed": [], "estimated": []}
     for held_out in brands:
         with tempfile.TemporaryDirectory(prefix="real-drinks-fold-") as tmp:
             fold = LogoService(settings.replace(data_dir=Path(tmp)), embedder=embedder)
@@ -163,35 +205,21 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder) -> dict[str, ob
                                     image_hash=crops["train"][n][1]) for n in keep],
                            vectors["train"][keep], embedder.model_id)
             fold.build_index()
-            calibrator = fold.calibrate()
-            name = fold.namer()
-            for (label, _, _), vector in zip(crops["test"], vectors["test"], strict=True):
-                neighbours = fold.search_embedding(vector, settings.k)
-                winner, features = vote_features(neighbours, settings.machine_label_weight)
-                probability = calibrator.probability(features) if winner else 0.0
-                given = name(neighbours).label
-                for column, value in zip(columns, (probability, winner == label, given is not None, given == label,
-                                                   label != held_out,
-                                                   probability if features[0] <= calibrator.max_distance else 0.0)):
-                    column.append(value)
-            thresholds.append(calibrator.min_probability)
-            limits.append(calibrator.max_distance)
-            stored.append(fold.count())
-    probabilities, right, given, given_right, known_brand, scores = (np.array(c, dtype=float) for c in columns)
-    known_brand = known_brand.astype(bool)
-    ece, precision, held_out_unknown, known_named_right = figures(probabilities, right, given.astype(bool),
-                                                                  given_right.astype(bool), known_brand)
-    trade_off = {}
-    for target in (0.95, 0.90):
-        cut = scores >= cut_at(scores, right, target)
-        trade_off[f"coverage@{target:.2f}"] = float(cut.mean())
-        trade_off[f"known named@{target:.2f}"] = float(np.mean((cut & (right == 1))[known_brand]))
-    trade_off["aurc"] = aurc(scores, right)
-    return {"collection": "real-drinks", "queries": len(probabilities), "store": int(np.mean(stored)), "ece": ece,
-            "precision": precision, "held_out_unknown": held_out_unknown, "known_named_right": known_named_right,
-            "interval": np.full((2, 4), np.nan), "threshold": float(np.mean(thresholds)),
-            "max_distance": float(np.mean(limits)), "curve": reliability_curve(probabilities, right),
-            "risk_coverage": risk_coverage(scores, right), "answered": float(given.mean()), **trade_off}
+            neighbour_lists = [fold.search_embedding(vector, settings.k) for vector in vectors["test"]]
+            known_brand = np.array([label != held_out for label in truth])
+            for how, traffic in (("assumed", None),
+                                 ("estimated", traffic_of(neighbour_lists, settings.machine_label_weight))):
+                calibrator = fold.calibrate(traffic=traffic)
+                rows = answers(calibrator, fold.namer(), truth, neighbour_lists, settings.k,
+                               settings.machine_label_weight)
+                pooled[how].append((rows, known_brand, {**_calibration(calibrator), "store": fold.count()}))
+    results = []
+    for how, folds in pooled.items():  # every fold's answers, each named by its own store's calibration
+        means = {key: float(np.mean([meta[key] for _, _, meta in folds])) for key in folds[0][2]}
+        results.append({"collection": "real-drinks", "open set": how, **means, "store": int(means["store"]),
+                        **summary(np.concatenate([rows for rows, _, _ in folds]), truth * len(folds),
+                                  np.concatenate([known for _, known, _ in folds]), intervals=False)})
+    return results
 
 
 def plot(results: list[dict[str, object]], path: Path) -> None:
@@ -209,8 +237,8 @@ def plot(results: list[dict[str, object]], path: Path) -> None:
                      label=f"the store's threshold {result['threshold']:.2f}")
         axis.set(xlim=(0, 1), ylim=(0.5, 1.01), xlabel="coverage (share of queries answered)",
                  ylabel="precision of the answers",
-                 title=f"{result['collection']}: coverage {result['coverage@0.95']:.2f} at 0.95, "
-                       f"AURC {result['aurc']:.3f}")
+                 title=f"{result['collection']}, open set {result['open set']} {result['open_set_share']:.2f}\n"
+                       f"coverage {result['coverage@0.95']:.2f} at 0.95, AURC {result['aurc']:.3f}")
         axis.legend(loc="lower left", fontsize=8)
     for axis, result in zip(axes[0], results, strict=True):
         mean_prob, share_right, counts = result["curve"]
@@ -219,7 +247,8 @@ def plot(results: list[dict[str, object]], path: Path) -> None:
         for x, y, n in zip(mean_prob, share_right, counts, strict=True):
             axis.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
         axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (calibrated P(right))", ylabel="share right",
-                 title=f"{result['collection']}: ECE {result['ece']:.3f}")
+                 title=f"{result['collection']}, open set {result['open set']} {result['open_set_share']:.2f}\n"
+                       f"ECE {result['ece']:.3f}")
         axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -239,30 +268,33 @@ def main() -> None:
     embedder = create_embedder(settings.embedder)
     if args.queries < 1:
         parser.error("--queries must be at least 1")
-    results = [run(name, settings, embedder, args.seed, args.queries) for name in args.collections.split(",")
-               if name != "real-drinks"]
+    results = [result for name in args.collections.split(",") if name != "real-drinks"
+               for result in run(name, settings, embedder, args.seed, args.queries)]
     if "real-drinks" in args.collections.split(","):
         if not (args.dataset / "labels").is_dir():
             raise SystemExit(f"real-drinks not found at {args.dataset} (the public GitHub repository "
                              "hxtruong6/brand-detection, YOLO layout; see benchmarks/real_photos.py)")
-        results.append(run_real_drinks(args.dataset, settings, embedder))
-    print(f"embedder {settings.embedder}; half the brands of each set held out of the store; "
-          f"[95 % interval, brands drawn again]")
+        results += run_real_drinks(args.dataset, settings, embedder)
+    print(f"embedder {settings.embedder}; half the brands of each set held out of the store (real-drinks: one "
+          "of five, in turn); [95 % interval, brands drawn again]; open set: the share of queries of brands the "
+          "store does not hold, assumed (LOGOS_OPEN_SET_SHARE) or estimated from the queries' answers")
     names = ("ECE", "precision", "held-out unknown", "known named right")
-    print(f"{'set':<14} {'store':>6} {'queries':>8} " + " ".join(f"{n:>24}" for n in names)
+    print(f"{'set':<14} {'open set':<15} {'store':>6} {'queries':>8} " + " ".join(f"{n:>24}" for n in names)
           + f" {'threshold':>10} {'max dist':>9}")
     for r in results:
         values = (r["ece"], r["precision"], r["held_out_unknown"], r["known_named_right"])
         cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(values, *r["interval"], strict=True)]
-        print(f"{r['collection']:<14} {r['store']:>6} {r['queries']:>8} " + " ".join(f"{c:>24}" for c in cells)
-              + f" {r['threshold']:>10.2f} {r['max_distance']:>9.3f}")
+        share = f"{r['open set']} {r['open_set_share']:.2f}"
+        print(f"{r['collection']:<14} {share:<15} {r['store']:>6} {r['queries']:>8} "
+              + " ".join(f"{c:>24}" for c in cells) + f" {r['threshold']:>10.2f} {r['max_distance']:>9.3f}")
     print("\nrisk-coverage of the calibrated P(right) (0 past the distance limit), every cut: the most queries a "
           "cut answers at precision 0.95 / 0.90, held-out brands' queries included (never right), and the share "
           "of known brands' queries named right there; AURC (lower is better)")
-    print(f"{'set':<14} {'coverage@0.95':>14} {'known@0.95':>11} {'coverage@0.90':>14} {'known@0.90':>11} {'AURC':>7}"
-          f" {'answered at its threshold':>26}")
+    print(f"{'set':<14} {'open set':<15} {'coverage@0.95':>14} {'known@0.95':>11} {'coverage@0.90':>14} "
+          f"{'known@0.90':>11} {'AURC':>7} {'answered at its threshold':>26}")
     for r in results:
-        print(f"{r['collection']:<14} {r['coverage@0.95']:>14.3f} {r['known named@0.95']:>11.3f} "
+        share = f"{r['open set']} {r['open_set_share']:.2f}"
+        print(f"{r['collection']:<14} {share:<15} {r['coverage@0.95']:>14.3f} {r['known named@0.95']:>11.3f} "
               f"{r['coverage@0.90']:>14.3f} {r['known named@0.90']:>11.3f} {r['aurc']:>7.3f} {r['answered']:>26.3f}")
     if args.picture:
         plot(results, args.picture)

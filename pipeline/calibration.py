@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1
 MIN_SAMPLES = 20
+MIN_TRAFFIC = 100  # answers to its own unlabelled logos a store needs before it estimates its open-set share
+MAX_OPEN_SET_SHARE = 0.99  # an estimate of all open set still leaves the closed-set answers some weight
 MAX_ECE = 0.05  # a calibration this close to its answers may set the threshold from its own probabilities
 _Z = 1.645  # one-sided 95 % normal quantile
 NO_NEIGHBOUR = 2.0  # the largest angular distance: "no such neighbour"
@@ -214,37 +216,16 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
 
     codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
     codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
-    # a logo of unknown photo is a photo of its own: negative codes never match another logo's
-    photo_codes_of = {photo: code for code, photo in enumerate(sorted({p for p in photos if p is not None}))}
-    photo_codes = np.array([photo_codes_of[p] if p is not None else -1 - i for i, p in enumerate(photos)],
-                           dtype=np.int64)
-    queries = np.flatnonzero(human)
-    chunk = max(1, _CHUNK_ENTRIES // len(ids))
-
+    photo_codes = _photo_codes(photos)
     answers: dict[bool, list[tuple[np.ndarray, int, str]]] = {False: [], True: []}  # by open set
     nearest_same: list[np.ndarray] = []
-
-    def answer(query: int, columns: np.ndarray, distances: np.ndarray, is_open: bool) -> None:
-        neighbours = [Neighbour(int(ids[c]), labels[c], sources[c], float(d)) for c, d in zip(columns, distances)]
+    for query, neighbours, is_open, best_same in _searches(ids, vectors, labels, sources, np.flatnonzero(human),
+                                                           photo_codes, k, codes):
+        if best_same is not None:
+            nearest_same.append(best_same)
         winner, features = vote_features(neighbours, machine_weight)
-        if winner is None:
-            return
-        answers[is_open].append((features, int(not is_open and winner == labels[query]), winner))
-
-    for start in range(0, len(queries), chunk):
-        batch = queries[start:start + chunk]
-        cosines = vectors[batch] @ vectors.T
-        cosines[photo_codes[None, :] == photo_codes[batch][:, None]] = -np.inf  # itself and its photo left out
-        same = codes[None, :] == codes[batch][:, None]
-        best_same = np.where(same, cosines, -np.inf).max(axis=1)
-        nearest_same.append(angular_from_cosine(best_same[np.isfinite(best_same)]))
-        for is_open in (False, True):
-            if is_open:
-                cosines[same] = -np.inf  # the query's whole label is gone from the gallery
-            columns, distances = _top_k(cosines, min(k, len(ids) - 1))
-            searched = np.isfinite(np.take_along_axis(cosines, columns, axis=1))  # not a removed logo
-            for row, query in enumerate(batch):
-                answer(query, columns[row][searched[row]], distances[row][searched[row]], is_open)
+        if winner is not None:
+            answers[is_open].append((features, int(not is_open and winner == labels[query]), winner))
 
     every = answers[False] + answers[True]  # closed-set answers first, whatever the chunk size
     return LeaveOneOut(
@@ -254,6 +235,101 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         open_set=np.repeat([False, True], [len(answers[False]), len(answers[True])]),
         nearest_same=np.concatenate(nearest_same).astype(np.float64),
     )
+
+
+def _photo_codes(photos: Sequence[str | None]) -> np.ndarray:
+    """One integer per photo; a logo of unknown photo is a photo of its own (negative codes never match)."""
+    codes_of = {photo: code for code, photo in enumerate(sorted({p for p in photos if p is not None}))}
+    return np.array([codes_of[p] if p is not None else -1 - i for i, p in enumerate(photos)], dtype=np.int64)
+
+
+def _searches(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
+              sources: Sequence[LabelSource | None], queries: np.ndarray, photo_codes: np.ndarray, k: int,
+              codes: np.ndarray | None = None) -> Iterator[tuple[int, list[Neighbour], bool, np.ndarray | None]]:
+    """Exact searches of the logos ``queries`` (row numbers) among all others, each without its own photo:
+    ``(query, neighbours, is_open, nearest same-label distances of the chunk or None)``.
+
+    With ``codes`` (label codes, -1 unlabelled) each query is searched a second time with its whole label
+    removed (``is_open``), and each chunk reports its queries' distances to their nearest same-label logo
+    once. Cosines in numpy, in chunks of queries, so that 50k x 256 stays within a few hundred MB.
+    """
+    chunk = max(1, _CHUNK_ENTRIES // len(ids))
+    for start in range(0, len(queries), chunk):
+        batch = queries[start:start + chunk]
+        cosines = vectors[batch] @ vectors.T
+        cosines[photo_codes[None, :] == photo_codes[batch][:, None]] = -np.inf  # itself and its photo left out
+        best_same = None
+        if codes is not None:
+            same = codes[None, :] == codes[batch][:, None]
+            nearest = np.where(same, cosines, -np.inf).max(axis=1)
+            best_same = angular_from_cosine(nearest[np.isfinite(nearest)])
+        for is_open in (False, True) if codes is not None else (False,):
+            if is_open:
+                cosines[same] = -np.inf  # the query's whole label is gone from the gallery
+            columns, distances = _top_k(cosines, min(k, len(ids) - 1))
+            searched = np.isfinite(np.take_along_axis(cosines, columns, axis=1))  # not a removed logo
+            for row, query in enumerate(batch):
+                kept = searched[row]
+                yield int(query), [Neighbour(int(ids[c]), labels[c], sources[c], float(d))
+                                   for c, d in zip(columns[row][kept], distances[row][kept])], is_open, \
+                    (best_same if row == 0 and not is_open else None)
+
+
+def traffic_answers(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
+                    sources: Sequence[LabelSource | None], k: int, machine_weight: float,
+                    photos: Sequence[str | None] | None = None, max_queries: int = 2000,
+                    seed: int = 0) -> np.ndarray:
+    """Features of the answers the store gives its own logos that no person labelled: the logos of photos it
+    imported, each searched among the others (its photo left out) and voted on as a search would.
+
+    These are the store's traffic: the logos it is actually asked to name. Their mix of known and unknown
+    brands is what :func:`open_set_share_of` estimates. At most ``max_queries`` of them (a seeded sample), one
+    row each.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    photos = [None] * len(ids) if photos is None else list(photos)
+    queries = np.array([n for n, source in enumerate(sources) if source is not LabelSource.HUMAN], dtype=np.int64)
+    if len(queries) > max_queries:
+        queries = np.sort(np.random.default_rng(seed).choice(queries, max_queries, replace=False))
+    # a logo with no labelled neighbour keeps its answer too (nearest at NO_NEIGHBOUR): surely an unknown brand
+    return np.array([vote_features(neighbours, machine_weight)[1] for _, neighbours, _, _ in
+                     _searches(ids, vectors, labels, sources, queries, _photo_codes(photos), k)],
+                    dtype=np.float64).reshape(-1, len(FEATURES))
+
+
+def open_set_share_of(traffic: np.ndarray, data: LeaveOneOut, iterations: int = 200) -> float:
+    """The share of ``traffic`` answers that are of brands the store does not hold, estimated from the answers
+    alone (Saerens, Latinne & Decaestecker, 2002: EM on the class prior of a probabilistic classifier).
+
+    A logistic model tells the store's open-set leave-one-out answers from its closed-set ones, with both
+    weighed equally (its prior: one half). EM then finds the open-set share under which the model's
+    posteriors over the traffic average to that share. The model sees only the vote's features, so brands
+    the store holds but that look unlike their stored logos count as open set: an estimate that errs towards
+    "unknown".
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> closed, open_ = rng.normal(0.2, 0.1, (400, 2)), rng.normal(0.8, 0.1, (400, 2))
+        >>> data = LeaveOneOut(np.r_[closed, open_], np.r_[np.ones(400), np.zeros(400)].astype(int),
+        ...                    ("a",) * 800, np.r_[np.zeros(400), np.ones(400)].astype(bool), np.zeros(0))
+        >>> traffic = np.r_[rng.normal(0.2, 0.1, (90, 2)), rng.normal(0.8, 0.1, (10, 2))]
+        >>> 0.05 < open_set_share_of(traffic, data) < 0.15  # 10 of the 100 answers are of unknown brands
+        True
+    """
+    scaler = StandardScaler().fit(data.features)
+    model = LogisticRegression(class_weight="balanced").fit(scaler.transform(data.features), data.open_set)
+    odds = model.predict_proba(scaler.transform(np.asarray(traffic, dtype=np.float64)))[:, 1]
+    odds = np.clip(odds, 1e-9, 1 - 1e-9)
+    odds = odds / (1 - odds)  # P(open) / P(closed) at even priors
+    share = 0.5
+    for _ in range(iterations):
+        ratio = share / (1 - share) * odds
+        new = float(np.mean(ratio / (1 + ratio)))
+        if abs(new - share) < 1e-7:
+            break
+        share = min(max(new, 1e-4), 1 - 1e-4)
+    return share
 
 
 def distance_limit(nearest_same: np.ndarray, quantile: float = 0.99) -> float:
@@ -577,7 +653,7 @@ def expected_calibration_error(probabilities: np.ndarray, correct: np.ndarray, b
 def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
               sources: Sequence[LabelSource | None], *, model_id: str, k: int = 10, machine_weight: float = 0.5,
               target_precision: float = 0.95, open_set_share: float = 0.5, distance_quantile: float = 0.99,
-              photos: Sequence[str | None] | None = None) -> Calibrator:
+              photos: Sequence[str | None] | None = None, traffic: np.ndarray | None = None) -> Calibrator:
     """Fit everything from a store's logos: leave-one-out answers, distance limit, calibrator, thresholds.
 
     Args:
@@ -585,14 +661,20 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
         model_id: Embedding model of ``vectors``.
         target_precision: Precision the global and per-label thresholds aim at.
         open_set_share: Share of searched logos assumed to be of brands the store does not hold
-            (:meth:`LeaveOneOut.weights`): the higher, the more a label must stand out to be given.
+            (:meth:`LeaveOneOut.weights`): the higher, the more a label must stand out to be given. The
+            assumption until the store has traffic to estimate it from.
         distance_quantile: Share of labelled logos within the open-set distance limit (:func:`distance_limit`).
+        traffic: Features of answers the store gives to the logos it is asked to name
+            (:func:`traffic_answers`); with :data:`MIN_TRAFFIC` or more, their open-set share is estimated
+            (:func:`open_set_share_of`) and used instead of ``open_set_share``.
 
     Raises:
         StoreError: Too few human labels, or answers all right or all wrong.
     """
     data = leave_one_out(ids, vectors, labels, sources, k, machine_weight, photos)
-    weights = data.weights(open_set_share)
+    traffic = np.zeros((0, len(FEATURES))) if traffic is None else np.asarray(traffic, dtype=np.float64)
+    share = open_set_share_of(traffic, data) if len(traffic) >= MIN_TRAFFIC else open_set_share
+    weights = data.weights(min(share, MAX_OPEN_SET_SHARE))
     max_distance = distance_limit(data.nearest_same, distance_quantile)
     calibrator = Calibrator.fit(data.features, data.correct, model_id=model_id, k=k, machine_weight=machine_weight,
                                 max_distance=max_distance, weights=weights)
@@ -609,5 +691,6 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
     thresholds = suggest_thresholds(probs, correct, [w for w, keep in zip(data.winners, kept) if keep],
                                     target_precision, weights=weights[kept])
     stats = {**calibrator.stats, "open_set": int(data.open_set.sum()), "open_set_share": open_set_share,
+             "open_set_share_used": round(float(share), 4), "traffic": len(traffic),
              "target_precision": target_precision, "distance_quantile": distance_quantile}
     return replace(calibrator, min_probability=global_threshold, thresholds=thresholds, stats=stats)

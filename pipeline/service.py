@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.calibration import Calibrator, calibrate
+from pipeline.calibration import Calibrator, calibrate, traffic_answers
 from pipeline.config import Settings
 from pipeline.analysis import PhotoAnalyser, PhotoAnalysis, make_detector, make_embedder
 from pipeline.detectors import Detector, GivenBoxesDetector
@@ -263,8 +263,13 @@ class LogoService:
                 or (calibrator.k, calibrator.machine_weight) != (self.settings.k, self.settings.machine_label_weight)
                 or any(calibrator.stats.get(name) != value for name, value in self._fit_settings().items()))
 
-    def calibrate(self) -> Calibrator:
+    def calibrate(self, traffic: np.ndarray | None = None) -> Calibrator:
         """Fit the confidence calibration on the store's human labels (leave-one-out) and save it.
+
+        The share of searched logos of brands the store does not hold is estimated from ``traffic``
+        (features of answers, :func:`pipeline.calibration.traffic_answers`; default: the store's own logos
+        that no person labelled, such as imported photos'), once there are enough of them; until then it is
+        ``settings.open_set_share``.
 
         Raises:
             StoreError: Too few human labels to calibrate.
@@ -285,9 +290,12 @@ class LogoService:
             sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
             hashes = self.store.photo_frame().set_index("id").image_hash.reindex(all_ids)
             photos = [photo if isinstance(photo, str) else None for photo in hashes]
-            calibrator = calibrate(all_ids, np.concatenate(vectors), labels, sources, model_id=model_id,
-                                   k=self.settings.k, machine_weight=self.settings.machine_label_weight,
-                                   photos=photos, **self._fit_settings())
+            matrix = np.concatenate(vectors)
+            vote = {"k": self.settings.k, "machine_weight": self.settings.machine_label_weight, "photos": photos}
+            if traffic is None:  # the logos no person labelled: the store's own traffic
+                traffic = traffic_answers(all_ids, matrix, labels, sources, **vote)
+            calibrator = calibrate(all_ids, matrix, labels, sources, model_id=model_id, traffic=traffic, **vote,
+                                   **self._fit_settings())
             calibrator = replace(calibrator, labels_version=version)
             calibrator.save(self.calibration_path)
             log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",

@@ -249,3 +249,31 @@ def test_expected_calibration_error_and_reliability_curve():
     np.testing.assert_allclose(mean_prob, [0.05, 0.15, 0.975])
     np.testing.assert_allclose(share_right, [0.0, 0.0, 0.5])
     assert counts.tolist() == [1, 1, 2]
+
+
+def test_the_open_set_share_is_estimated_from_the_logos_no_person_labelled():
+    """A store's imported logos are the answers it is actually asked for: their share of unknown brands is
+    estimated from them (not assumed), and a store asked only about its own brands names more."""
+    rng = np.random.default_rng(3)
+    centres, spread = brand_centres(rng)
+    held = np.arange(30, LABELS)  # brands the store holds no human label of
+    known_brands = np.repeat(np.arange(30), 5)
+    gallery = photos(rng, centres, spread, known_brands)
+    labels = [f"brand{b}" for b in known_brands]
+
+    def with_traffic(brands: np.ndarray):
+        vectors = np.concatenate([gallery, photos(rng, centres, spread, brands)])
+        sources = [H] * len(gallery) + [None] * len(brands)
+        all_labels = labels + [None] * len(brands)
+        ids = np.arange(len(vectors)) + 1
+        traffic = calibration.traffic_answers(ids, vectors, all_labels, sources, K, 0.5)
+        assert len(traffic) == len(brands)  # an answer per imported logo, none for the human-labelled ones
+        return calibrate(ids, vectors, all_labels, sources, model_id="m", k=K, traffic=traffic)
+
+    own = with_traffic(rng.choice(30, 300))  # every imported logo of a brand the store holds
+    mixed = with_traffic(np.r_[rng.choice(30, 150), rng.choice(held, 150)])  # half of them unknown brands
+    assert own.stats["open_set_share_used"] < 0.2 < mixed.stats["open_set_share_used"] < 0.8
+    assert own.stats["open_set_share"] == mixed.stats["open_set_share"] == 0.5  # the setting, kept for staleness
+    assert own.min_probability < mixed.min_probability  # the same target precision names more
+    few = calibrate(*store(seed=0)[:4], model_id="m", k=K, traffic=np.zeros((calibration.MIN_TRAFFIC - 1, 2)))
+    assert few.stats["open_set_share_used"] == 0.5  # too little traffic: the setting
