@@ -33,7 +33,7 @@ from pipeline.service import LogoService, open_service
 from web.api import build_api
 from web.auth import AdminAuth
 from web.errors import install_error_handlers
-from web.search_ui import build_ui
+from web.search_ui import PAGE_CSS, build_ui
 from web.uploads import UploadLimits
 
 log = logging.getLogger("app")
@@ -61,7 +61,7 @@ def create_app(service: LogoService) -> FastAPI:
     app.add_middleware(UploadLimits, max_files=service.settings.max_upload_files,
                        max_cache_bytes=service.settings.upload_cache_bytes,
                        folder=lambda: Path(get_upload_folder()))
-    app = gr.mount_gradio_app(app, ui, path="/", max_file_size=service.settings.max_upload_bytes)
+    app = gr.mount_gradio_app(app, ui, path="/", max_file_size=service.settings.max_upload_bytes, css=PAGE_CSS)
     # Gradio accepts a file path sent with an event only from its upload folder, but checks it only once it
     # believes it was launched (`launch()` sets the flag; a mounted app never launches). Unchecked, it copies
     # any file the server can read into its cache for the event: an anonymous file read.

@@ -32,6 +32,13 @@ from web.text import markdown_text
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
             (240, 50, 230), (128, 128, 0)]
 UNNAMED = (150, 150, 150)  # the box of a logo not named (a guess, or unknown): grey, never a label's colour
+# the neighbour galleries: captions wrap (label and distance readable, not cut to "Coca-Col..."), and a row of
+# thumbnails takes its own height, not the 450 px Gradio reserves for a gallery
+PAGE_CSS = """
+.neighbours .caption-label {white-space: normal; max-width: calc(100% - 2 * var(--block-label-margin));
+    left: var(--block-label-margin); font-size: 0.72rem; line-height: 1.15}
+.neighbours .fixed-height {min-height: 0 !important; max-height: none}
+"""
 PAGE_THUMBNAILS = 120  # neighbour thumbnails on one result page at most (3 a logo at least; the JSON has all)
 MAX_SHOWN = 30  # the most neighbours per logo the page shows (its slider's end)
 
@@ -300,7 +307,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                             gr.Markdown(f"**{title}**, {item['verdict']}" if item["named"]
                                         else f"*{title}* {item['verdict']}")  # a guess reads as unconfirmed
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
-                                   columns=10, height="auto", scale=5, allow_preview=True)
+                                   columns=10, height="auto", scale=5, allow_preview=True,
+                                   elem_classes=["neighbours"])
 
             def from_map(request: gr.Request):
                 """``/?logo=ID`` (the map's "search with this logo" link) puts that logo in the photo box."""
