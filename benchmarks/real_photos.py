@@ -21,7 +21,11 @@
    those with a numbered contact sheet, to add to the file). *Of another brand*
    counts extras named with a brand boxed nowhere on the photo. Found and found
    and named are scored on the dataset's own boxes only.
-4. The same figures for the plain vote (``pipeline.knn``, the app's answer before a
+4. The trade-off: over every threshold of the answers' probabilities (the confidence of
+   a named box, the probability of an unknown box's best guess), the most true boxes
+   found and named right by a cut whose named boxes are right 95 % (90 %) of the time,
+   and the area under the risk-coverage curve of the found boxes (``benchmarks/risk_coverage.py``).
+5. The same figures for the plain vote (``pipeline.knn``, the app's answer before a
    store is calibrated), from the neighbours each answer lists: what the calibrated
    confidence and its "unknown" change on the same boxes.
 
@@ -52,6 +56,7 @@ from torchvision.ops import box_iou
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.risk_coverage import aurc, cut_at  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.datasets import load_yolo  # noqa: E402
 from pipeline.knn import VoteConfig, predict_label  # noqa: E402
@@ -152,6 +157,7 @@ def score(dataset: Path, answers: dict[str, list[dict]], reviewed: dict[str, lis
     settings = Settings.from_env()
     config = VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight)
     count: Counter[str] = Counter()
+    scores, right = [], []  # per found true box: the answer's probability (given or guessed), and whether it is right
     for photo in photos:
         logos = answers[photo.path.name]
         plain = [plain_vote(logo, config) for logo in logos]
@@ -164,6 +170,11 @@ def score(dataset: Path, answers: dict[str, list[dict]], reviewed: dict[str, lis
             count["found"] += bool(hits)
             count["named"] += any(logos[i]["label"] == annotation.label for i in hits)
             count["plain_named"] += any(plain[i] == annotation.label for i in hits)
+            if hits:
+                best = logos[max(hits, key=lambda i: float(iou[t, i]))]
+                guess = best.get("guess") or {}
+                scores.append(best["confidence"] if best["label"] else guess.get("probability", 0.0))
+                right.append((best["label"] or guess.get("label")) == annotation.label)
         brands = {a.label for a in photo.annotations}
         for i, logo in enumerate(logos):
             if len(truth) and float(iou[:, i].max()) >= 0.5:
@@ -181,6 +192,13 @@ def score(dataset: Path, answers: dict[str, list[dict]], reviewed: dict[str, lis
                 extras.append(Extra(photo.path, logo["box"], label, logo["label"] is not None, verdict))
     n = len(photos)
     figures: dict[str, float] = {"photos": n, "logos": count["logos"], "found": count["found"] / count["logos"]}
+    # the trade-off over every threshold of the answers' probabilities (a guess counts with its own): the most
+    # true boxes found and named right at a cut whose named boxes are right 95 % (90 %) of the time
+    for precision in (0.95, 0.90):
+        cut = cut_at(scores, right, precision)
+        figures[f"named_at_precision_{precision:.2f}"] = sum(
+            r and s >= cut for s, r in zip(scores, right)) / count["logos"]
+    figures["aurc_found"] = aurc(scores, right) if scores else float("nan")
     for prefix, key in (("", ""), ("plain_", "plain_vote_")):
         figures |= {
             f"{key}found_and_named": count[prefix + "named"] / count["logos"],
