@@ -13,6 +13,7 @@ from dash import ALL, Input, Output, Patch, State, ctx, html, no_update
 from dashboard.figures import View, map_figure, map_frame, view_contains
 from dashboard.layout import summary_text
 from dashboard.review import review_link
+from pipeline.health import MIN_JUDGED_LOGOS
 from pipeline.errors import LogoError
 from pipeline.projection import MapPoints
 from pipeline.service import LogoService, calibration_summary
@@ -243,14 +244,17 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             return waiting, waiting, waiting, [], False, "", accuracy or waiting
         note = (f"Neighbours of a random sample of {report.sampled:,} of {report.logos:,} logos."
                 if report.sampled < report.logos else f"Neighbours of all {report.logos:,} logos.")
-        purity = [html.Div("Least pure first: share of each logo's neighbours with the same label.",
-                           style={"fontSize": "0.8rem", "color": "#555"})]
+        purity = [html.Div("Least pure first: the share of each logo's nearest logos that carry its label."
+                           + (f" {report.too_few:,} labels with fewer than {MIN_JUDGED_LOGOS} logos are not judged."
+                              if report.too_few else ""), style={"fontSize": "0.8rem", "color": "#555"})]
         purity += [_entry("health-label", h.label, f"{h.label}: purity {h.purity:.0%} · {h.logos} logos"
                           + (f" · {h.suspects} suspect" if h.suspects else "")) for h in report.labels[:LIST_LIMIT]]
         suspects = [_entry("health-logo", s.logo_id,
                            f"#{s.logo_id} '{s.label}' ({s.source.value if s.source else '?'}): neighbours say "
                            f"'{s.neighbours_say}' ({s.disagreement:.0%} vs {s.agreement:.0%})")
                     for s in report.suspects[:LIST_LIMIT]] or [html.Div("No suspect labels.")]
+        suspects.insert(0, html.Div("Labelled logos whose nearest labelled logos (at least 3) mostly carry another "
+                                    "label: maybe mislabelled.", style={"fontSize": "0.8rem", "color": "#555"}))
         if report.suspects:
             suspects.insert(0, _review_anchor([s.logo_id for s in report.suspects], "Review these suspects"))
         if key is None or not key.startswith("ready"):
@@ -261,6 +265,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                                   _review_anchor(c.ids, "Review this cluster")])
                         for n, c in enumerate(report.clusters[:LIST_LIMIT])]
             clusters = clusters or [html.Div("No dense unlabelled clusters.")]
+            clusters.insert(0, html.Div("Dense groups of unlabelled logos on the map: lasso one to label it.",
+                                        style={"fontSize": "0.8rem", "color": "#555"}))
         return (purity, suspects, clusters, [c.ids for c in report.clusters[:LIST_LIMIT]], accuracy is not None,
                 note, accuracy or waiting)
 

@@ -22,6 +22,9 @@ import numpy as np
 from pipeline.types import LabelSource
 
 
+MIN_JUDGED_LOGOS = 3  # logos a label needs before its purity and its logos' suspicion mean something
+
+
 @dataclass(frozen=True)
 class LabelHealth:
     """One label's purity and size."""
@@ -66,12 +69,18 @@ class HealthReport:
     clusters: list[Cluster]
     sampled: int = 0
     logos: int = 0
+    too_few: int = 0  # labels with fewer than MIN_JUDGED_LOGOS logos, not judged
 
 
 def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple[str | None, LabelSource | None]],
-                 min_votes: int = 2, label_sizes: Mapping[str, int] | None = None
+                 min_votes: int = 3, label_sizes: Mapping[str, int] | None = None
                  ) -> tuple[list[LabelHealth], list[Suspect]]:
     """Purity per label and the suspect logos, from each logo's nearest neighbours.
+
+    A label of fewer than :data:`MIN_JUDGED_LOGOS` logos is not judged: with two logos, each has one
+    neighbour slot its label could fill, and a mark printed in two colourways whose prints are not each
+    other's nearest logo would read as "purity 0 %" and two suspects. Such labels are counted apart
+    (:func:`too_few_to_judge`).
 
     Args:
         neighbours: ``logo id -> ids of its k nearest neighbours`` (itself excluded).
@@ -81,11 +90,11 @@ def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple
             store when every logo is a key, not when they are a sample).
 
     Example:
-        >>> labels = {1: ("a", None), 2: ("a", None), 3: ("a", None), 4: ("a", None), 5: ("b", None)}
-        >>> nn = {1: [2, 3, 4], 2: [1, 3, 5], 3: [1, 2, 4], 4: [1, 2, 3], 5: [1, 2, 3]}
+        >>> labels = {i: ("a", None) for i in range(1, 5)} | {i: ("b", None) for i in range(5, 8)}
+        >>> nn = {1: [2, 3, 4], 2: [1, 3, 5], 3: [1, 2, 4], 4: [1, 2, 3], 5: [1, 2, 3], 6: [7, 5, 1], 7: [6, 5, 2]}
         >>> per_label, suspects = label_health(nn, labels)
         >>> [(h.label, round(h.purity, 2)) for h in per_label], [(s.logo_id, s.neighbours_say) for s in suspects]
-        ([('a', 0.92)], [(5, 'a')])
+        ([('b', 0.67), ('a', 0.92)], [(5, 'a')])
     """
     sizes = Counter(label_sizes) if label_sizes is not None else Counter(
         labels.get(i, (None, None))[0] for i in neighbours)
@@ -93,7 +102,7 @@ def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple
     suspects: list[Suspect] = []
     for logo_id, near in neighbours.items():
         label, source = labels.get(logo_id, (None, None))
-        if label is None or not near:
+        if label is None or not near or sizes[label] < MIN_JUDGED_LOGOS:
             continue
         # a label with n logos can fill at most n - 1 neighbour slots: judge it on those
         slots = min(len(near), sizes[label] - 1)
@@ -114,6 +123,16 @@ def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple
     per_label.sort(key=lambda h: (h.purity, -h.logos, h.label))
     suspects.sort(key=lambda s: (-(s.disagreement - s.agreement), s.logo_id))
     return per_label, suspects
+
+
+def too_few_to_judge(label_sizes: Mapping[str, int]) -> int:
+    """How many labels have too few logos for :func:`label_health` to judge them.
+
+    Example:
+        >>> too_few_to_judge({"a": 2, "b": 5, "c": 1})
+        2
+    """
+    return sum(1 for count in label_sizes.values() if count < MIN_JUDGED_LOGOS)
 
 
 def unlabelled_clusters(ids: np.ndarray, xy: np.ndarray, min_cluster_size: int = 5,

@@ -30,7 +30,7 @@ from pipeline.errors import (BadInputError, ConfigError, DetectorError, Embedder
                              NotFoundError, StoreError)
 from pipeline.exports import ExportOptions, ExportReport, export_archive
 from pipeline.fetch import FetchConfig, fetch_image
-from pipeline.health import HealthReport, label_health, unlabelled_clusters
+from pipeline.health import HealthReport, label_health, too_few_to_judge, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
@@ -767,7 +767,8 @@ class LogoService:
         table = made.table
         seen = set(table) | {n for near in table.values() for n in near}
         labels = self.store.labels(sorted(seen))
-        per_label, suspects = label_health(table, labels, label_sizes=self.store.label_counts())
+        sizes = self.store.label_counts()
+        per_label, suspects = label_health(table, labels, label_sizes=sizes)
         clusters = []
         points = self.map.points()
         if points is not None:
@@ -778,7 +779,8 @@ class LogoService:
                 keep = np.sort(np.random.default_rng(0).choice(len(ids), HEALTH_SAMPLE, replace=False))
                 ids, xy = ids[keep], xy[keep]
             clusters = unlabelled_clusters(ids, xy, min_cluster_size)
-        made_report = HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos)
+        made_report = HealthReport(per_label, suspects, clusters, sampled=len(table), logos=made.logos,
+                                   too_few=too_few_to_judge(sizes))
         self._health_report = (key, made_report)
         return made_report
 

@@ -8,7 +8,7 @@ import pytest
 
 from dashboard.figures import MAX_POINTS, figure_bytes, map_figure, map_frame
 from pipeline.config import Settings
-from pipeline.health import label_health, unlabelled_clusters
+from pipeline.health import label_health, too_few_to_judge, unlabelled_clusters
 from pipeline.projection import LogoMap
 from pipeline.service import LogoService
 from pipeline.store import LogoStore, NewLogo
@@ -285,3 +285,14 @@ def test_a_big_store_is_fitted_on_a_sample_and_the_rest_placed(tmp_path):
             assert np.linalg.norm(xy - centre) < min(np.linalg.norm(xy - other) for other in others)
     again = LogoMap(store, tmp_path / "map", MapConfig(max_fit=50))  # a restart reads fit and placements back
     assert sorted(again.points().ids.tolist()) == ids
+
+
+def test_a_label_of_two_logos_is_not_judged_and_its_logos_are_no_suspects():
+    """The full demo store prints every brand twice; two prints of one mark that are not each other's nearest
+    logo say nothing about a wrong label (they read as "purity 0 %" and two suspects before)."""
+    labels = {1: ("pair", LabelSource.HUMAN), 2: ("pair", LabelSource.HUMAN)}
+    labels |= {i: ("big", LabelSource.HUMAN) for i in range(3, 9)}
+    near = {1: [3, 4, 5, 2], 2: [6, 7, 8, 1]} | {i: [j for j in range(3, 9) if j != i][:4] for i in range(3, 9)}
+    per_label, suspects = label_health(near, labels)
+    assert [h.label for h in per_label] == ["big"] and suspects == []
+    assert too_few_to_judge({"pair": 2, "big": 6}) == 1
