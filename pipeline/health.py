@@ -3,9 +3,9 @@
 * **Purity** of a label: over its logos, the mean share of each logo's nearest
   neighbours (in embedding space, itself excluded) that carry the same label;
   a label with n logos is judged on the first min(k, n - 1) neighbours, the
-  most it could fill, so a perfect cluster scores 1 whatever its size (a
-  label on a single logo has no purity).
-* **Suspects**: labelled logos whose labelled neighbours mostly carry another
+  most it could fill, so a perfect cluster scores 1 whatever its size. A
+  label of fewer than three logos is not judged: one slot says nothing.
+* **Suspects**: labelled logos whose labelled neighbours mostly (two thirds) carry another
   label; ranked by how strongly they disagree.
 * **Unlabelled clusters**: HDBSCAN over the map coordinates of unlabelled logos;
   dense, large clusters first, since one label there names many logos at once.
@@ -23,6 +23,10 @@ from pipeline.types import LabelSource
 
 
 MIN_JUDGED_LOGOS = 3  # logos a label needs before its purity and its logos' suspicion mean something
+# share of a logo's labelled neighbours that must agree on one other label to call it a suspect: in a store of
+# thousands of brands, a logo whose brand's other prints are far has two unrelated brands among four neighbours
+# ("50 % vs 0 %"), which says it is alone, not that it is mislabelled
+SUSPECT_SHARE = 2 / 3
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ def label_health(neighbours: Mapping[int, list[int]], labels: Mapping[int, tuple
         winner, count = max(((lab, c) for lab, c in votes.items() if lab != label), key=lambda p: (p[1], p[0]),
                             default=(None, 0))
         own = votes.get(label, 0)
-        if winner is not None and count > own and count / total >= 0.5:
+        if winner is not None and count > own and count / total >= SUSPECT_SHARE:
             suspects.append(Suspect(logo_id, label, source, winner, own / total, count / total))
     per_label = [LabelHealth(label, len(values), float(np.mean(values)),
                              sum(s.label == label for s in suspects)) for label, values in shares.items()]
