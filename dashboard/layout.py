@@ -7,6 +7,7 @@ import secrets
 from dash import dcc, html
 
 from pipeline.service import LogoService
+from web.auth import Access
 
 PANEL = {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "0.6rem", "marginBottom": "0.8rem"}
 # four health tabs fit the side panel's width (Dash's default tab padding does not)
@@ -36,7 +37,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
             html.Button("Clear label", id="clear", disabled=read_only),
             html.Button("Undo last", id="undo", disabled=read_only),
         ], style={"display": "flex", "gap": "0.4rem", "marginTop": "0.4rem"}),
-        html.P("This deployment is read-only (no ADMIN_TOKEN configured)." if read_only else "",
+        html.P(Access.READ_ONLY.message if read_only else "",
                id="bulk-message", style={"fontSize": "0.9rem"}),
         html.Div([
             html.Span("Confidence this label needs", style={"fontSize": "0.85rem"}),

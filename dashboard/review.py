@@ -102,7 +102,7 @@ def _layout(service: LogoService) -> html.Div:
             html.Button("Relabel selected (l)", id="relabel-selected", disabled=read_only, style=BUTTON),
             html.Button("Undo (u)", id="undo-review", disabled=read_only, style=BUTTON),
         ], style={"display": "flex", "gap": "0.4rem", "alignItems": "center", "flexWrap": "wrap"}),
-        html.P("This deployment is read-only (no ADMIN_TOKEN configured)." if read_only else "",
+        html.P(Access.READ_ONLY.message if read_only else "",
                id="review-message", style={"fontSize": "0.9rem", "minHeight": "1.2rem"}),
         html.Div(id="review-queue"),
         dcc.Store(id="review-screen"),
@@ -110,6 +110,24 @@ def _layout(service: LogoService) -> html.Div:
         dcc.Store(id="review-session", storage_type="session", data=secrets.token_urlsafe(16)),
         dcc.Location(id="review-url", refresh=False),
     ], style={"fontFamily": "sans-serif", "margin": "0.6rem 1rem"})
+
+
+def _nothing_to_review(service: LogoService, ids: list[int] | None) -> html.Div:
+    """An empty queue says why, and how machine labels get here."""
+    if ids is not None:
+        return html.Div(html.P("These logos need no review."))
+    if service.review_progress().machine:
+        return html.Div(html.P("Nothing left to review for this label."))
+    return html.Div([
+        html.P("Nothing to review yet: machine labels come from auto-annotation, which stores every logo it finds "
+               "on a photo with the label its nearest logos give it."),
+        html.Ul([html.Li(["Many photos: ", html.Code("python -m pipeline import-photos FOLDER"),
+                          " (resumable; a CSV or JSONL list of paths works too)."]),
+                 html.Li("A few photos: the Annotate tab of the search page."),
+                 html.Li("Or open the queue on chosen logos from the map: Cluster health, 'Review this cluster'.")]),
+        html.P("Auto-annotating and reviewing need the admin token (ADMIN_TOKEN on the server)." if service.settings.admin_token
+               else Access.READ_ONLY.message),
+    ], id="review-empty")
 
 
 def _progress_text(service: LogoService) -> str:
@@ -137,8 +155,7 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
         proposals = {str(item.id): item.label for group in groups for item in group.items}
         options = service.proposed_labels()
         if not groups:
-            done = "Nothing left to review here." if ids is None else "These logos need no review."
-            return html.P(done), {"proposals": {}}, _progress_text(service), options
+            return _nothing_to_review(service, ids), {"proposals": {}}, _progress_text(service), options
         return [_group(group) for group in groups], {"proposals": proposals}, _progress_text(service), options
 
     @app.callback(Output("review-message", "children"), Output("review-version", "data"),

@@ -287,6 +287,18 @@ def test_gradio_refuses_a_non_ascii_admin_token(server):
     assert json.load(urllib.request.urlopen(server + "/health", timeout=5))["status"] == "ok"
 
 
+def test_an_empty_review_queue_says_how_machine_labels_get_there(server, page):
+    progress = json.load(urllib.request.urlopen(server + "/api/v1/review", timeout=10))["progress"]
+    assert progress["machine"] == 0  # the small demo store: every label set by people
+    page.goto(server + "/review/", wait_until="load")
+    empty = page.locator("#review-empty")
+    playwright.expect(empty).to_be_visible(timeout=30_000)
+    playwright.expect(empty).to_contain_text("python -m pipeline import-photos FOLDER")
+    playwright.expect(empty).to_contain_text("Annotate tab")
+    playwright.expect(empty).to_contain_text("admin token")
+    page.screenshot(path=str(ARTIFACTS / "review-empty.png"))
+
+
 def test_add_tab_takes_the_whole_upload_as_one_logo_when_no_box_is_drawn(server, app_data):
     """Last in this file: it adds a logo to the store the other tests look at."""
     from gradio_client import Client, handle_file

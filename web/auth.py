@@ -29,7 +29,8 @@ class Access(str, Enum):
 
 _MESSAGES = {
     Access.GRANTED: "",
-    Access.READ_ONLY: "This deployment is read-only (no ADMIN_TOKEN configured).",
+    Access.READ_ONLY: ("This deployment is read-only (no ADMIN_TOKEN configured): to add or label logos, set "
+                       "ADMIN_TOKEN on the server (a Space secret) and restart."),
     Access.DENIED: "A valid admin token is required (X-Admin-Token header, or the admin token field).",
 }
 
