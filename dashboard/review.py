@@ -125,8 +125,8 @@ def _nothing_to_review(service: LogoService, ids: list[int] | None) -> html.Div:
                           " (resumable; a CSV or JSONL list of paths works too)."]),
                  html.Li("A few photos: the Annotate tab of the search page."),
                  html.Li("Or open the queue on chosen logos from the map: Cluster health, 'Review this cluster'.")]),
-        html.P("Auto-annotating and reviewing need the admin token (ADMIN_TOKEN on the server)." if service.settings.admin_token
-               else Access.READ_ONLY.message),
+        html.P("Auto-annotating and reviewing need the admin token (ADMIN_TOKEN on the server)."
+               if service.settings.admin_token else Access.READ_ONLY.message),
     ], id="review-empty")
 
 
