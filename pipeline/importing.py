@@ -250,19 +250,20 @@ def import_dataset(service: LogoService, dataset: DetectionDataset, *, source: L
     """
     report = ImportReport()
     pending: list[NewLogo] = []
+    pending_photos: list[PhotoRecord] = []  # recorded with their logos, in one transaction: never done without them
     seen: set[str] = set()
     for entry in tqdm(dataset.photos, desc=f"import {dataset.root.name}", unit="photo", disable=not progress):
         loaded = _load_new(service, entry.path, report, seen, photos=True)
         if loaded is None:
             continue
         photo, digest = loaded
-        service.store.add_photo(PhotoRecord(digest, str(Path(entry.path).resolve()), photo.width, photo.height,
-                                            len(entry.annotations)))
+        pending_photos.append(PhotoRecord(digest, str(Path(entry.path).resolve()), photo.width, photo.height,
+                                          len(entry.annotations)))
         pending += [NewLogo(crop=service.logo_crop(photo, a.box), box=a.box, image_hash=digest,
                             image_path=str(Path(entry.path).resolve()), label=a.label, label_source=source)
                     for a in entry.annotations]
         if len(pending) >= batch:
-            report.added += service.add_crops(pending)
-            pending = []
-    report.added += service.add_crops(pending)
+            report.added += service.add_crops(pending, photos=pending_photos)
+            pending, pending_photos = [], []
+    report.added += service.add_crops(pending, photos=pending_photos)
     return report

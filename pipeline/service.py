@@ -415,19 +415,22 @@ class LogoService:
         return self._neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
 
     # -- writes ------------------------------------------------------------------------
-    def add_crops(self, logos: Sequence[NewLogo], *, compact: bool = True, who: str = "local") -> list[int]:
+    def add_crops(self, logos: Sequence[NewLogo], *, compact: bool = True, who: str = "local",
+                  photos: Sequence[PhotoRecord] = ()) -> list[int]:
         """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed).
 
         With ``compact``, a background rebuild folds the new logos into the index once
         enough have piled up; a bulk import that rebuilds at its end passes False. ``who`` is written into the
-        label history of the labelled ones.
+        label history of the labelled ones; ``photos`` are recorded as done in the same transaction.
         """
         if not logos:
+            if photos:
+                self.store.add([], np.zeros((0, 0), np.float32), self.embedder.model_id, photos=photos)
             return []
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")
         vectors = self.embedder.embed([logo.crop for logo in logos])
-        ids = self.store.add(logos, vectors, self.embedder.model_id, who=who)
+        ids = self.store.add(logos, vectors, self.embedder.model_id, who=who, photos=photos)
         if compact:
             self._compact_when_due()
         self._logos_changed()
@@ -505,7 +508,7 @@ class LogoService:
                                  label=label, label_source=LabelSource.MACHINE if label else None,
                                  score=d.score, confidence=prediction.guess_probability if label else None))
         record = PhotoRecord(analysis.image_hash, path, analysis.width, analysis.height, len(logos))
-        ids = self.store.add(logos, analysis.vectors, self.embedder.model_id, who=who, photo=record)
+        ids = self.store.add(logos, analysis.vectors, self.embedder.model_id, who=who, photos=[record])
         if ids:
             self._compact_when_due()
             self._logos_changed()

@@ -228,12 +228,14 @@ class LogoStore:
 
     # -- writes ------------------------------------------------------------------------
     def add(self, logos: Sequence[NewLogo], vectors: np.ndarray, model_id: str, *, who: str = "local",
-            photo: PhotoRecord | None = None) -> list[int]:
+            photos: Sequence[PhotoRecord] = ()) -> list[int]:
         """Store logos with their vectors atomically; returns their new ids in order.
 
         A logo added with a label gets an event in the label history, so that
-        every label a logo ever had is in the events. With ``photo``, the photo
-        they were found on is recorded in the same transaction (see :meth:`add_photo`).
+        every label a logo ever had is in the events. The ``photos`` they were
+        found on (and photos of the same batch without a logo) are recorded in the
+        same transaction (see :meth:`add_photo`): a photo is never marked done
+        without its logos, so an import re-run after a crash skips nothing it lost.
 
         Raises:
             ModelMismatchError: the store holds vectors of another model or size.
@@ -245,8 +247,9 @@ class LogoStore:
         if not np.isfinite(vectors).all():
             raise StoreError("vectors must be finite")
         if not logos:
-            if photo is not None:
-                self.add_photo(photo)
+            with self._transaction() as conn:
+                for photo in photos:
+                    self._add_photo(conn, photo)
             return []
         rows = []
         for logo in logos:
@@ -259,14 +262,14 @@ class LogoStore:
         thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
         now = time.time()
         try:
-            return self._insert(rows, thumbs, vectors, model_id, now, who, photo)
+            return self._insert(rows, thumbs, vectors, model_id, now, who, photos)
         except sqlite3.IntegrityError as exc:  # a client's external id taken meanwhile by another add
             raise StoreError(f"cannot add these logos: {exc}") from None
 
     def _insert(self, rows: list[tuple], thumbs: list[bytes | None], vectors: np.ndarray, model_id: str,
-                now: float, who: str, photo: PhotoRecord | None) -> list[int]:
+                now: float, who: str, photos: Sequence[PhotoRecord]) -> list[int]:
         with self._transaction() as conn:
-            if photo is not None:
+            for photo in photos:
                 self._add_photo(conn, photo)
             self._check_model(conn, model_id, vectors.shape[1], claim=True)
             start = conn.execute("SELECT COALESCE(MAX(vector_row) + 1, 0) FROM logos").fetchone()[0]

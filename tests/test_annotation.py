@@ -252,3 +252,34 @@ def test_cli_export_history_and_evaluate_store(reviewed, tmp_path, capsys):
     assert run(["--data-dir", data, "-q", "evaluate", "--store", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"] > 0
     assert run(["--data-dir", data, "-q", "evaluate"]) == 2
+
+
+def test_import_dataset_never_records_a_photo_without_its_logos(settings, embedder, monkeypatch):
+    """A crash between a photo's record and its logos' flush left the photo done and its logos lost: a re-run
+    skipped it. Photos now go into the store in the same transaction as their logos."""
+    from pipeline.datasets import load_yolo
+
+    dataset = load_yolo(Path(__file__).parent / "fixtures" / "real-drinks")
+    service = LogoService(settings.replace(detector="whole-image"), embedder=embedder)
+    real_add = service.store.add
+    calls = []
+
+    def crash_on_the_second_flush(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "add", crash_on_the_second_flush)
+    with pytest.raises(KeyboardInterrupt):
+        import_dataset(service, dataset, batch=2, progress=False)
+    monkeypatch.undo()
+    boxes = {str(p.path.resolve()): len(p.annotations) for p in dataset.photos}
+    records = list(service.store.records())
+    for photo in service.store.photos():  # every photo recorded as done holds all of its logos
+        assert sum(r.image_hash == photo.image_hash for r in records) == boxes[photo.path]
+    done_before = len(service.store.photos())
+    again = import_dataset(service, dataset, batch=2, progress=False)  # the re-run finishes what was lost
+    assert again.duplicates == done_before < len(dataset.photos)
+    assert len(list(service.store.records())) == sum(boxes.values())  # every box once: none lost, none twice
+    assert len(service.store.photos()) == len(dataset.photos)
