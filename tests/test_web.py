@@ -250,3 +250,15 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
     back, back_meta = _map_figure(client, {"xaxis.autorange": True, "yaxis.autorange": True}, zoomed_meta,
                                   "map-zoom.data")
     assert back["data"][0]["type"] == "heatmap" and _drawn_ids(back) == _drawn_ids(whole) and back_meta["view"] is None
+
+
+def test_a_page_export_leaves_no_folder_behind_and_is_served_from_the_swept_cache(filled, tmp_path, monkeypatch):
+    """The page's export left its temporary folder (the archive, and for COCO a copy of every photo) in /tmp."""
+    from web.search_ui import served_archive
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    archive, _ = filled.export("csv")
+    built = archive.parent
+    kept = served_archive(archive)
+    assert not built.exists()  # the temporary folder is gone at once
+    assert kept.is_file() and kept.is_relative_to(tmp_path / "gradio-cache")  # Gradio sweeps its cache by age

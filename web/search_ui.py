@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -118,6 +120,20 @@ def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Im
         except (AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError):
             continue  # a zero-size click, not a box
     return photo, boxes or None
+
+
+def served_archive(archive: Path) -> Path:
+    """The export ``archive`` moved into the page's upload cache (swept with it after
+    ``LOGOS_UPLOAD_CACHE_AGE``), its temporary folder removed at once: an export folder holds a copy of every
+    photo, and the page served it from /tmp, where nothing ever removed it."""
+    try:
+        cache = Path(get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        kept = Path(tempfile.mkdtemp(prefix="export-", dir=cache)) / archive.name
+        shutil.move(archive, kept)
+    finally:
+        shutil.rmtree(archive.parent, ignore_errors=True)
+    return kept
 
 
 def _neighbours_shown(k: object) -> int:
@@ -271,9 +287,9 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             archive, report = service.export(fmt, ExportOptions(human_only=human_only))
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
-        return str(archive), (f"{report.photos} photo(s), {report.logos} logo(s), {report.labels} label(s)"
-                              + (f"; {len(report.skipped_photos)} photo file(s) missing" if report.skipped_photos
-                                 else ""))
+        summary = (f"{report.photos} photo(s), {report.logos} logo(s), {report.labels} label(s)"
+                   + (f"; {len(report.skipped_photos)} photo file(s) missing" if report.skipped_photos else ""))
+        return str(served_archive(archive)), summary
 
     age = service.settings.upload_cache_age  # uploads (and the page's other cached files) go after this long
     with gr.Blocks(title="Logo search", delete_cache=(max(1, age // 4), age)) as blocks:
