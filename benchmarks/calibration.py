@@ -167,7 +167,8 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
         neighbour_lists = service.search_crops([service.load(path) for path, _ in queries], settings.k)
         brands = [brand for _, brand in queries]
         known_brand = np.array([known(b) for b in brands])
-        for how, traffic in (("assumed", None), ("estimated", traffic_of(neighbour_lists, settings.machine_label_weight))):
+        estimated = traffic_of(neighbour_lists, settings.machine_label_weight)
+        for how, traffic in (("assumed", None), ("estimated", estimated)):
             calibrator = service.calibrate(traffic=traffic)
             rows = answers(calibrator, service.namer(), brands, neighbour_lists, settings.k,
                            settings.machine_label_weight)

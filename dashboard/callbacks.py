@@ -254,7 +254,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                            f"'{s.neighbours_say}' ({s.disagreement:.0%} vs {s.agreement:.0%})")
                     for s in report.suspects[:LIST_LIMIT]] or [html.Div("No suspect labels.")]
         suspects.insert(0, html.Div("Labelled logos whose nearest labelled logos (3 or more) carry one other label "
-                                    "two times in three: maybe mislabelled.", style={"fontSize": "0.8rem", "color": "#555"}))
+                                    "two times in three: maybe mislabelled.",
+                                    style={"fontSize": "0.8rem", "color": "#555"}))
         if report.suspects:
             suspects.insert(0, _review_anchor([s.logo_id for s in report.suspects], "Review these suspects"))
         if key is None or not key.startswith("ready"):

@@ -183,7 +183,8 @@ def test_the_store_evaluation_is_made_in_the_background_never_by_a_request(live)
     client = live["client"]
     some = client.get("/api/v1/ann/stored").json()["stored"][:2]
     for logo_id in some:  # a label change: the store's evaluation is out of date
-        assert client.put(f"/api/v1/logos/{logo_id}/label", json={"label": "Relabelled"}, headers=ADMIN).status_code == 200
+        answer = client.put(f"/api/v1/logos/{logo_id}/label", json={"label": "Relabelled"}, headers=ADMIN)
+        assert answer.status_code == 200
     # right after it, a page load and the API answer without evaluating (before: 8 s at 7k logos, every time)
     assert "in the background" in json.dumps(_health(client)["store-accuracy"])
     busy = client.get("/api/v1/evaluate/store")
@@ -348,7 +349,8 @@ def test_a_token_without_the_bearer_scheme_is_refused_and_writes_say_who_made_th
     client = live["client"]
     photo = {"file": ("shell.png", SHELL.read_bytes(), "image/png")}
     body = {"boxes": "[[0,0,50,50]]", "labels": '["Shell"]'}
-    for header in ({"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer  {TOKEN}"}):
+    for header in ({"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"},
+                   {"Authorization": f"Bearer  {TOKEN}"}):
         assert client.post("/api/v1/ann/add", files=photo, data=body, headers=header).status_code == 401
     added = client.post("/api/v1/ann/add", files=photo, data=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert added.status_code == 200

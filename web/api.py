@@ -314,9 +314,10 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         """The next screen of machine proposals, grouped by label, least confident first."""
         try:
             chosen = [int(x) for x in ids.split(",") if x.strip()] if ids else None
+            valid = chosen is None or all(0 < i <= MAX_LOGO_ID for i in chosen)
         except ValueError:
-            chosen = [0]
-        if chosen is not None and not all(0 < i <= MAX_LOGO_ID for i in chosen):
+            valid = False
+        if not valid:
             raise BadInputError(f"ids must be comma-separated logo ids, got {ids[:100]!r}")
         groups = service.review_queue(ids=chosen, label=label, limit=limit)
         return {"progress": service.review_progress().to_json(),
