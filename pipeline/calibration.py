@@ -218,11 +218,11 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
     codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
     photo_codes = _photo_codes(photos)
     answers: dict[bool, list[tuple[np.ndarray, int, str]]] = {False: [], True: []}  # by open set
-    nearest_same: list[np.ndarray] = []
-    for query, neighbours, is_open, best_same in _searches(ids, vectors, labels, sources, np.flatnonzero(human),
-                                                           photo_codes, k, codes):
-        if best_same is not None:
-            nearest_same.append(best_same)
+    nearest_same: list[float] = []
+    for query, neighbours, is_open, same_distance in _searches(ids, vectors, labels, sources,
+                                                               np.flatnonzero(human), photo_codes, k, codes):
+        if same_distance is not None:
+            nearest_same.append(same_distance)
         winner, features = vote_features(neighbours, machine_weight)
         if winner is not None:
             answers[is_open].append((features, int(not is_open and winner == labels[query]), winner))
@@ -233,7 +233,7 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         correct=np.array([right for _, right, _ in every], dtype=np.int64),
         winners=tuple(winner for _, _, winner in every),
         open_set=np.repeat([False, True], [len(answers[False]), len(answers[True])]),
-        nearest_same=np.concatenate(nearest_same).astype(np.float64),
+        nearest_same=np.array(nearest_same, dtype=np.float64),
     )
 
 
@@ -245,24 +245,24 @@ def _photo_codes(photos: Sequence[str | None]) -> np.ndarray:
 
 def _searches(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
               sources: Sequence[LabelSource | None], queries: np.ndarray, photo_codes: np.ndarray, k: int,
-              codes: np.ndarray | None = None) -> Iterator[tuple[int, list[Neighbour], bool, np.ndarray | None]]:
+              codes: np.ndarray | None = None) -> Iterator[tuple[int, list[Neighbour], bool, float | None]]:
     """Exact searches of the logos ``queries`` (row numbers) among all others, each without its own photo:
-    ``(query, neighbours, is_open, nearest same-label distances of the chunk or None)``.
+    ``(query, neighbours, is_open, distance to its nearest same-label logo)``.
 
     With ``codes`` (label codes, -1 unlabelled) each query is searched a second time with its whole label
-    removed (``is_open``), and each chunk reports its queries' distances to their nearest same-label logo
-    once. Cosines in numpy, in chunks of queries, so that 50k x 256 stays within a few hundred MB.
+    removed (``is_open``), and its first answer carries the distance to its nearest other logo of its label
+    (None when it has none, and on every other answer). Cosines in numpy, in chunks of queries, so that
+    50k x 256 stays within a few hundred MB.
     """
     chunk = max(1, _CHUNK_ENTRIES // len(ids))
     for start in range(0, len(queries), chunk):
         batch = queries[start:start + chunk]
         cosines = vectors[batch] @ vectors.T
         cosines[photo_codes[None, :] == photo_codes[batch][:, None]] = -np.inf  # itself and its photo left out
-        best_same = None
+        nearest = np.full(len(batch), -np.inf)
         if codes is not None:
             same = codes[None, :] == codes[batch][:, None]
             nearest = np.where(same, cosines, -np.inf).max(axis=1)
-            best_same = angular_from_cosine(nearest[np.isfinite(nearest)])
         for is_open in (False, True) if codes is not None else (False,):
             if is_open:
                 cosines[same] = -np.inf  # the query's whole label is gone from the gallery
@@ -270,9 +270,10 @@ def _searches(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
             searched = np.isfinite(np.take_along_axis(cosines, columns, axis=1))  # not a removed logo
             for row, query in enumerate(batch):
                 kept = searched[row]
-                yield int(query), [Neighbour(int(ids[c]), labels[c], sources[c], float(d))
-                                   for c, d in zip(columns[row][kept], distances[row][kept])], is_open, \
-                    (best_same if row == 0 and not is_open else None)
+                neighbours = [Neighbour(int(ids[c]), labels[c], sources[c], float(d))
+                              for c, d in zip(columns[row][kept], distances[row][kept])]
+                same_distance = float(angular_from_cosine(nearest[row])) if np.isfinite(nearest[row]) else None
+                yield int(query), neighbours, is_open, None if is_open else same_distance
 
 
 def traffic_answers(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
@@ -319,9 +320,9 @@ def open_set_share_of(traffic: np.ndarray, data: LeaveOneOut, iterations: int = 
     """
     scaler = StandardScaler().fit(data.features)
     model = LogisticRegression(class_weight="balanced").fit(scaler.transform(data.features), data.open_set)
-    odds = model.predict_proba(scaler.transform(np.asarray(traffic, dtype=np.float64)))[:, 1]
-    odds = np.clip(odds, 1e-9, 1 - 1e-9)
-    odds = odds / (1 - odds)  # P(open) / P(closed) at even priors
+    p_open = np.clip(model.predict_proba(scaler.transform(np.asarray(traffic, dtype=np.float64)))[:, 1],
+                     1e-9, 1 - 1e-9)
+    odds = p_open / (1 - p_open)  # P(open) / P(closed) at even priors
     share = 0.5
     for _ in range(iterations):
         ratio = share / (1 - share) * odds
@@ -685,6 +686,8 @@ def calibrate(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None]
     # answers), or expected from calibrated probabilities; never above the target (answers a calibrated model
     # gives at P >= target are right that often on average)
     shown = precision_threshold(probs, correct, target_precision, weights[kept])
+    if shown is None:  # too few answers to show the target with confidence: the best estimate
+        shown = precision_threshold(probs, correct, target_precision, weights[kept], z=0.0)
     expected = (expected_precision_threshold(probs, target_precision, weights[kept])
                 if calibrator.stats.get("ece", 1.0) <= MAX_ECE else None)
     global_threshold = min(t for t in (shown, expected, target_precision) if t is not None)

@@ -424,8 +424,7 @@ class LogoService:
         label history of the labelled ones; ``photos`` are recorded as done in the same transaction.
         """
         if not logos:
-            if photos:
-                self.store.add([], np.zeros((0, 0), np.float32), self.embedder.model_id, photos=photos)
+            self.store.add_photos(photos)
             return []
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")

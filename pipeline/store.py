@@ -234,7 +234,7 @@ class LogoStore:
         A logo added with a label gets an event in the label history, so that
         every label a logo ever had is in the events. The ``photos`` they were
         found on (and photos of the same batch without a logo) are recorded in the
-        same transaction (see :meth:`add_photo`): a photo is never marked done
+        same transaction (see :meth:`add_photos`): a photo is never marked done
         without its logos, so an import re-run after a crash skips nothing it lost.
 
         Raises:
@@ -247,9 +247,7 @@ class LogoStore:
         if not np.isfinite(vectors).all():
             raise StoreError("vectors must be finite")
         if not logos:
-            with self._transaction() as conn:
-                for photo in photos:
-                    self._add_photo(conn, photo)
+            self.add_photos(photos)
             return []
         rows = []
         for logo in logos:
@@ -291,10 +289,13 @@ class LogoStore:
                                    None, write=False)
         return ids
 
-    def add_photo(self, photo: PhotoRecord) -> None:
-        """Record a photo as done (an import re-run skips it), with or without logos; a known hash is kept."""
+    def add_photos(self, photos: Sequence[PhotoRecord]) -> None:
+        """Record photos as done (an import re-run skips them), in one transaction; a known hash is kept."""
+        if not photos:
+            return
         with self._transaction() as conn:
-            self._add_photo(conn, photo)
+            for photo in photos:
+                self._add_photo(conn, photo)
 
     @staticmethod
     def _add_photo(conn: sqlite3.Connection, photo: PhotoRecord) -> None:

@@ -171,7 +171,7 @@ def outlined(photo: Image.Image, logos: list[LogoMatch]) -> Image.Image:
     width = max(2, round(max(shown.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(shown.size) / 45)))
     for number, logo in enumerate(logos, 1):
-        colour = _PALETTE[(number - 1) % len(_PALETTE)] if naming(logo)[2] else UNNAMED
+        colour = _colour(number, naming(logo)[2])
         x0, y0, x1, y1 = logo.box.to_list()
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         left, top, right, bottom = draw.textbbox((0, 0), str(number), font=font)
@@ -181,6 +181,11 @@ def outlined(photo: Image.Image, logos: list[LogoMatch]) -> Image.Image:
         draw.rectangle((mx, my, mx + w, my + h), fill=colour)
         draw.text((mx + pad - left, my + pad - top), str(number), fill="white", font=font)
     return shown
+
+
+def _colour(number: int, named: bool) -> tuple[int, int, int]:
+    """The colour of logo ``number``'s box, the same on the result photo and in the photo box."""
+    return _PALETTE[(number - 1) % len(_PALETTE)] if named else UNNAMED
 
 
 def naming(logo: LogoMatch) -> tuple[str, float, bool]:
@@ -218,7 +223,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             x0, y0, x1, y1 = (round(v) for v in logo.box.to_list())
             legend.append(f"**{markdown_text(tag)}**" if named else f"*{markdown_text(tag)}*")
             drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
-                          "color": _PALETTE[(number - 1) % len(_PALETTE)] if named else UNNAMED})
+                          "color": _colour(number, named)})
             cards.append(_card(service, number, photo, logo, shown))
         search_id = service.share_search(result) if result.logos else None
         if not result.logos:
