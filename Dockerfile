@@ -16,7 +16,8 @@ USER user
 # The store goes to /data/logos when /data (a Space's persistent storage) is mounted, else to ./data.
 ENV HOST=0.0.0.0 PORT=7860 PYTHONUNBUFFERED=1
 EXPOSE 7860
-HEALTHCHECK --interval=30s --timeout=5s --start-period=300s \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=4)"
-# Builds the demo store on first start (about a minute), then serves Gradio, Dash and the API.
+# Serves Gradio, Dash and the API within seconds; on first start it builds the demo store in the background
+# (about a minute; progress in /health and on the pages).
 CMD ["python", "app.py"]

@@ -27,7 +27,7 @@ from dashboard import create_dash
 from dashboard.review import PREFIX as REVIEW_PREFIX
 from dashboard.review import create_review
 from pipeline.config import Settings
-from pipeline.demo import build_demo
+from pipeline.demo import start_demo
 from pipeline.errors import ConfigError
 from pipeline.service import LogoService, open_service
 from web.api import build_api
@@ -50,7 +50,10 @@ def create_app(service: LogoService) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", **service.stats().to_json(), "map": service.map_status().state}
+        build = service.build_status()
+        return {"status": "ok", **service.stats().to_json(), "map": service.map_status().state,
+                "store": build.state, "store_progress": round(build.progress, 3), "store_message": build.message,
+                "calibration": service.calibration_state()}
 
     app.include_router(build_api(service, auth))
     app.mount(DASH_PREFIX.rstrip("/"), WSGIMiddleware(create_dash(service, auth).server))
@@ -76,13 +79,9 @@ def main() -> None:
         service = open_service(settings)
     except ConfigError as exc:  # a wrong setting: one line that names it, no traceback
         sys.exit(f"error: {exc}")
-    try:
-        build_demo(service, size=settings.demo, progress=True)  # first start: a progress bar in the log
-    except ConfigError as exc:
-        sys.exit(f"error: {exc}")
-    service.request_calibration()  # in the background, if the labels changed since the last calibration
-    service.start_map()  # the UMAP map fits in the background (or is read from its cache)
-    service.request_health()  # cluster health's neighbours, in the background; again after each change
+    # the server answers at once: the demo store (first start), then the calibration, the map and cluster
+    # health are built in the background, with their progress in /health and on the pages
+    start_demo(service, settings.demo)
     log.info("serving on http://%s:%d (writes %s)", settings.host, settings.port,
              "enabled" if settings.admin_token else "disabled: set ADMIN_TOKEN")
     uvicorn.run(create_app(service), host=settings.host, port=settings.port)

@@ -62,6 +62,10 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
     @app.callback(Output("map-status", "children"), Output("map-progress", "value"), Output("map-key", "data"),
                   Output("summary", "children"), Input("tick", "n_intervals"), State("map-key", "data"))
     def progress(_: int | None, key: str | None):
+        build = service.build_status()
+        if build.building:  # the map is fitted once the store is complete
+            return (f"{build.sentence()} The map is fitted once the store is ready.", str(build.progress),
+                    no_update, summary_text(service))
         status = service.map_status()
         if status.state == "empty":
             service.start_map()  # the first visit starts the fit; later starts reuse the cached one

@@ -16,9 +16,17 @@ TAB = {"style": {"padding": "0.3rem", "fontSize": "0.85rem"},
 
 
 def summary_text(service: LogoService) -> str:
+    """The store in one line, and what to do next when it is empty or has no label."""
     stats = service.stats()
-    return (f"{stats.logos} logos, {stats.labels} labels, {stats.human_labelled} labelled by people, "
-            f"{stats.machine_labelled} by machine, {stats.logos - stats.labelled} unlabelled.")
+    if not stats.logos:
+        return ("The store is empty. Add labelled logos with `python -m pipeline import-folder FOLDER` (one "
+                "subfolder per label) or the Add tab, or photos with `python -m pipeline import-photos FOLDER`.")
+    counts = (f"{stats.logos} logos, {stats.labels} labels, {stats.human_labelled} labelled by people, "
+              f"{stats.machine_labelled} by machine, {stats.logos - stats.labelled} unlabelled.")
+    if not stats.labels:
+        counts += (" No labels yet: lasso a group of logos on the map and label it below (with the admin token), "
+                   "or import labelled logos with `python -m pipeline import-folder FOLDER`.")
+    return counts
 
 
 def _bulk_panel(service: LogoService) -> html.Div:

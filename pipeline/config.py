@@ -27,6 +27,8 @@ def _flag(text: str) -> bool:
 _flag.__name__ = "flag (true/false)"
 
 # env var name -> (field name, parser)
+DEMO_SIZES = ("full", "small", "none")  # what an empty store is filled with (pipeline.demo)
+
 _ENV: dict[str, tuple[str, type]] = {
     "LOGOS_DATA_DIR": ("data_dir", Path),
     "LOGOS_EMBEDDER": ("embedder", str),
@@ -208,6 +210,8 @@ class Settings:
                                 ("LOGOS_UPLOAD_CACHE_AGE", "upload_cache_age")):
             if getattr(self, field) < 1:
                 raise ConfigError(f"{variable} ({field}) must be at least 1, got {getattr(self, field)}")
+        if self.demo not in DEMO_SIZES:
+            raise ConfigError(f"LOGOS_DEMO={self.demo!r}: choose one of {', '.join(DEMO_SIZES)}")
         if not 0.0 < self.distance_quantile <= 1.0:
             raise ConfigError("LOGOS_DISTANCE_QUANTILE (distance_quantile) is a share in (0, 1], "
                               f"got {self.distance_quantile}")

@@ -9,32 +9,35 @@ Two sizes (``LOGOS_DEMO``):
   well-known brand then finds it, and the map has thousands of labels to explore.
 * ``small``: the 43 bundled brands only (172 images, seconds to build; tests use it).
 
-On first start the app (or ``python -m pipeline demo``) builds it, with progress,
-and builds the index; a later start finds the store filled and does nothing
-(but re-embed a store built with another embedder).
+On first start the app builds it in the background while it serves
+(:func:`start_demo`; ``python -m pipeline demo`` in the foreground), and builds
+the index; a later start finds the store filled and does nothing (but re-embed
+a store built with another embedder).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.config import DEMO_SIZES
 from pipeline.errors import ConfigError
 from pipeline.images import brand_ink
-from pipeline.importing import import_folder
+from pipeline.importing import import_folder, labelled_files
 from pipeline.service import LogoService
 from pipeline.store import NewLogo
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEMO_LOGOS = ASSETS / "logos"
 EXAMPLE_PHOTOS = ASSETS / "examples"
-DEMO_SIZES = ("full", "small", "none")
 RENDER_PX = 128
 
 log = logging.getLogger(__name__)
@@ -56,14 +59,19 @@ def _printed(svg: str, hex_colour: str) -> Iterator[Image.Image]:
         yield card
 
 
-def simple_icons_logos(skip_titles: set[str], progress: bool = True) -> Iterator[NewLogo]:
-    """Two printed views of every simple-icons brand whose title is not in ``skip_titles``."""
+def _simple_icons(skip_titles: set[str]) -> list[Any]:
+    """The simple-icons brands whose title is not in ``skip_titles``, by slug."""
     import simple_icons_pack
 
-    icons = sorted((icon for name in dir(simple_icons_pack) if name.startswith("SI_")
-                    for icon in [getattr(simple_icons_pack, name)] if icon.title not in skip_titles),
-                   key=lambda icon: icon.slug)
-    for icon in tqdm(icons, desc="demo: simple-icons brands", unit="brand", disable=not progress):
+    return sorted((icon for name in dir(simple_icons_pack) if name.startswith("SI_")
+                   for icon in [getattr(simple_icons_pack, name)] if icon.title not in skip_titles),
+                  key=lambda icon: icon.slug)
+
+
+def simple_icons_logos(skip_titles: set[str], progress: bool = True) -> Iterator[NewLogo]:
+    """Two printed views of every simple-icons brand whose title is not in ``skip_titles``."""
+    for icon in tqdm(_simple_icons(skip_titles), desc="demo: simple-icons brands", unit="brand",
+                     disable=not progress):
         for card in _printed(icon.svg, icon.hex):
             yield NewLogo(label=icon.title, crop=card)
 
@@ -71,6 +79,9 @@ def simple_icons_logos(skip_titles: set[str], progress: bool = True) -> Iterator
 def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, size: str = "full",
                progress: bool = True) -> dict[str, object]:
     """Fill an empty store with the demo logos and build the index; a filled store is only re-embedded if needed.
+
+    Its progress goes to ``service.build`` (:mod:`pipeline.progress`): searches are answered as soon as the
+    bundled logos are indexed, a few seconds in, while the rest are added.
 
     Args:
         service: The service whose store is filled.
@@ -81,21 +92,60 @@ def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, size: str 
     """
     if size not in DEMO_SIZES:
         raise ConfigError(f"LOGOS_DEMO={size!r}: choose one of {', '.join(DEMO_SIZES)}")
-    if service.count():
-        reembedded = service.reembed(progress=progress).logos
-        if service.index.needs_rebuild():  # never built, or built for another model (a crash mid re-embed)
-            service.build_index()
-        return {"built": False, "logos": service.count(), "reembedded": reembedded}
-    if size == "none":
-        return {"built": False, "logos": 0}
-    log.info("building the %s demo store (first start only)", size)
-    report = import_folder(service, logos_dir, progress=progress)
-    if size == "full":
+    tracker = service.build
+    try:
+        if service.count():
+            if service.store.model_id != service.embedder.model_id:
+                tracker.start(service.count(), "re-embedding the stored logos with the new model")
+            reembedded = service.reembed(progress=progress, advance=tracker.advance).logos
+            if service.index.needs_rebuild():  # never built, or built for another model (a crash mid re-embed)
+                tracker.say("building the index")
+                service.build_index()
+            tracker.finish()
+            return {"built": False, "logos": service.count(), "reembedded": reembedded}
+        if size == "none":
+            return {"built": False, "logos": 0}
+        log.info("building the %s demo store (first start only)", size)
         bundled = {folder.name for folder in logos_dir.iterdir() if folder.is_dir()}
-        logos = simple_icons_logos(bundled, progress)
-        while chunk := list(islice(logos, 256)):
-            service.add_crops(chunk, compact=False)  # one index build at the end
-    info = service.build_index()
+        icons = _simple_icons(bundled) if size == "full" else []
+        tracker.start(len(labelled_files(logos_dir)) + 2 * len(icons), "importing the bundled logos")
+        report = import_folder(service, logos_dir, progress=progress, advance=tracker.advance)
+        if icons:
+            service.build_index()  # searchable now on the bundled brands; the rest join the exact delta
+            tracker.say("adding every simple-icons brand")
+            logos = simple_icons_logos(bundled, progress)
+            while chunk := list(islice(logos, 256)):
+                service.add_crops(chunk, compact=False)  # one index build at the end
+                tracker.advance(len(chunk))
+        tracker.say("building the index")
+        info = service.build_index()
+    except Exception as exc:
+        tracker.fail(str(exc))
+        raise
+    tracker.finish()
     labels = len(service.labels_in_use())
     log.info("demo store ready: %d logos, %d labels", info.count, labels)
     return {"built": True, "logos": info.count, "labels": labels, "failed": len(report.failed)}
+
+
+def start_demo(service: LogoService, size: str, *, progress: bool = True) -> threading.Thread:
+    """Build the demo store (:func:`build_demo`) in a background thread, then what derives from it.
+
+    The server answers meanwhile: ``service.build`` says how far it is, searches are answered once there is an
+    index, and the calibration, the map and cluster health start when the store is complete (a map fitted on
+    half the store would be fitted again at once). A failed build is logged and shown in ``/health``.
+    """
+
+    def run() -> None:
+        try:
+            build_demo(service, size=size, progress=progress)
+        except Exception:
+            log.exception("the store's build failed")
+            return
+        service.request_calibration()  # if the labels changed since the last calibration
+        service.start_map()  # or read from its cache
+        service.request_health()  # cluster health's neighbours; again after each change
+
+    thread = threading.Thread(target=run, name="store-build", daemon=True)
+    thread.start()
+    return thread

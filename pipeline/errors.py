@@ -70,6 +70,14 @@ class StoreError(LogoError, RuntimeError):
     """A store operation that its current state does not allow (HTTP 409); the message is meant for the user."""
 
 
+class NotReadyError(StoreError):
+    """The store is still being built and cannot answer yet (HTTP 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int = 10) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ModelMismatchError(StoreError):
     """Vectors of one embedding model offered to a store (or index) of another."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +149,8 @@ def _load_new(service: LogoService, path: Path, report: ImportReport, seen: set[
 
 
 def import_folder(service: LogoService, root: Path, *, source: LabelSource = LabelSource.HUMAN,
-                  batch: int = 64, progress: bool = True) -> ImportReport:
+                  batch: int = 64, progress: bool = True,
+                  advance: Callable[[int], None] | None = None) -> ImportReport:
     """Add every image of an ImageFolder tree as one logo labelled by its subfolder.
 
     Args:
@@ -158,12 +159,15 @@ def import_folder(service: LogoService, root: Path, *, source: LabelSource = Lab
         source: Who labelled them (a curated folder is ``human``).
         batch: Crops embedded and committed together.
         progress: Show a progress bar on stderr.
+        advance: Told of each file taken (a build's progress, :mod:`pipeline.progress`).
     """
     files = labelled_files(root)
     report = ImportReport()
     pending: list[NewLogo] = []
     seen: set[str] = set()
     for path, label in tqdm(files, desc=f"import {Path(root).name}", unit="logo", disable=not progress):
+        if advance:
+            advance(1)
         loaded = _load_new(service, path, report, seen)
         if loaded is None:
             continue

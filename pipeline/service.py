@@ -27,13 +27,14 @@ from pipeline.analysis import PhotoAnalyser, PhotoAnalysis, make_detector, make_
 from pipeline.detectors import Detector, GivenBoxesDetector
 from pipeline.embedders import Embedder, base_name
 from pipeline.errors import (BadInputError, ConfigError, DetectorError, EmbedderError, LogoNotFoundError,
-                             NotFoundError, StoreError)
+                             NotFoundError, NotReadyError, StoreError)
 from pipeline.exports import ExportOptions, ExportReport, export_archive
 from pipeline.fetch import FetchConfig, fetch_image
 from pipeline.health import HealthReport, label_health, too_few_to_judge, unlabelled_clusters
 from pipeline.images import ImageSource, crop, image_sha256, load_image
 from pipeline.index import IndexConfig, IndexInfo, LogoIndex
 from pipeline.knn import VoteConfig, predict_label
+from pipeline.progress import BuildStatus, BuildTracker
 from pipeline.projection import LogoMap, MapPoints, MapStatus
 from pipeline.search_links import SearchLinks
 from pipeline.annotation import ReviewGroup, ReviewProgress, ReviewVerdict, apply_review, review_queue
@@ -166,6 +167,7 @@ class LogoService:
         self._health_wanted = threading.Event()
         self._health_running = threading.Lock()
         self._compacting = threading.Lock()
+        self.build = BuildTracker()  # the store's first build, when the app runs one (pipeline.demo.start_demo)
 
     @property
     def embedder(self) -> Embedder:
@@ -275,33 +277,46 @@ class LogoService:
             StoreError: Too few human labels to calibrate.
         """
         with self._calibrating:
-            version = self.labels_version()
-            model_id = self.store.model_id
-            frame = self.store.label_frame().set_index("id")
-            ids, vectors = [], []
-            for batch_ids, batch in self.store.iter_vectors():
-                ids.append(batch_ids)
-                vectors.append(batch)
-            if model_id is None or not ids:
-                raise StoreError("the store is empty: add labelled logos before calibrating")
-            all_ids = np.concatenate(ids)
-            rows = frame.reindex(all_ids)
-            labels = [label if isinstance(label, str) else None for label in rows.label]
-            sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
-            hashes = self.store.photo_frame().set_index("id").image_hash.reindex(all_ids)
-            photos = [photo if isinstance(photo, str) else None for photo in hashes]
-            matrix = np.concatenate(vectors)
-            vote = {"k": self.settings.k, "machine_weight": self.settings.machine_label_weight, "photos": photos}
-            if traffic is None:  # the logos no person labelled: the store's own traffic
-                traffic = traffic_answers(all_ids, matrix, labels, sources, **vote)
-            calibrator = calibrate(all_ids, matrix, labels, sources, model_id=model_id, traffic=traffic, **vote,
-                                   **self._fit_settings())
-            calibrator = replace(calibrator, labels_version=version)
-            calibrator.save(self.calibration_path)
-            log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
-                     calibrator.n_samples, calibrator.stats.get("ece", float("nan")), calibrator.max_distance,
-                     calibrator.min_probability)
-            return calibrator
+            calibrator = self._calibrate(traffic)
+        if self._calibration_wanted.is_set():  # asked for while this one ran, and its worker gave way
+            self.request_calibration()
+        return calibrator
+
+    def _calibrate(self, traffic: np.ndarray | None) -> Calibrator:
+        """:meth:`calibrate` with the calibration lock held."""
+        version = self.labels_version()
+        model_id = self.store.model_id
+        frame = self.store.label_frame().set_index("id")
+        ids, vectors = [], []
+        for batch_ids, batch in self.store.iter_vectors():
+            ids.append(batch_ids)
+            vectors.append(batch)
+        if model_id is None or not ids:
+            raise StoreError("the store is empty: add labelled logos before calibrating")
+        all_ids = np.concatenate(ids)
+        rows = frame.reindex(all_ids)
+        labels = [label if isinstance(label, str) else None for label in rows.label]
+        sources = [LabelSource(source) if isinstance(source, str) else None for source in rows.source]
+        hashes = self.store.photo_frame().set_index("id").image_hash.reindex(all_ids)
+        photos = [photo if isinstance(photo, str) else None for photo in hashes]
+        matrix = np.concatenate(vectors)
+        vote = {"k": self.settings.k, "machine_weight": self.settings.machine_label_weight, "photos": photos}
+        if traffic is None:  # the logos no person labelled: the store's own traffic
+            traffic = traffic_answers(all_ids, matrix, labels, sources, **vote)
+        calibrator = calibrate(all_ids, matrix, labels, sources, model_id=model_id, traffic=traffic, **vote,
+                               **self._fit_settings())
+        calibrator = replace(calibrator, labels_version=version)
+        calibrator.save(self.calibration_path)
+        log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
+                 calibrator.n_samples, calibrator.stats.get("ece", float("nan")), calibrator.max_distance,
+                 calibrator.min_probability)
+        return calibrator
+
+    def calibration_state(self) -> str:
+        """``fitting`` while a calibration is asked for or running, else ``ready`` (one is in use) or ``none``."""
+        if self._calibration_wanted.is_set() or self._calibrating.locked():
+            return "fitting"
+        return "ready" if self.calibrator() is not None else "none"
 
     def request_calibration(self) -> None:
         """Recalibrate in a background thread (once more if labels change meanwhile); never blocks a caller."""
@@ -312,14 +327,14 @@ class LogoService:
         while self._calibration_wanted.is_set():
             if not self._calibrating.acquire(blocking=False):
                 return  # the running fit will see the flag and go again
-            self._calibrating.release()
-            self._calibration_wanted.clear()
-            if not self.calibration_is_stale():
-                continue
-            try:
-                self.calibrate()
+            try:  # held from the flag's clearing to the fit's end: calibration_state reads "fitting" throughout
+                self._calibration_wanted.clear()
+                if self.calibration_is_stale():
+                    self._calibrate(None)
             except StoreError as exc:
                 log.info("no calibration yet: %s", exc)
+            finally:
+                self._calibrating.release()
 
     def set_threshold(self, label: str, threshold: float | None) -> None:
         """Set (or with None remove) the confidence ``label`` needs to be given as an answer."""
@@ -347,9 +362,28 @@ class LogoService:
         detector = GivenBoxesDetector(boxes) if boxes else self.detector
         return detector.detect(image)
 
+    def require_searchable(self) -> None:
+        """Refuse a search while the store's build has nothing to search yet.
+
+        A store being built is searched as soon as it has an index for the current model (the build indexes
+        the bundled logos first); before that an answer would be "unknown" for everything.
+
+        Raises:
+            NotReadyError: no index yet, with the build's progress.
+        """
+        status = self.build.status()
+        if status.building and (self.index.info() is None or self.store.model_id != self.embedder.model_id):
+            raise NotReadyError(f"{status.sentence()} Searches are answered as soon as there is an index; "
+                                "try again in a few seconds.")
+
+    def build_status(self) -> BuildStatus:
+        """How far the store's first build has come (``ready`` when none runs)."""
+        return self.build.status()
+
     def search_embedding(self, vector: np.ndarray, k: int | None = None,
                          model_id: str | None = None) -> list[Neighbour]:
         """Neighbours of a vector made by ``model_id`` (default: this service's embedder)."""
+        self.require_searchable()
         model_id = self.resolve_model_id(model_id) if model_id else self.embedder.model_id
         return self._neighbours(self.index.search(vector, self._k(k), model_id))
 
@@ -376,7 +410,11 @@ class LogoService:
             image: The photo (path, bytes, file object or PIL image).
             boxes: Boxes drawn by a person; None runs the configured detector.
             k: Neighbours per logo (default ``settings.k``).
+
+        Raises:
+            NotReadyError: the store is being built and has no index yet.
         """
+        self.require_searchable()
         photo = self.load(image)
         detections = self.detect(photo, boxes)
         crops = [self.logo_crop(photo, d.box) for d in detections]
@@ -405,6 +443,7 @@ class LogoService:
     def search_logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""
         k = self._k(k)
+        self.require_searchable()
         if not 0 < int(logo_id) <= MAX_LOGO_ID:
             raise LogoNotFoundError(f"no logo with id {logo_id}")
         try:
@@ -787,7 +826,7 @@ class LogoService:
         return made_report
 
     def reembed(self, *, batch: int = 64, progress: bool = True, ray: bool = False,
-                workers: int | None = None) -> ReembedReport:
+                workers: int | None = None, advance: Callable[[int], None] | None = None) -> ReembedReport:
         """Re-embed every stored logo with this service's embedder if the store was built with another.
 
         Each logo is cut again from its source image when that file is still
@@ -797,7 +836,7 @@ class LogoService:
         leaves the store on the old model. Run it before serving (the app does,
         at start): logos added meanwhile would still come with the old model.
         With ``ray``, the crops are cut and embedded on Ray Data workers
-        (:func:`pipeline.distributed.reembed_on_ray`) and staged here.
+        (:func:`pipeline.distributed.reembed_on_ray`) and staged here. ``advance`` is told each batch's size.
         """
         started = time.perf_counter()
         old, new = self.store.model_id, self.embedder.model_id
@@ -811,6 +850,8 @@ class LogoService:
 
             for chunk_ids, vectors, origins in reembed_on_ray(self, ids, workers=workers, progress=progress):
                 self.store.stage_vectors(new, chunk_ids, vectors)
+                if advance:
+                    advance(len(chunk_ids))
                 for origin in origins:
                     counts[origin] += 1
             ids_to_embed: list[int] = []
@@ -824,6 +865,8 @@ class LogoService:
                 crops.append(image)
                 counts[origin] += 1
             self.store.stage_vectors(new, chunk, self.embedder.embed(crops))
+            if advance:
+                advance(len(chunk))
         self.store.switch_model(new, self.embedder.dim, ids)
         self.build_index()
         report = ReembedReport(old, new, len(ids), counts["source"], counts["thumbnail"],
@@ -934,8 +977,13 @@ class LogoService:
         return self.store.model_id or self.settings.embedder
 
     def start_map(self, refit: bool = False) -> None:
-        """Fit the map in the background (or read it from its cache); ``refit`` fits again on every logo."""
-        self.map.start(refit=refit)
+        """Fit the map in the background (or read it from its cache); ``refit`` fits again on every logo.
+
+        Not while the store's build runs: a map of part of the store would be fitted again at once (the build
+        starts it when it ends).
+        """
+        if not self.build.status().building:
+            self.map.start(refit=refit)
 
     def map_status(self) -> MapStatus:
         return self.map.status()

@@ -76,11 +76,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(data: Path, env: dict[str, str], ready: Callable[[dict], bool] = lambda health: True,
+def running_app(data: Path, env: dict[str, str],
+                ready: Callable[[dict], bool] = lambda health: health["store"] == "ready",
                 timeout: float = 240) -> Iterator[str]:
     """``python app.py`` on a free loopback port with its store in ``data`` (the small demo unless ``env`` says
-    otherwise); yields its URL once ``/health``
-    answers and ``ready(health)`` holds, and stops it after. Its log goes beside ``data``."""
+    otherwise); yields its URL once ``/health`` answers and ``ready(health)`` holds (by default: the store is
+    built), and stops it after. Its log goes beside ``data``."""
     port = free_port()
     env = {**os.environ, "LOGOS_DEMO": "small", **env, "HOST": "127.0.0.1", "PORT": str(port),
            "LOGOS_DATA_DIR": str(data)}

@@ -143,7 +143,8 @@ def test_ids_beyond_64_bits_and_degenerate_embeddings_are_the_callers_mistake(fi
 
 
 @pytest.mark.parametrize(("variable", "value"), [("LOGOS_EMBEDDER", "nope"), ("LOGOS_DETECTOR", "onnx"),
-                                                 ("LOGOS_DATA_DIR", "/dev/null/data"), ("LOGOS_K", "ten")])
+                                                 ("LOGOS_DATA_DIR", "/dev/null/data"), ("LOGOS_K", "ten"),
+                                                 ("LOGOS_DEMO", "huge")])
 def test_a_bad_setting_stops_the_app_with_one_line_naming_it(variable, value, tmp_path):
     env = {**os.environ, "LOGOS_DATA_DIR": str(tmp_path / "data"), variable: value}
     done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -262,3 +263,14 @@ def test_a_page_export_leaves_no_folder_behind_and_is_served_from_the_swept_cach
     kept = served_archive(archive)
     assert not built.exists()  # the temporary folder is gone at once
     assert kept.is_file() and kept.is_relative_to(tmp_path / "gradio-cache")  # Gradio sweeps its cache by age
+
+
+def test_the_map_summary_says_what_to_do_with_an_empty_or_unlabelled_store(service, gallery_dir):
+    from dashboard.layout import summary_text
+
+    assert "The store is empty" in summary_text(service) and "import-folder" in summary_text(service)
+    import_folder(service, gallery_dir, progress=False)
+    assert "No labels yet" not in summary_text(service)
+    service.label(service.store.ids(), None)  # every label cleared
+    summary = summary_text(service)
+    assert summary.startswith("18 logos, 0 labels") and "No labels yet: lasso a group" in summary

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from pipeline.errors import (BadInputError, ConfigError, ImageTooLargeError, LogoError, ModelMismatchError,
-                             NotFoundError, StoreError)
+                             NotFoundError, NotReadyError, StoreError)
 from web.limits import OverloadedError
 
 log = logging.getLogger("web.errors")
@@ -25,6 +25,7 @@ STATUS: tuple[tuple[type[LogoError], int], ...] = (
     (NotFoundError, 404),
     (BadInputError, 400),
     (ModelMismatchError, 409),
+    (NotReadyError, 503),
     (StoreError, 409),
     (ConfigError, 500),
     (OverloadedError, 503),
@@ -47,7 +48,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     def known(request: Request, exc: Exception) -> JSONResponse:
         status = status_of(exc)  # type: ignore[arg-type]
-        if isinstance(exc, OverloadedError):  # the client's cue to come back later, not a failure
+        if isinstance(exc, OverloadedError | NotReadyError):  # the client's cue to come back later, not a failure
             return JSONResponse({"detail": str(exc)}, status_code=status,
                                 headers={"Retry-After": str(exc.retry_after)})
         if status >= 500:

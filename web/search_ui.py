@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard.review import PREFIX as REVIEW_PREFIX
 from pipeline.demo import EXAMPLE_PHOTOS
-from pipeline.errors import ImageError, LogoError
+from pipeline.errors import ImageError, LogoError, NotReadyError
 from pipeline.exports import EXPORTERS, ExportOptions
 from pipeline.images import crop
 from pipeline.service import LogoService
@@ -43,6 +43,7 @@ PAGE_CSS = """
 """
 PAGE_THUMBNAILS = 120  # neighbour thumbnails on one result page at most (3 a logo at least; the JSON has all)
 MAX_SHOWN = 30  # the most neighbours per logo the page shows (its slider's end)
+BUILD_POLL_S = 2.0  # how often a page polls the store's build while it runs
 
 
 def map_link(search_id: str | None = None) -> str:
@@ -212,6 +213,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         photo, boxes = _drawn(service, value)
         try:
             result = service.search_photo(photo, boxes=boxes, k=_neighbours_shown(k))
+        except NotReadyError as exc:  # not a failure: the page says so where results go, and keeps the photo
+            return gr.skip(), gr.skip(), [], f"**{markdown_text(exc)}**", None, None
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
         legend, drawn, cards = [], [], []
@@ -301,6 +304,20 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         gr.Markdown("# Which logos are on this photo?\nUpload a product photo or a logo crop, or drag boxes around "
                     "the logos; each is named by its nearest labelled logos. "
                     f"[Open the map of the logo space]({DASH_PREFIX})")
+        building = gr.Markdown(elem_id="build-status")
+        build_timer = gr.Timer(BUILD_POLL_S)
+
+        def build_progress():
+            """The store's build, shown until it ends; then the polling stops."""
+            status = service.build_status()
+            if status.building:
+                return (f"**{markdown_text(status.sentence())}** Searches work once the first logos are indexed.",
+                        gr.skip())
+            ended = "" if status.state == "ready" else f"**{markdown_text(status.sentence())}**"
+            return ended, gr.Timer(active=False)
+
+        build_timer.tick(build_progress, None, [building, build_timer], api_name=False, show_progress="hidden")
+        blocks.load(build_progress, None, [building, build_timer], api_name=False, show_progress="hidden")
         with gr.Tab("Search"):
             with gr.Row():
                 with gr.Column():
@@ -352,6 +369,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                     add_button = gr.Button("Add", variant="primary")
                     added = gr.Markdown()
             add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo", preprocess=False)
+            blocks.load(lambda: gr.Dropdown(choices=service.labels_in_use()), None, label, api_name=False,
+                        show_progress="hidden")  # the labels now, not when the page was built
         with gr.Tab("Annotate"):
             gr.Markdown("Auto-annotate product photos: each logo found is stored with the label of its nearest "
                         "logos as a *machine* label, then [reviewed]("
