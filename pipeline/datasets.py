@@ -32,6 +32,7 @@ import yaml
 from PIL import Image
 
 from pipeline.errors import DatasetError
+from pipeline.registry import Registry
 from pipeline.types import Box
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -230,16 +231,14 @@ def load_coco(path: Path, image_root: Path | None = None, *, skip_empty_boxes: b
     return DetectionDataset(path, "coco", tuple(categories.values()), tuple(photos))
 
 
-LOADERS: dict[str, Callable[..., DetectionDataset]] = {"yolo": load_yolo, "coco": load_coco}
+LOADERS = Registry[Callable[..., DetectionDataset]]("dataset format", DatasetError)
+LOADERS.register("yolo", load_yolo, "a folder with images/, labels/ and classes.txt or data.yaml")
+LOADERS.register("coco", load_coco, "a COCO JSON file")
 
 
 def load_dataset(path: Path, format: str, *, skip_empty_boxes: bool = False) -> DetectionDataset:
     """Read a dataset in a format named by the caller (``yolo``: a folder, ``coco``: a JSON file)."""
-    try:
-        loader = LOADERS[format]
-    except KeyError:
-        raise DatasetError(f"unknown dataset format {format!r} (known: {', '.join(sorted(LOADERS))})") from None
-    return loader(Path(path), skip_empty_boxes=skip_empty_boxes)
+    return LOADERS.get(format)(Path(path), skip_empty_boxes=skip_empty_boxes)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torchvision.ops import batched_nms, box_convert
 
-from pipeline.errors import BadInputError, ConfigError, DetectorError
+from pipeline.errors import BadInputError, DetectorError
+from pipeline.registry import Registry
 from pipeline.types import Box, Detection
 
 BUNDLED_DETECTOR = Path(__file__).resolve().parent.parent / "assets" / "detector" / "logo-detector.onnx"
@@ -195,23 +196,16 @@ def _external(config: DetectorConfig | None = None) -> OnnxDetector:
     return OnnxDetector(config.path, config)
 
 
-_REGISTRY: dict[str, Callable[..., Detector]] = {
-    "whole-image": lambda config=None: WholeImageDetector(),
-    "boxes": lambda config=None, boxes=(): GivenBoxesDetector(boxes),
-    "logo-detector": _bundled,
-    "onnx": _external,
-}
-
-
-def register_detector(name: str, factory: Callable[..., Detector]) -> None:
-    """Make ``create_detector(name, config=..., **kwargs)`` call ``factory(config=..., **kwargs)``."""
-    if name in _REGISTRY:
-        raise ConfigError(f"detector {name!r} is already registered")
-    _REGISTRY[name] = factory
+DETECTORS = Registry[Callable[..., Detector]]("detector", DetectorError)
+"""Factories: ``create_detector(name, config=..., **kwargs)`` calls ``factory(config=..., **kwargs)``."""
+DETECTORS.register("whole-image", lambda config=None: WholeImageDetector(), "each image is one logo")
+DETECTORS.register("boxes", lambda config=None, boxes=(): GivenBoxesDetector(boxes), "the boxes a person drew")
+DETECTORS.register("logo-detector", _bundled, "the bundled logo detector (ONNX)")
+DETECTORS.register("onnx", _external, "any YOLOv8-layout ONNX detector at LOGOS_DETECTOR_PATH")
 
 
 def list_detectors() -> list[str]:
-    return sorted(_REGISTRY)
+    return DETECTORS.names()
 
 
 def create_detector(name: str, config: DetectorConfig | None = None, **kwargs: Any) -> Detector:
@@ -227,8 +221,4 @@ def create_detector(name: str, config: DetectorConfig | None = None, **kwargs: A
         >>> create_detector("whole-image").detect(Image.new("RGB", (40, 30)))[0].box
         Box(x0=0, y0=0, x1=40, y1=30)
     """
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}") from None
-    return factory(config=config, **kwargs)
+    return DETECTORS.get(name)(config=config, **kwargs)

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 from timm.data import create_transform, resolve_data_config
 
 from pipeline.errors import ConfigError, EmbedderError
+from pipeline.registry import Registry
 from pipeline.util import chunked
 
 log = logging.getLogger(__name__)
@@ -80,20 +81,17 @@ class EmbedderSpec:
     weights: Path | None = None
 
 
-_REGISTRY: dict[str, EmbedderSpec] = {}
+EMBEDDERS = Registry[EmbedderSpec]("embedder", EmbedderError, also=f"{HUB_PREFIX}<repo>")
 
 
 def register_embedder(spec: EmbedderSpec) -> EmbedderSpec:
-    """Add ``spec`` to the registry under ``spec.name`` (names are unique)."""
-    if spec.name in _REGISTRY:
-        raise ConfigError(f"embedder {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    """Add ``spec`` to :data:`EMBEDDERS` under ``spec.name`` (names are unique)."""
+    return EMBEDDERS.register(spec.name, spec, spec.description)
 
 
 def list_embedders() -> list[str]:
     """Names accepted by :func:`create_embedder` (besides ``hf-hub:`` names)."""
-    return sorted(_REGISTRY)
+    return EMBEDDERS.names()
 
 
 def _remap_lukemelas(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -407,9 +405,7 @@ def create_embedder(name: str, *, runtime: str = "onnxruntime", batch_size: int 
 
 def get_spec(name: str) -> EmbedderSpec:
     """The registered spec called ``name``."""
-    if name not in _REGISTRY:
-        raise EmbedderError(f"unknown embedder {name!r}; known: {', '.join(list_embedders())} or hf-hub:<repo>")
-    return _REGISTRY[name]
+    return EMBEDDERS.get(name)
 
 
 def build_net(spec: EmbedderSpec, *, trained: bool = True) -> EmbeddingNet:

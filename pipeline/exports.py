@@ -39,6 +39,7 @@ import yaml
 from pipeline.errors import BadInputError
 from pipeline.store import LogoStore, PhotoRecord
 from pipeline.types import LabelSource, LogoRecord
+from pipeline.registry import Registry
 from pipeline.util import atomic_write_bytes
 
 
@@ -255,13 +256,12 @@ def _export_table(store: LogoStore, out: Path, options: ExportOptions, fmt: str)
 
 
 TABLE_FORMATS = frozenset({"csv", "parquet"})
-EXPORTERS: dict[str, Callable[[LogoStore, Path, ExportOptions, str], ExportReport]] = {
-    "coco": _folder_export(_write_coco),
-    "yolo": _folder_export(_write_yolo),
-    "labelme": _folder_export(_write_labelme),
-    "csv": _export_table,
-    "parquet": _export_table,
-}
+EXPORTERS = Registry[Callable[[LogoStore, Path, ExportOptions, str], ExportReport]]("export format", BadInputError)
+EXPORTERS.register("coco", _folder_export(_write_coco), "COCO annotations.json and images/")
+EXPORTERS.register("yolo", _folder_export(_write_yolo), "YOLO images/, labels/, data.yaml")
+EXPORTERS.register("labelme", _folder_export(_write_labelme), "a LabelMe JSON per photo beside images/")
+EXPORTERS.register("csv", _export_table, "one row per logo")
+EXPORTERS.register("parquet", _export_table, "one row per logo (needs pyarrow)")
 
 
 def export_archive(store: LogoStore, fmt: str, options: ExportOptions | None = None,
@@ -304,8 +304,4 @@ def export_store(store: LogoStore, fmt: str, out: Path, options: ExportOptions |
         >>> export_store(store, "csv", Path(tempfile.mkdtemp()) / "logos.csv").logos
         1
     """
-    try:
-        exporter = EXPORTERS[fmt]
-    except KeyError:
-        raise BadInputError(f"unknown export format {fmt!r}; one of {', '.join(EXPORTERS)}") from None
-    return exporter(store, Path(out), options or ExportOptions(), fmt)
+    return EXPORTERS.get(fmt)(store, Path(out), options or ExportOptions(), fmt)

@@ -41,6 +41,7 @@ from filelock import FileLock
 
 from pipeline.errors import BadInputError, ConfigError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore
+from pipeline.registry import Registry
 from pipeline.util import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -103,21 +104,17 @@ class VectorIndex(ABC):
         by the caller."""
 
 
-_BACKENDS: dict[str, type[VectorIndex]] = {}
+INDEX_BACKENDS = Registry[type[VectorIndex]]("index backend")
 
 
 def register_backend(cls: type[VectorIndex]) -> type[VectorIndex]:
-    """Class decorator adding an engine to the registry under ``cls.name``."""
-    _BACKENDS[cls.name] = cls
-    return cls
+    """Class decorator adding an engine to :data:`INDEX_BACKENDS` under ``cls.name``."""
+    return INDEX_BACKENDS.register(cls.name, cls, (cls.__doc__ or "").strip().split("\n")[0])
 
 
 def get_backend(name: str) -> type[VectorIndex]:
     """The engine registered as ``name``, with a clear error for unknown names."""
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise ConfigError(f"unknown index backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+    return INDEX_BACKENDS.get(name)
 
 
 def angular_from_cosine(cosine: np.ndarray) -> np.ndarray:

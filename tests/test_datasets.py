@@ -172,7 +172,7 @@ def test_yolo_and_coco_of_one_dataset_load_alike(tmp_path):
 def test_load_dataset_dispatches_by_format(tmp_path):
     assert load_dataset(make_yolo(tmp_path / "yolo"), "yolo").format == "yolo"
     assert load_dataset(make_coco(tmp_path / "coco"), "coco").format == "coco"
-    with pytest.raises(DatasetError, match=r"unknown dataset format 'voc' \(known: coco, yolo\)"):
+    with pytest.raises(DatasetError, match=r"unknown dataset format 'voc'; known: coco, yolo"):
         load_dataset(tmp_path, "voc")
 
 

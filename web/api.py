@@ -338,8 +338,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                labels: Annotated[str | None, Query(description="only these labels, comma-separated")] = None
                ) -> FileResponse:
         """The store's photos, boxes and labels as a ZIP (COCO, YOLO, LabelMe, CSV or Parquet)."""
-        if format not in EXPORTERS:
-            raise BadInputError(f"unknown export format {format!r}; one of {', '.join(sorted(EXPORTERS))}")
+        EXPORTERS.get(format)  # an unknown format is the caller's mistake (400), before any work
         options = ExportOptions(human_only=human_only,
                                 labels=frozenset(x.strip() for x in labels.split(",")) if labels else None)
         archive, _ = service.export(format, options)
