@@ -50,10 +50,10 @@ def create_app(service: LogoService) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        build = service.build_status()
-        return {"status": "ok", **service.stats().to_json(), "map": service.map_status().state,
+        build = service.build.status()
+        return {"status": "ok", **service.insight.stats().to_json(), "map": service.insight.map_status().state,
                 "store": build.state, "store_progress": round(build.progress, 3), "store_message": build.message,
-                "calibration": service.calibration_state()}
+                "calibration": service.calibration.state()}
 
     app.include_router(build_api(service, auth))
     app.mount(DASH_PREFIX.rstrip("/"), WSGIMiddleware(create_dash(service, auth).server))

@@ -131,8 +131,8 @@ def main() -> None:
         print(f"made {args.photos} photos in {time.perf_counter() - made:.0f} s", file=sys.stderr)
         service = LogoService(Settings.from_env(data_dir=data))
         build_demo(service, size="small", progress=False)
-        service.calibrate()
-        service.store.close()
+        service.calibration.fit()
+        service._parts.store.close()
         first = run_import(data, photos, kill_after=args.kill_after, extra=extra)
         second = run_import(data, photos, extra=extra)
         report, samples = second["report"], second["samples"]

@@ -162,17 +162,17 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
                 shutil.copytree(brand_dir, gallery / brand_dir.name)
         service = LogoService(settings.replace(data_dir=Path(tmp) / "store"), embedder=embedder)
         import_folder(service, gallery, progress=False)
-        service.build_index()
+        service.maintenance.build_index()
         queries = labelled_files(data / "query")
-        neighbour_lists = service.search_crops([service.load(path) for path, _ in queries], settings.k)
+        neighbour_lists = service.search.crops([service.search.load(path) for path, _ in queries], settings.k)
         brands = [brand for _, brand in queries]
         known_brand = np.array([known(b) for b in brands])
         estimated = traffic_of(neighbour_lists, settings.machine_label_weight)
         for how, traffic in (("assumed", None), ("estimated", estimated)):
-            calibrator = service.calibrate(traffic=traffic)
-            rows = answers(calibrator, service.namer(), brands, neighbour_lists, settings.k,
+            calibrator = service.calibration.fit(traffic=traffic)
+            rows = answers(calibrator, service.search.namer(), brands, neighbour_lists, settings.k,
                            settings.machine_label_weight)
-            results.append({"collection": collection, "open set": how, "store": service.count(),
+            results.append({"collection": collection, "open set": how, "store": service.insight.count(),
                             **_calibration(calibrator), **summary(rows, brands, known_brand)})
     return results
 
@@ -191,9 +191,9 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[st
     crops: dict[str, list[tuple[str, str, object]]] = {"train": [], "test": []}  # (label, photo hash, crop)
     for split in crops:
         for photo in photos.split(split).photos:
-            image = loader.load(photo.path)
+            image = loader.search.load(photo.path)
             digest = image_sha256(image)
-            crops[split] += [(a.label, digest, loader.logo_crop(image, a.box)) for a in photo.annotations]
+            crops[split] += [(a.label, digest, loader.ingest.logo_crop(image, a.box)) for a in photo.annotations]
     vectors = {split: embedder.embed([crop for _, _, crop in rows]) for split, rows in crops.items()}
     brands = sorted({label for label, _, _ in crops["train"]})
     truth = [label for label, _, _ in crops["test"]]
@@ -202,18 +202,18 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[st
         with tempfile.TemporaryDirectory(prefix="real-drinks-fold-") as tmp:
             fold = LogoService(settings.replace(data_dir=Path(tmp)), embedder=embedder)
             keep = [n for n, (label, _, _) in enumerate(crops["train"]) if label != held_out]
-            fold.store.add([NewLogo(label=crops["train"][n][0], label_source=LabelSource.HUMAN,
+            fold._parts.store.add([NewLogo(label=crops["train"][n][0], label_source=LabelSource.HUMAN,
                                     image_hash=crops["train"][n][1]) for n in keep],
                            vectors["train"][keep], embedder.model_id)
-            fold.build_index()
-            neighbour_lists = [fold.search_embedding(vector, settings.k) for vector in vectors["test"]]
+            fold.maintenance.build_index()
+            neighbour_lists = [fold.search.embedding(vector, settings.k) for vector in vectors["test"]]
             known_brand = np.array([label != held_out for label in truth])
             for how, traffic in (("assumed", None),
                                  ("estimated", traffic_of(neighbour_lists, settings.machine_label_weight))):
-                calibrator = fold.calibrate(traffic=traffic)
-                rows = answers(calibrator, fold.namer(), truth, neighbour_lists, settings.k,
+                calibrator = fold.calibration.fit(traffic=traffic)
+                rows = answers(calibrator, fold.search.namer(), truth, neighbour_lists, settings.k,
                                settings.machine_label_weight)
-                pooled[how].append((rows, known_brand, {**_calibration(calibrator), "store": fold.count()}))
+                pooled[how].append((rows, known_brand, {**_calibration(calibrator), "store": fold.insight.count()}))
     results = []
     for how, folds in pooled.items():  # every fold's answers, each named by its own store's calibration
         means = {key: float(np.mean([meta[key] for _, _, meta in folds])) for key in folds[0][2]}

@@ -94,7 +94,7 @@ def main() -> None:
         data = Path(tmp)
         settings = Settings(data_dir=data, index_backend="annoy", detector="whole-image")
         service = LogoService(settings)
-        store = service.store
+        store = service._parts.store
         started = time.perf_counter()
         batch = 50_000
         for start in range(0, args.n, batch):
@@ -129,12 +129,12 @@ def main() -> None:
                                      queries, exact_ids) for k in map(int, args.search_k.split(","))}
             backends[backend] = measured
             if len(backends) == 1:
-                service.index = index  # cluster health searches the first backend, as the app would
+                service._parts.index = index  # cluster health searches the first backend, as the app would
         figures.update(next(iter(backends.values())))
         figures["backends"] = backends
 
         started = time.perf_counter()
-        table = service.neighbour_table(10)
+        table = service.insight.neighbour_table(10)
         figures["health_s"] = round(time.perf_counter() - started, 1)
         figures["health_logos_searched"] = len(table.table)
 
@@ -142,9 +142,9 @@ def main() -> None:
             from dashboard.figures import figure_bytes, map_figure, map_frame
 
             started = time.perf_counter()
-            service.map.fit()
+            service._parts.map.fit()
             figures["map_fit_s"] = round(time.perf_counter() - started, 1)
-            points = service.map.points()
+            points = service._parts.map.points()
             frame = map_frame(points.ids, points.xy, store.label_frame(), settings.map_points)
             figures["map_payload_mb"] = round(figure_bytes(map_figure(frame)) / 1e6, 2)
             # a zoom as the map's callback serves it (labels read, points in view kept, figure built and
@@ -158,10 +158,10 @@ def main() -> None:
             figures["map_zoom_points"] = len(zoomed.data)
             figures["map_zoom_payload_mb"] = round(zoom_bytes / 1e6, 2)
         started = time.perf_counter()
-        service.cluster_health(k=10)  # the report: purity, suspects, unlabelled clusters on the map
+        service.insight.cluster_health(k=10)  # the report: purity, suspects, unlabelled clusters on the map
         figures["health_report_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        service.cluster_health(k=10, wait=False)  # what every later visitor pays until something changes
+        service.insight.cluster_health(k=10, wait=False)  # what every later visitor pays until something changes
         figures["health_read_ms"] = round((time.perf_counter() - started) * 1e3, 1)
         figures["rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         figures["disk_gb"] = round(folder_gb(data), 2)

@@ -16,7 +16,8 @@ from dashboard.review import review_link
 from pipeline.health import MIN_JUDGED_LOGOS
 from pipeline.errors import LogoError
 from pipeline.projection import MapPoints
-from pipeline.service import LogoService, calibration_summary
+from pipeline.service import LogoService
+from pipeline.usecases.calibration import calibration_summary
 from web.auth import Access, AdminAuth
 
 THUMB = "/api/v1/logos/{}/thumbnail"
@@ -31,7 +32,7 @@ def _empty_figure(message: str) -> go.Figure:
 
 
 def _logo_line(service: LogoService, logo_id: int) -> str:
-    label, source = service.label_of(logo_id)
+    label, source = service.labels.of(logo_id)
     return f"#{logo_id}: {label or 'unlabelled'}" + (f" ({source.value})" if source else "")
 
 
@@ -62,15 +63,15 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
     @app.callback(Output("map-status", "children"), Output("map-progress", "value"), Output("map-key", "data"),
                   Output("summary", "children"), Input("tick", "n_intervals"), State("map-key", "data"))
     def progress(_: int | None, key: str | None):
-        build = service.build_status()
+        build = service.build.status()
         if build.building:  # the map is fitted once the store is complete
             return (f"{build.sentence()} The map is fitted once the store is ready.", str(build.progress),
                     no_update, summary_text(service))
-        status = service.map_status()
+        status = service.insight.map_status()
         if status.state == "empty":
-            service.start_map()  # the first visit starts the fit; later starts reuse the cached one
-            status = service.map_status()
-        count = service.count()
+            service.insight.start_map()  # the first visit starts the fit; later starts reuse the cached one
+            status = service.insight.map_status()
+        count = service.insight.count()
         if status.state == "ready":
             text = f"Map of {status.fitted + status.placed} logos"
             if status.placed:
@@ -89,7 +90,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         access = auth.check(token)
         if access is not Access.GRANTED:
             return access.message
-        service.start_map(refit=True)
+        service.insight.start_map(refit=True)
         return "Refitting the map on every logo."
 
     # Plotly reports every relayout (resize, drag mode, selection...); only zooms and pans reach the server
@@ -112,7 +113,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             if zoom is None:
                 return no_update, no_update
             if zoom != "reset" and None in zoom:  # one axis zoomed: the other keeps its last range
-                points = service.map_points()
+                points = service.insight.map_points()
                 if points is None:
                     return no_update, no_update
                 known = view or (float(points.xy[:, 0].min()), float(points.xy[:, 0].max()),
@@ -121,10 +122,10 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             if not redraw_needed(meta, zoom):
                 return no_update, no_update
             view = None if zoom == "reset" else zoom
-        points = points or service.map_points()
+        points = points or service.insight.map_points()
         if points is None:
-            return _empty_figure(service.map_status().message), {"traces": 0}
-        frame = map_frame(points.ids, points.xy, service.label_frame(), settings.map_points, view=view)
+            return _empty_figure(service.insight.map_status().message), {"traces": 0}
+        frame = map_frame(points.ids, points.xy, service.labels.frame(), settings.map_points, view=view)
         if frame.sampled:
             title = (f"{len(frame.data):,} of {frame.in_view:,} logos as points, shade: where they all are"
                      + (" (in view)" if frame.view else "") + " · zoom in to see every logo")
@@ -159,7 +160,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         if not data or not data.get("points") or data["points"][0].get("customdata") is None:
             return no_update
         logo_id = int(data["points"][0]["customdata"])
-        neighbours = service.search_logo(logo_id, 8)
+        neighbours = service.search.logo(logo_id, 8)
         return html.Div([
             html.Div([html.Img(src=THUMB.format(logo_id), style={"width": "120px", "height": "120px",
                                                                  "objectFit": "contain", "background": "#fff"}),
@@ -189,7 +190,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             return access.message, no_update, no_update
         try:
             if ctx.triggered_id == "undo":
-                action = service.undo_label(session, who=auth.who) if session else None
+                action = service.labels.undo(session, who=auth.who) if session else None
                 if action is None:
                     return "Nothing to undo.", no_update, no_update
                 message = f"Undone: {len(action.ids)} logos have their previous labels back."
@@ -200,12 +201,12 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                 new_label = None if ctx.triggered_id == "clear" else (label or "").strip()
                 if ctx.triggered_id == "apply" and not new_label:
                     return "Type a label first.", no_update, no_update
-                action = service.bulk_label(ids, new_label, who=auth.who, session=session)
+                action = service.labels.bulk(ids, new_label, who=auth.who, session=session)
                 message = (f"Labelled {len(action.ids)} logos as '{new_label}'." if new_label
                            else f"Cleared the labels of {len(action.ids)} logos.")
         except LogoError as exc:
             return f"Not done: {exc}", no_update, no_update
-        options = [html.Option(value=name) for name in service.labels_in_use()]
+        options = [html.Option(value=name) for name in service.labels.in_use()]
         return message, (version or 0) + 1, options
 
     @app.callback(Output("threshold-message", "children"), Input("set-threshold", "n_clicks"),
@@ -217,13 +218,13 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
             return access.message
         try:
             if ctx.triggered_id == "recalibrate":
-                summary = calibration_summary(service.calibrate())
+                summary = calibration_summary(service.calibration.fit())
                 return (f"Calibrated on {summary['answers']} answers: calibration error {summary['ece']:.3f}, "
                         f"default threshold {summary['default_threshold']:.2f}.")
             label = (label or "").strip()
             if not label:
                 return "Type the label above first."
-            service.set_threshold(label, value)
+            service.labels.set_threshold(label, value)
         except LogoError as exc:
             return f"Not done: {exc}"
         return (f"'{label}' is now given at confidence {value:.2f} or more." if value is not None
@@ -235,12 +236,12 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                   Input("labels-version", "data"), Input("map-key", "data"), Input("refresh-health", "n_clicks"),
                   Input("health-tick", "n_intervals"))
     def health(_: int, key: str | None, refresh: int | None, __: int | None):
-        if service.count() == 0:
+        if service.insight.count() == 0:
             return "No logos yet.", "", "", [], True, "", "No logos yet."
         if ctx.triggered_id == "refresh-health" and refresh:
-            service.request_health()  # coalesced into the one background run; computes only what changed
+            service.insight.request_health()  # coalesced into the one background run; computes only what changed
         # never computed by a page load: both are made by the background worker and read here
-        report = service.cluster_health(k=settings.k, wait=False)
+        report = service.insight.cluster_health(k=settings.k, wait=False)
         accuracy = _accuracy(service)
         waiting = html.Div("Computing in the background after the last change; it appears here when done.",
                            style={"fontSize": "0.85rem"})
@@ -279,7 +280,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         """Circle ``ids`` (and star ``stars``) on the drawn map with a small patch; remember them for redraws."""
         traces = (meta or {}).get("traces", 0)
         stars = np.zeros((0, 2), np.float32) if stars is None else np.asarray(stars, np.float32).reshape(-1, 2)
-        marked, xy = _on_map(service.map_points(), ids)
+        marked, xy = _on_map(service.insight.map_points(), ids)
         patch = Patch()
         patch["data"][traces - 2]["x"] = xy[:, 0].tolist()
         patch["data"][traces - 2]["y"] = xy[:, 1].tolist()
@@ -299,12 +300,12 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         if (meta or {}).get("traces", 0) < 2:
             return no_update, no_update, no_update  # no map yet
         if ctx.triggered_id == "label-search":
-            ids = service.ids_with_label(label)
+            ids = service.labels.ids_with(label)
             return show(meta, ids, f"{len(ids)} logos labelled '{label}'." if label else "")
         search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
         if search_id is None:
             return no_update, "Search a photo in the Search tab first, then open the map from its link.", no_update
-        shown = service.search_on_map(search_id)
+        shown = service.search.on_map(search_id)
         if shown is None:
             return no_update, "That search has expired: search the photo again.", no_update
         return show(meta, shown.neighbour_ids, f"Stars: the {len(shown.stars)} logo(s) of your search; circled: "
@@ -322,7 +323,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         if (meta or {}).get("traces", 0) < 2 or not isinstance(trigger, dict) or not ctx.triggered[0]["value"]:
             return no_update, no_update, no_update  # no map yet, or a list entry was just created (no click)
         if trigger["type"] == "health-label":
-            ids = service.ids_with_label(trigger["index"])
+            ids = service.labels.ids_with(trigger["index"])
             return show(meta, ids, f"{len(ids)} logos labelled '{trigger['index']}'.")
         if trigger["type"] == "health-logo":
             return show(meta, np.array([trigger["index"]]), f"Suspect {_logo_line(service, int(trigger['index']))}.")
@@ -334,7 +335,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
 def _accuracy(service: LogoService) -> html.Div | None:
     """The store's leave-one-out accuracy as the background worker last made it (None: being made)."""
     try:
-        report = service.store_evaluation(wait=False)
+        report = service.insight.store_evaluation(wait=False)
     except LogoError as exc:
         return html.Div(f"Nothing to evaluate yet: {exc}")
     if report is None:

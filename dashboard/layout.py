@@ -17,7 +17,7 @@ TAB = {"style": {"padding": "0.3rem", "fontSize": "0.85rem"},
 
 def summary_text(service: LogoService) -> str:
     """The store in one line, and what to do next when it is empty or has no label."""
-    stats = service.stats()
+    stats = service.insight.stats()
     if not stats.logos:
         return ("The store is empty. Add labelled logos with `python -m pipeline import-folder FOLDER` (one "
                 "subfolder per label) or the Add tab, or photos with `python -m pipeline import-photos FOLDER`.")
@@ -37,7 +37,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
                style={"fontSize": "0.9rem"}),
         dcc.Input(id="bulk-label", type="text", placeholder="label", list="label-options", debounce=False,
                   style={"width": "100%", "marginBottom": "0.3rem"}),
-        html.Datalist(id="label-options", children=[html.Option(value=label) for label in service.labels_in_use()]),
+        html.Datalist(id="label-options", children=[html.Option(value=label) for label in service.labels.in_use()]),
         dcc.Input(id="token", type="password", placeholder="admin token", style={"width": "100%"},
                   disabled=read_only),
         html.Div([
@@ -61,7 +61,7 @@ def _bulk_panel(service: LogoService) -> html.Div:
 
 
 def build_layout(service: LogoService) -> html.Div:
-    labels = service.labels_in_use()
+    labels = service.labels.in_use()
     return html.Div([
         html.H2("Logo space", style={"margin": "0.2rem 0"}),
         html.P(summary_text(service), id="summary", style={"margin": "0.2rem 0"}),

@@ -116,7 +116,7 @@ def _nothing_to_review(service: LogoService, ids: list[int] | None) -> html.Div:
     """An empty queue says why, and how machine labels get here."""
     if ids is not None:
         return html.Div(html.P("These logos need no review."))
-    if service.review_progress().machine:
+    if service.review.progress().machine:
         return html.Div(html.P("Nothing left to review for this label."))
     return html.Div([
         html.P("Nothing to review yet: machine labels come from auto-annotation, which stores every logo it finds "
@@ -131,7 +131,7 @@ def _nothing_to_review(service: LogoService, ids: list[int] | None) -> html.Div:
 
 
 def _progress_text(service: LogoService) -> str:
-    p = service.review_progress()
+    p = service.review.progress()
     return (f"{p.machine} machine labels wait for review · {p.human} labelled by people · "
             f"{p.rejected} rejected · {p.unlabelled} unlabelled.")
 
@@ -149,11 +149,11 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
     def screen(search: str | None, _: int, label: str | None):
         ids, url_label = _query(search)
         try:
-            groups = service.review_queue(ids=ids, label=label or url_label, limit=PER_SCREEN)
+            groups = service.review.queue(ids=ids, label=label or url_label, limit=PER_SCREEN)
         except LogoError as exc:
             return html.P(f"Cannot show the queue: {exc}"), None, _progress_text(service), []
         proposals = {str(item.id): item.label for group in groups for item in group.items}
-        options = service.proposed_labels()
+        options = service.review.proposed_labels()
         if not groups:
             return _nothing_to_review(service, ids), {"proposals": {}}, _progress_text(service), options
         return [_group(group) for group in groups], {"proposals": proposals}, _progress_text(service), options
@@ -176,7 +176,7 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
         trigger = ctx.triggered_id
         try:
             if trigger == "undo-review":
-                change = service.undo_label(session, who=auth.who) if session else None
+                change = service.labels.undo(session, who=auth.who) if session else None
                 if change is None:
                     return "Nothing to undo.", no_update
                 return f"Undone: {len(change.ids)} logos have their previous labels back.", (version or 0) + 1
@@ -192,7 +192,7 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
                 if not (new_label or "").strip():
                     return "Type the new label first.", no_update
                 verdict = ReviewVerdict(relabel=dict.fromkeys(selected, new_label.strip()))
-            service.review(verdict, {i: label for i, label in proposals.items() if label != NO_PROPOSAL},
+            service.review.apply(verdict, {i: label for i, label in proposals.items() if label != NO_PROPOSAL},
                            who=auth.who, session=session)
         except LogoError as exc:
             return f"Not done: {exc}", no_update

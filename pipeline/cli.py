@@ -170,10 +170,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     # imported here so --help answers without loading torch
     from pipeline.demo import DEMO_LOGOS, build_demo
-    from pipeline.evaluation import evaluate, evaluate_store
-    from pipeline.exports import ExportOptions, export_store
+    from pipeline.evaluation import evaluate
+    from pipeline.exports import ExportOptions
     from pipeline.importing import import_dataset, import_folder, import_photos
-    from pipeline.service import LogoService, calibration_summary
+    from pipeline.service import LogoService
+    from pipeline.usecases.calibration import calibration_summary
 
     try:
         settings = Settings.from_env(data_dir=args.data_dir, embedder=args.embedder, detector=args.detector)
@@ -197,30 +198,30 @@ def run(argv: Sequence[str] | None = None) -> int:
                                    workers=args.workers)
             print(json.dumps(result.to_json()))
         elif args.command == "evaluate":
-            figures = evaluate_store(service, k=args.k).to_json()
+            figures = service.insight.evaluate(k=args.k).to_json()
             print(json.dumps(figures) if args.json else _store_table(figures))
         elif args.command == "export":
             options = ExportOptions(human_only=args.human_only, unlabelled=args.unlabelled,
                                     embeddings=args.embeddings,
                                     labels=frozenset(x.strip() for x in args.labels.split(",")) if args.labels
                                     else None)
-            print(json.dumps(export_store(service.store, args.format, args.out, options).to_json()))
+            print(json.dumps(service.insight.export_to(args.format, args.out, options).to_json()))
         elif args.command == "history":
-            events = service.label_history(args.logo, limit=args.limit)
+            events = service.labels.history(args.logo, limit=args.limit)
             print(json.dumps(events) if args.json else _history_table(events))
         elif args.command == "build-index":
-            print(json.dumps(service.build_index().__dict__))
+            print(json.dumps(service.maintenance.build_index().__dict__))
         elif args.command == "reembed":
-            print(json.dumps(service.reembed(progress=progress, ray=args.ray, workers=args.workers).to_json()))
+            print(json.dumps(service.maintenance.reembed(progress=progress, ray=args.ray, workers=args.workers).to_json()))
         elif args.command == "calibrate":
-            print(json.dumps(calibration_summary(service.calibrate())))
+            print(json.dumps(calibration_summary(service.calibration.fit())))
         elif args.command == "threshold":
-            service.set_threshold(args.label, args.value)
+            service.labels.set_threshold(args.label, args.value)
             print(json.dumps({"label": args.label, "threshold": args.value}))
         elif args.command == "search":
-            _print_search(service.search_photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
+            _print_search(service.search.photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
         elif args.command == "stats":
-            stats = service.stats().to_json()
+            stats = service.insight.stats().to_json()
             print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
         elif args.command == "demo":
             size = "small" if args.small else settings.demo

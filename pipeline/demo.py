@@ -94,15 +94,15 @@ def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, size: str 
         raise ConfigError(f"LOGOS_DEMO={size!r}: choose one of {', '.join(DEMO_SIZES)}")
     tracker = service.build
     try:
-        if service.count():
-            if service.store.model_id != service.embedder.model_id:
-                tracker.start(service.count(), "re-embedding the stored logos with the new model")
-            reembedded = service.reembed(progress=progress, advance=tracker.advance).logos
-            if service.index.needs_rebuild():  # never built, or built for another model (a crash mid re-embed)
+        if service.insight.count():
+            if service.maintenance.needs_reembed():
+                tracker.start(service.insight.count(), "re-embedding the stored logos with the new model")
+            reembedded = service.maintenance.reembed(progress=progress, advance=tracker.advance).logos
+            if service.maintenance.needs_index():  # never built, or built for another model (a crash mid re-embed)
                 tracker.say("building the index")
-                service.build_index()
+                service.maintenance.build_index()
             tracker.finish()
-            return {"built": False, "logos": service.count(), "reembedded": reembedded}
+            return {"built": False, "logos": service.insight.count(), "reembedded": reembedded}
         if size == "none":
             return {"built": False, "logos": 0}
         log.info("building the %s demo store (first start only)", size)
@@ -111,19 +111,19 @@ def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, size: str 
         tracker.start(len(labelled_files(logos_dir)) + 2 * len(icons), "importing the bundled logos")
         report = import_folder(service, logos_dir, progress=progress, advance=tracker.advance)
         if icons:
-            service.build_index()  # searchable now on the bundled brands; the rest join the exact delta
+            service.maintenance.build_index()  # searchable now on the bundled brands; the rest join the exact delta
             tracker.say("adding every simple-icons brand")
             logos = simple_icons_logos(bundled, progress)
             while chunk := list(islice(logos, 256)):
-                service.add_crops(chunk, compact=False)  # one index build at the end
+                service.ingest.crops(chunk, compact=False)  # one index build at the end
                 tracker.advance(len(chunk))
         tracker.say("building the index")
-        info = service.build_index()
+        info = service.maintenance.build_index()
     except Exception as exc:
         tracker.fail(str(exc))
         raise
     tracker.finish()
-    labels = len(service.labels_in_use())
+    labels = len(service.labels.in_use())
     log.info("demo store ready: %d logos, %d labels", info.count, labels)
     return {"built": True, "logos": info.count, "labels": labels, "failed": len(report.failed)}
 
@@ -142,9 +142,9 @@ def start_demo(service: LogoService, size: str, *, progress: bool = True) -> thr
         except Exception:
             log.exception("the store's build failed")
             return
-        service.request_calibration()  # if the labels changed since the last calibration
-        service.start_map()  # or read from its cache
-        service.request_health()  # cluster health's neighbours; again after each change
+        service.calibration.request()  # if the labels changed since the last calibration
+        service.insight.start_map()  # or read from its cache
+        service.insight.request_health()  # cluster health's neighbours; again after each change
 
     thread = threading.Thread(target=run, name="store-build", daemon=True)
     thread.start()

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +28,9 @@ from pipeline.analysis import PhotoAnalyser, PhotoAnalysis
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, ImageError, StoreError
 from pipeline.types import Box, Detection
+
+if TYPE_CHECKING:
+    from pipeline.usecases.parts import Parts
 
 
 def _ray() -> Any:
@@ -145,7 +148,7 @@ class _Reembed:
                 "origin": [origin for _, _, origin in done] + ["missing"] * len(missing)}
 
 
-def reembed_on_ray(service: Any, ids: Sequence[int], *, workers: int | None = None, progress: bool = True,
+def reembed_on_ray(parts: Parts, ids: Sequence[int], *, workers: int | None = None, progress: bool = True,
                    chunk: int = 20_000) -> Iterator[tuple[list[int], np.ndarray, list[str]]]:
     """Re-embed stored logos on Ray Data workers; yields ``(ids, vectors, origins)`` a chunk at a time.
 
@@ -162,15 +165,15 @@ def reembed_on_ray(service: Any, ids: Sequence[int], *, workers: int | None = No
                  logging_level="ERROR")
     workers = workers or max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)))
     config = {key: (str(value) if isinstance(value, Path) else value)
-              for key, value in asdict(service.settings).items()}
+              for key, value in asdict(parts.settings).items()}
     bar = tqdm(total=len(ids), desc="re-embed on ray", unit="logo", disable=not progress)
     for part in chunked(list(ids), chunk):
         items = []
-        for record in service.store.get(list(part)):
+        for record in parts.store.get(list(part)):
             local = bool(record.image_path) and Path(record.image_path).is_file()
             items.append({"id": record.id, "path": record.image_path or "", "hash": record.image_hash or "",
                           "box": record.box.to_list() if record.box else [float("nan")] * 4,
-                          "thumbnail": b"" if local else (service.store.thumbnail(record.id) or b"")})
+                          "thumbnail": b"" if local else (parts.store.thumbnail(record.id) or b"")})
         blocks = max(1, min(len(items), 2 * workers))
         rows = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             _Reembed, fn_constructor_kwargs={"settings": config}, batch_size=64, concurrency=workers,
@@ -178,10 +181,10 @@ def reembed_on_ray(service: Any, ids: Sequence[int], *, workers: int | None = No
         found: dict[int, tuple[np.ndarray, str]] = {}
         for row in rows:
             if row["origin"] == "missing":
-                record = service.store.get([int(row["id"])])[0]
-                image, origin = service.analyser.reembed_crop(record.id, None, None, None,
-                                                              service.store.thumbnail(record.id), {})
-                found[record.id] = (np.asarray(service.embedder.embed([image]), np.float32)[0], origin)
+                record = parts.store.get([int(row["id"])])[0]
+                image, origin = parts.analyser.reembed_crop(record.id, None, None, None,
+                                                              parts.store.thumbnail(record.id), {})
+                found[record.id] = (np.asarray(parts.embedder.embed([image]), np.float32)[0], origin)
             else:
                 found[int(row["id"])] = (np.frombuffer(row["vector"], np.float32), row["origin"])
         chunk_ids = [i for i in part if i in found]

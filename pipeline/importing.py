@@ -136,12 +136,12 @@ def _load_new(service: LogoService, path: Path, report: ImportReport, seen: set[
     """Decode ``path`` unless it is broken (recorded in ``report``) or already stored or seen (as logos, or
     with ``photos`` also as a photo done without any)."""
     try:
-        image = service.load(path)
+        image = service.search.load(path)
     except ImageError as exc:
         report.failed.append((str(path), str(exc)))
         return None
     digest = image_sha256(image)
-    if digest in seen or service.store.has_image(digest) or (photos and service.store.has_photo(image_hash=digest)):
+    if digest in seen or service.ingest.has_image(digest) or (photos and service.ingest.has_photo(image_hash=digest)):
         report.duplicates += 1
         return None
     seen.add(digest)
@@ -175,9 +175,9 @@ def import_folder(service: LogoService, root: Path, *, source: LabelSource = Lab
         pending.append(NewLogo(crop=image, image_hash=digest, image_path=str(path), label=label,
                                label_source=source))
         if len(pending) >= batch:
-            report.added += service.add_crops(pending)
+            report.added += service.ingest.crops(pending)
             pending = []
-    report.added += service.add_crops(pending)
+    report.added += service.ingest.crops(pending)
     return report
 
 
@@ -202,16 +202,16 @@ def import_photos(service: LogoService, source: Path, *, report: Path | None = N
     seen: set[str] = set()
     todo = []
     for path in photo_list(source):
-        if service.store.has_photo(path=str(path)):
+        if service.ingest.has_photo(path=str(path)):
             result.resumed += 1
         else:
             todo.append(path)
 
     def store(path: Path, analysis: PhotoAnalysis) -> None:
-        ids = service.store_analysis(analysis, str(path), who=who)
+        ids = service.ingest.store_analysis(analysis, str(path), who=who)
         result.photos += 1
         result.added += ids
-        result.labelled += len(service.current_labels(ids))
+        result.labelled += len(service.labels.current(ids))
         if not ids:
             result.no_logo.append(str(path))
 
@@ -223,19 +223,18 @@ def import_photos(service: LogoService, source: Path, *, report: Path | None = N
             bar.update()
             if analysis is None:
                 result.failed.append((path, error))
-            elif analysis.image_hash in seen or service.store.has_image(analysis.image_hash) or \
-                    service.store.has_photo(image_hash=analysis.image_hash):
+            elif analysis.image_hash in seen or service.ingest.has_image(analysis.image_hash) or \
+                    service.ingest.has_photo(image_hash=analysis.image_hash):
                 result.duplicates += 1
             else:
                 seen.add(analysis.image_hash)
                 store(Path(path), analysis)
     else:
-        analyser = service.analyser
         for path in todo:
             bar.update()
             loaded = _load_new(service, path, result, seen, photos=True)
             if loaded is not None:
-                store(path, analyser.analyse(*loaded))
+                store(path, service.ingest.analyse(*loaded))
     bar.close()
     if report is not None:
         atomic_write_json(Path(report), result.to_json())
@@ -263,11 +262,11 @@ def import_dataset(service: LogoService, dataset: DetectionDataset, *, source: L
         photo, digest = loaded
         pending_photos.append(PhotoRecord(digest, str(Path(entry.path).resolve()), photo.width, photo.height,
                                           len(entry.annotations)))
-        pending += [NewLogo(crop=service.logo_crop(photo, a.box), box=a.box, image_hash=digest,
+        pending += [NewLogo(crop=service.ingest.logo_crop(photo, a.box), box=a.box, image_hash=digest,
                             image_path=str(Path(entry.path).resolve()), label=a.label, label_source=source)
                     for a in entry.annotations]
         if len(pending) >= batch:
-            report.added += service.add_crops(pending, photos=pending_photos)
+            report.added += service.ingest.crops(pending, photos=pending_photos)
             pending, pending_photos = [], []
-    report.added += service.add_crops(pending, photos=pending_photos)
+    report.added += service.ingest.crops(pending, photos=pending_photos)
     return report

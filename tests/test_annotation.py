@@ -56,14 +56,14 @@ def annotated(tmp_path_factory, embedder, gallery_dir, query_images, scenes) -> 
         (more / brand).mkdir()
         (more / brand / path.name).write_bytes(path.read_bytes())
     import_folder(service, more, progress=False)  # 4 logos per brand: enough to calibrate
-    service.build_index()
-    service.calibrate()
+    service.maintenance.build_index()
+    service.calibration.fit()
     report = import_photos(service, scenes, report=data / "report.json", progress=False)
     return service, report.to_json()
 
 
 def _logos(service: LogoService) -> list:
-    return [r for r in service.store.records() if r.box is not None]
+    return [r for r in service._parts.store.records() if r.box is not None]
 
 
 def test_auto_annotation_stores_machine_labels_with_confidence_and_reports_empty_photos(annotated, scenes):
@@ -77,15 +77,15 @@ def test_auto_annotation_stores_machine_labels_with_confidence_and_reports_empty
     assert len(machine) == report["labelled"] >= 6
     assert all(r.label in BRANDS and 0.0 <= r.confidence <= 1.0 for r in machine)
     assert not [r for r in logos if r.label_source is LabelSource.HUMAN]  # machines never write human labels
-    assert len(service.store.photos()) == 10  # the empty photos are recorded too
+    assert len(service._parts.store.photos()) == 10  # the empty photos are recorded too
 
 
 def test_a_rerun_resumes_without_duplicates(annotated, scenes):
     service, _ = annotated
-    before = service.count()
+    before = service.insight.count()
     again = import_photos(service, scenes, progress=False)
     assert (again.resumed, again.photos, len(again.added)) == (10, 0, 0)
-    assert service.count() == before
+    assert service.insight.count() == before
     listed = scenes / "list.jsonl"  # the same photos named in a list: done already, whatever the form
     listed.write_text("".join(json.dumps({"path": p.name}) + "\n" for p in sorted(scenes.glob("*.jpg"))))
     assert import_photos(service, listed, progress=False).resumed == 10
@@ -110,7 +110,7 @@ def test_photo_lists_in_csv_and_jsonl(tmp_path):
 def reviewed(annotated) -> tuple[LogoService, dict]:
     """Through the service: half the proposals accepted, two rejected, two relabelled."""
     service, _ = annotated
-    groups = service.review_queue(limit=200)
+    groups = service.review.queue(limit=200)
     items = [item for group in groups for item in group.items if item.label != NO_PROPOSAL]
     confidences = [item.confidence for item in items]
     proposals = {item.id: item.label for item in items}
@@ -118,7 +118,7 @@ def reviewed(annotated) -> tuple[LogoService, dict]:
     accept = [item.id for item in items[:half]]
     reject = [item.id for item in items[half:half + 2]]
     relabel = {item.id: "Relabelled" for item in items[half + 2:half + 4]}
-    changes = service.review(ReviewVerdict(accept, reject, relabel), proposals, who="tester", session="s1")
+    changes = service.review.apply(ReviewVerdict(accept, reject, relabel), proposals, who="tester", session="s1")
     return service, {"groups": groups, "confidences": confidences, "proposals": proposals, "accept": accept,
                      "reject": reject, "relabel": relabel, "changes": changes}
 
@@ -136,29 +136,29 @@ def test_review_queue_groups_by_label_least_confident_first_with_references(revi
 
 def test_verdicts_change_the_store_and_human_labels_win(reviewed):
     service, done = reviewed
-    labels = service.store.labels([*done["accept"], *done["reject"], *done["relabel"]])
+    labels = service._parts.store.labels([*done["accept"], *done["reject"], *done["relabel"]])
     for logo_id in done["accept"]:
         assert labels[logo_id] == (done["proposals"][logo_id], LabelSource.HUMAN)
     for logo_id in done["reject"]:
         assert labels[logo_id] == (None, None)
-        assert service.store.rejected([logo_id]) == {logo_id: {done["proposals"][logo_id]}}
+        assert service._parts.store.rejected([logo_id]) == {logo_id: {done["proposals"][logo_id]}}
     for logo_id, label in done["relabel"].items():
         assert labels[logo_id] == (label, LabelSource.HUMAN)
     # a machine never brings a rejected label back, and never overwrites a human one
     rejected = done["reject"][0]
-    assert not service.store.set_label([rejected], done["proposals"][rejected], LabelSource.MACHINE).previous
-    assert not service.store.set_label(done["accept"][:1], "Other", LabelSource.MACHINE).previous
-    progress = service.review_progress()
+    assert not service._parts.store.set_label([rejected], done["proposals"][rejected], LabelSource.MACHINE).previous
+    assert not service._parts.store.set_label(done["accept"][:1], "Other", LabelSource.MACHINE).previous
+    progress = service.review.progress()
     assert progress.rejected == 2 and progress.human >= len(done["accept"]) + 2
 
 
 def test_every_label_change_is_an_event_and_the_labels_follow_from_them(reviewed):
     service, done = reviewed
-    derived = service.store.derived_labels()
-    for record in service.store.records():
+    derived = service._parts.store.derived_labels()
+    for record in service._parts.store.records():
         assert derived.get(record.id, (None, None)) == (record.label, record.label_source), record.id
     accepted = done["accept"][0]
-    events = service.label_history(accepted)
+    events = service.labels.history(accepted)
     assert [(e["new_source"], e["who"]) for e in events] == [("human", "tester"), ("machine", "local")]
     assert events[1]["old_label"] is None and events[0]["old_label"] == events[0]["new_label"]
 
@@ -166,16 +166,16 @@ def test_every_label_change_is_an_event_and_the_labels_follow_from_them(reviewed
 def test_undo_takes_a_whole_review_screen_back(tmp_path, embedder, gallery_dir):
     service = LogoService(Settings(data_dir=tmp_path, detector="whole-image"), embedder=embedder)
     import_folder(service, gallery_dir, source=LabelSource.MACHINE, progress=False)
-    ids = service.store.ids()
-    proposals = service.current_labels(ids)
-    service.review(ReviewVerdict(accept=ids[:3], reject=ids[3:5]), proposals, session="me")
-    assert service.review_progress().rejected == 2
-    change = service.undo_label("me")
+    ids = service._parts.store.ids()
+    proposals = service.labels.current(ids)
+    service.review.apply(ReviewVerdict(accept=ids[:3], reject=ids[3:5]), proposals, session="me")
+    assert service.review.progress().rejected == 2
+    change = service.labels.undo("me")
     assert change is not None and len(change.ids) == 5
-    assert all(source is LabelSource.MACHINE for _, source in service.store.labels(ids[:5]).values())
-    assert service.review_progress().rejected == 0
+    assert all(source is LabelSource.MACHINE for _, source in service._parts.store.labels(ids[:5]).values())
+    assert service.review.progress().rejected == 0
     with pytest.raises(BadInputError, match="not two"):
-        service.review(ReviewVerdict(accept=ids[:1], reject=ids[:1]), proposals)
+        service.review.apply(ReviewVerdict(accept=ids[:1], reject=ids[:1]), proposals)
 
 
 def _store_boxes(service: LogoService, options: ExportOptions = ExportOptions()) -> Counter:
@@ -187,9 +187,9 @@ def test_exports_match_the_store_and_coco_reads_back_into_a_fresh_store(reviewed
     service, _ = reviewed
     expected = _store_boxes(service)
     assert expected  # some labelled boxes to check
-    photos = {Path(p.path).name: (p.width, p.height) for p in service.store.photos()}
+    photos = {Path(p.path).name: (p.width, p.height) for p in service._parts.store.photos()}
 
-    coco = export_store(service.store, "coco", tmp_path / "coco")
+    coco = export_store(service._parts.store, "coco", tmp_path / "coco")
     data = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     assert coco.photos == len(data["images"]) == 10  # the photos without a logo too
     assert {Path(i["file_name"]).name: (i["width"], i["height"]) for i in data["images"]} == photos
@@ -200,14 +200,14 @@ def test_exports_match_the_store_and_coco_reads_back_into_a_fresh_store(reviewed
                   for a in data["annotations"])
     assert got == expected
 
-    yolo = export_store(service.store, "yolo", tmp_path / "yolo")
+    yolo = export_store(service._parts.store, "yolo", tmp_path / "yolo")
     dataset = load_yolo(tmp_path / "yolo")
     assert yolo.photos == len(dataset.photos) == 10
     assert Counter((p.path.name, tuple(round(v) for v in a.box.to_list()), a.label)
                    for p in dataset.photos for a in p.annotations) == expected
     assert sum(not p.annotations for p in dataset.photos) >= 2
 
-    export_store(service.store, "labelme", tmp_path / "labelme")
+    export_store(service._parts.store, "labelme", tmp_path / "labelme")
     documents = [json.loads(f.read_text()) for f in (tmp_path / "labelme").glob("*.json")]
     assert len(documents) == 10
     assert Counter((Path(d["imagePath"]).name, tuple(round(v) for point in s["points"] for v in point), s["label"])
@@ -215,24 +215,24 @@ def test_exports_match_the_store_and_coco_reads_back_into_a_fresh_store(reviewed
     assert all((tmp_path / "labelme" / d["imagePath"]).is_file() for d in documents)
 
     human = ExportOptions(human_only=True)
-    export_store(service.store, "csv", tmp_path / "logos.csv", human)
+    export_store(service._parts.store, "csv", tmp_path / "logos.csv", human)
     rows = list(csv.DictReader((tmp_path / "logos.csv").open()))
     assert {row["source"] for row in rows} == {"human"}
     assert len(rows) == sum(_store_boxes(service, human).values()) + sum(
-        1 for r in service.store.records() if r.box is None and human.keeps(r))
+        1 for r in service._parts.store.records() if r.box is None and human.keeps(r))
     with pytest.raises(BadInputError, match="not an empty folder"):
-        export_store(service.store, "coco", tmp_path / "coco")
+        export_store(service._parts.store, "coco", tmp_path / "coco")
 
     fresh = LogoService(Settings(data_dir=tmp_path / "fresh", detector="whole-image"), embedder=embedder)
     imported = import_dataset(fresh, load_coco(tmp_path / "coco" / "annotations.json"), progress=False)
     assert not imported.failed
     assert _store_boxes(fresh) == expected
-    assert len(fresh.store.photos()) == 10
+    assert len(fresh._parts.store.photos()) == 10
 
 
 def test_the_store_evaluates_itself(reviewed):
     service, _ = reviewed
-    report = service.evaluate_store(k=5)
+    report = service.insight.evaluate(k=5)
     figures = report.to_json()
     assert 0.5 <= figures["top1"] <= 1.0 and figures["recall@5"] >= figures["top1"]
     assert {a["label"] for a in figures["labels"]} >= set(BRANDS)
@@ -261,7 +261,7 @@ def test_import_dataset_never_records_a_photo_without_its_logos(settings, embedd
 
     dataset = load_yolo(Path(__file__).parent / "fixtures" / "real-drinks")
     service = LogoService(settings.replace(detector="whole-image"), embedder=embedder)
-    real_add = service.store.add
+    real_add = service._parts.store.add
     calls = []
 
     def crash_on_the_second_flush(*args, **kwargs):
@@ -270,16 +270,16 @@ def test_import_dataset_never_records_a_photo_without_its_logos(settings, embedd
             raise KeyboardInterrupt("killed")
         return real_add(*args, **kwargs)
 
-    monkeypatch.setattr(service.store, "add", crash_on_the_second_flush)
+    monkeypatch.setattr(service._parts.store, "add", crash_on_the_second_flush)
     with pytest.raises(KeyboardInterrupt):
         import_dataset(service, dataset, batch=2, progress=False)
     monkeypatch.undo()
     boxes = {str(p.path.resolve()): len(p.annotations) for p in dataset.photos}
-    records = list(service.store.records())
-    for photo in service.store.photos():  # every photo recorded as done holds all of its logos
+    records = list(service._parts.store.records())
+    for photo in service._parts.store.photos():  # every photo recorded as done holds all of its logos
         assert sum(r.image_hash == photo.image_hash for r in records) == boxes[photo.path]
-    done_before = len(service.store.photos())
+    done_before = len(service._parts.store.photos())
     again = import_dataset(service, dataset, batch=2, progress=False)  # the re-run finishes what was lost
     assert again.duplicates == done_before < len(dataset.photos)
-    assert len(list(service.store.records())) == sum(boxes.values())  # every box once: none lost, none twice
-    assert len(service.store.photos()) == len(dataset.photos)
+    assert len(list(service._parts.store.records())) == sum(boxes.values())  # every box once: none lost, none twice
+    assert len(service._parts.store.photos()) == len(dataset.photos)

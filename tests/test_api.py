@@ -19,9 +19,9 @@ TOKEN = "s3cret"
 def make_client(settings, embedder, gallery_dir):
     def make(admin_token: str | None = TOKEN) -> tuple[TestClient, LogoService]:
         service = LogoService(settings.replace(admin_token=admin_token, max_upload_bytes=200_000), embedder=embedder)
-        if not service.store.count():
+        if not service._parts.store.count():
             import_folder(service, gallery_dir, progress=False)
-            service.build_index()
+            service.maintenance.build_index()
         return TestClient(create_app(service)), service
     return make
 
@@ -40,7 +40,7 @@ def test_ann_routes(make_client):
     assert 1 not in [r["logo_id"] for r in one["results"]]
     batch = client.post("/api/v1/ann/batch", json={"logo_ids": [1, 2, 999], "count": 3}).json()
     assert batch["count"] == 2 and set(batch["results"]) == {"1", "2"}
-    vector = service.store.vectors([4])[0].tolist()
+    vector = service._parts.store.vectors([4])[0].tolist()
     near = client.post("/api/v1/ann/from_embedding", json={"embedding": vector, "count": 1}).json()
     assert near["results"][0]["logo_id"] == 4 and near["results"][0]["distance"] < 1e-3
     assert client.get("/api/v1/logos/1/thumbnail").headers["content-type"] == "image/webp"
@@ -103,10 +103,10 @@ def test_add_requires_token_and_is_searchable_at_once(make_client, query_images)
 
 def test_read_only_deployment_refuses_writes(make_client, query_images):
     client, service = make_client(admin_token=None)
-    before = service.store.count()
+    before = service._parts.store.count()
     refused = client.post("/api/v1/ann/add", files=upload(query_images["Shell"]), headers={"X-Admin-Token": "x"})
     assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
-    assert service.store.count() == before
+    assert service._parts.store.count() == before
 
 
 def test_gradio_and_dash_are_mounted(make_client):
@@ -129,7 +129,7 @@ def test_robotoff_ann_requests_get_robotoff_ann_answers(make_client):
     random_ann = client.get("/api/v1/ann?count=4")
     assert random_ann.status_code == 200 and random_ann.json()["count"] == 4
     assert {"logo_id", "distance"} <= set(random_ann.json()["results"][0])
-    index = service.index_names()[0]
+    index = service.ann.index_names()[0]
     assert client.get(f"/api/v1/ann/1?count=2&index={index}").json()["count"] == 2
     unknown = client.get("/api/v1/ann/1?index=no-such-index")
     assert unknown.status_code == 400 and "unknown index" in unknown.json()["detail"]

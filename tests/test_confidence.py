@@ -43,13 +43,13 @@ def calibrated(tmp_path_factory, embedder) -> LogoService:
                         target_precision=0.9)
     service = LogoService(settings, embedder=embedder)
     import_folder(service, gallery, progress=False)
-    service.build_index()
-    service.calibrate()
+    service.maintenance.build_index()
+    service.calibration.fit()
     return service
 
 
 def _answer(service: LogoService, path: Path) -> tuple[str | None, float]:
-    prediction = service.search_photo(path).logos[0].prediction
+    prediction = service.search.photo(path).logos[0].prediction
     return prediction.label, prediction.confidence
 
 
@@ -63,7 +63,7 @@ def test_known_logos_get_a_high_calibrated_confidence(calibrated):
 
 
 def test_unseen_brands_are_unknown_with_their_neighbours_still_listed(calibrated):
-    results = [calibrated.search_photo(_files(brand)[0]).logos[0] for brand in UNSEEN]
+    results = [calibrated.search.photo(_files(brand)[0]).logos[0] for brand in UNSEEN]
     unknown = [logo for logo in results if logo.prediction.label is None]
     assert len(unknown) >= 4, [(logo.prediction.label, logo.prediction.confidence) for logo in results]
     assert all(len(logo.neighbours) == calibrated.settings.k for logo in results)
@@ -99,16 +99,16 @@ def test_thresholds_from_the_cli_and_the_api_change_the_answer(calibrated):
 def test_a_calibration_of_another_model_is_not_used(calibrated, tmp_path):
     query = _files("KFC")[3]
     calibrated_answer = _answer(calibrated, query)
-    saved = calibrated.calibration_path.read_text()
-    foreign = replace(calibrated.calibrator(), model_id="another-model", min_probability=1.0)
+    saved = calibrated.calibration.path.read_text()
+    foreign = replace(calibrated.calibration.current(), model_id="another-model", min_probability=1.0)
     try:
-        foreign.save(calibrated.calibration_path)
-        assert calibrated.calibrator() is None and calibrated.calibration_is_stale()
+        foreign.save(calibrated.calibration.path)
+        assert calibrated.calibration.current() is None and calibrated.calibration.is_stale()
         label, confidence = _answer(calibrated, query)  # the plain vote share again
         assert label == "KFC" and confidence != calibrated_answer[1]
     finally:
-        calibrated.calibration_path.write_text(saved)
-    assert Calibrator.load(calibrated.calibration_path, "another-model") is None
+        calibrated.calibration.path.write_text(saved)
+    assert Calibrator.load(calibrated.calibration.path, "another-model") is None
     assert _answer(calibrated, query) == calibrated_answer
 
 
@@ -116,27 +116,27 @@ def test_calibrate_from_the_cli_and_the_api(calibrated):
     client = TestClient(create_app(calibrated))
     assert client.post("/api/v1/calibrate").status_code == 401
     summary = client.post("/api/v1/calibrate", headers={"X-Admin-Token": TOKEN}).json()
-    assert summary["model"] == calibrated.store.model_id and summary["answers"] > 100
-    assert 0 < summary["max_distance"] < 2 and not calibrated.calibration_is_stale()
+    assert summary["model"] == calibrated._parts.store.model_id and summary["answers"] > 100
+    assert 0 < summary["max_distance"] < 2 and not calibrated.calibration.is_stale()
     assert run(["--data-dir", str(calibrated.settings.data_dir), "-q", "calibrate"]) == 0
 
 
 def test_the_distance_quantile_setting_moves_the_open_set_limit_and_a_change_refits(calibrated):
     known = [_files(brand)[3] for brand in ["KFC", "Lidl", "Starbucks", "Red Bull", "Nike", "Adidas"]]
-    default_limit = calibrated.calibrate().max_distance  # with its own settings (the CLI's test aims at 0.95)
+    default_limit = calibrated.calibration.fit().max_distance  # with its own settings (the CLI's test aims at 0.95)
     named = sum(_answer(calibrated, path)[0] is not None for path in known)
-    saved = calibrated.calibration_path.read_text()
-    strict = LogoService(replace(calibrated.settings, distance_quantile=0.3), embedder=calibrated.embedder)
+    saved = calibrated.calibration.path.read_text()
+    strict = LogoService(replace(calibrated.settings, distance_quantile=0.3), embedder=calibrated._parts.embedder)
     try:
-        assert strict.calibration_is_stale() and not calibrated.calibration_is_stale()
+        assert strict.calibration.is_stale() and not calibrated.calibration.is_stale()
         for vote in ({"k": 5}, {"machine_label_weight": 0.25}):  # the vote it was fitted on changed too
-            changed = LogoService(replace(calibrated.settings, **vote), embedder=calibrated.embedder)
-            assert changed.calibration_is_stale()
-        assert strict.calibrate().max_distance < default_limit
-        assert not strict.calibration_is_stale() and calibrated.calibration_is_stale()  # each refits to its own
+            changed = LogoService(replace(calibrated.settings, **vote), embedder=calibrated._parts.embedder)
+            assert changed.calibration.is_stale()
+        assert strict.calibration.fit().max_distance < default_limit
+        assert not strict.calibration.is_stale() and calibrated.calibration.is_stale()  # each refits to its own
         # 70 % of the labelled logos sit farther than the new limit from their nearest same-label logo: new photos
         # of known brands do too, and come back unknown
         assert sum(_answer(strict, path)[0] is not None for path in known) < named
     finally:
-        calibrated.calibration_path.write_text(saved)
-    assert not calibrated.calibration_is_stale()
+        calibrated.calibration.path.write_text(saved)
+    assert not calibrated.calibration.is_stale()

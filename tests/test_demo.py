@@ -28,9 +28,9 @@ def test_full_demo_adds_the_brands_to_the_bundled_ones_and_sizes_are_checked(set
     service = LogoService(settings, embedder=embedder)
     report = demo.build_demo(service, size="full", progress=False)
     bundled = sum(1 for folder in demo.DEMO_LOGOS.iterdir() for _ in folder.iterdir())
-    assert report["built"] and service.count() == report["logos"] == bundled + 30
+    assert report["built"] and service.insight.count() == report["logos"] == bundled + 30
     assert report["labels"] == 43 + 15
-    assert service.index.counts() == (bundled + 30, 0)
+    assert service._parts.index.counts() == (bundled + 30, 0)
     assert demo.build_demo(service, size="full", progress=False)["built"] is False  # a filled store is kept
     with pytest.raises(ConfigError, match="LOGOS_DEMO"):
         demo.build_demo(LogoService(settings.replace(data_dir=settings.data_dir / "other"), embedder=embedder),

@@ -114,6 +114,6 @@ def test_service_uses_an_external_detector_from_settings(tmp_path):
     path = export(tmp_path / "ext.onnx", FixedOutput(ONE_CLASS, 8400), 640)
     settings = Settings(data_dir=tmp_path / "data", detector="onnx", detector_path=path, detector_threshold=0.5)
     service = LogoService(settings)
-    detections = service.detect(Image.new("RGB", (640, 640)))
+    detections = service.search.detect(Image.new("RGB", (640, 640)))
     assert [d.box.to_list() for d in detections] == [[270.0, 295.0, 370.0, 345.0]]
     assert json.loads(json.dumps([d.kind for d in detections])) == ["logo"]

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=
 
 
 def _logos(service: LogoService) -> dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, str | None]]:
-    records = [r for r in service.store.records() if r.box is not None]
-    vectors = service.store.vectors([r.id for r in records])
+    records = [r for r in service._parts.store.records() if r.box is not None]
+    vectors = service._parts.store.vectors([r.id for r in records])
     return {(r.image_hash, tuple(round(v) for v in r.box.to_list())): (vector, r.label)
             for r, vector in zip(records, vectors, strict=True)}
 
@@ -39,7 +39,7 @@ def test_ray_import_gives_the_same_logos_and_vectors_as_the_plain_loop(tmp_path,
     for mode in ("plain", "ray"):
         service = LogoService(Settings(data_dir=tmp_path / mode, detector="logo-detector"), embedder=embedder)
         import_folder(service, gallery_dir, progress=False)
-        service.build_index()
+        service.maintenance.build_index()
         report = import_photos(service, photos, progress=False, ray=mode == "ray", workers=2)
         assert report.photos == 3 and [p for p, _ in report.failed] == [str((photos / "broken.jpg").resolve())]
         stores[mode] = _logos(service)
@@ -62,8 +62,8 @@ def test_reembed_on_ray_gives_the_same_vectors_as_the_plain_loop(tmp_path, galle
         grey = LogoService(Settings(data_dir=tmp_path / mode, detector="whole-image", embedder=GREY_EMBEDDER))
         import_folder(grey, gallery_dir, progress=False)
         colour = LogoService(Settings(data_dir=tmp_path / mode, detector="whole-image"))
-        report = colour.reembed(progress=False, ray=mode == "ray", workers=2)
-        assert report.logos == grey.count() and report.from_source == report.logos
-        vectors[mode] = colour.store.vectors(colour.store.ids())
+        report = colour.maintenance.reembed(progress=False, ray=mode == "ray", workers=2)
+        assert report.logos == grey.insight.count() and report.from_source == report.logos
+        vectors[mode] = colour._parts.store.vectors(colour._parts.store.ids())
     ray.shutdown()
     np.testing.assert_allclose(vectors["ray"], vectors["plain"], atol=1e-5)

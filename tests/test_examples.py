@@ -20,7 +20,7 @@ from pipeline.types import Box
 def full_demo(tmp_path_factory, embedder) -> LogoService:
     service = LogoService(Settings(data_dir=tmp_path_factory.mktemp("full-demo")), embedder=embedder)
     build_demo(service, size="full", progress=False)
-    service.calibrate()
+    service.calibration.fit()
     return service
 
 
@@ -34,7 +34,7 @@ def test_every_placed_example_logo_is_found_and_named_right_or_left_unknown(full
     placed = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
     answers = {}
     for name, items in placed.items():
-        logos = full_demo.search_photo(EXAMPLE_PHOTOS / name).logos
+        logos = full_demo.search.photo(EXAMPLE_PHOTOS / name).logos
         for item in items:
             truth = Box.from_sequence(item["box"])
             found = max(logos, key=lambda logo: _iou(logo.box, truth))
@@ -50,10 +50,10 @@ def test_every_placed_example_logo_is_found_and_named_right_or_left_unknown(full
 
 def test_the_real_coca_cola_cans_are_named_and_the_lavie_bottle_gets_no_label(full_demo):
     for photo in ("real-CocaCola-0003.jpg", "real-CocaCola-0014.jpg"):
-        logos = full_demo.search_photo(EXAMPLE_PHOTOS / photo).logos
+        logos = full_demo.search.photo(EXAMPLE_PHOTOS / photo).logos
         given = [logo.prediction.label for logo in logos if logo.prediction.label]
         # the can's logo: its nearest stored logo is Coca-Cola, well inside the store's same-label distances
         # (0.16-0.19 against a distance limit of 0.75), and the runner-up brands are 0.12-0.16 farther
         assert given and set(given) == {"Coca-Cola"}, [(logo.prediction, logo.neighbours[:3]) for logo in logos]
-    lavie = full_demo.search_photo(EXAMPLE_PHOTOS / "real-Lavie-0009.jpg").logos
+    lavie = full_demo.search.photo(EXAMPLE_PHOTOS / "real-Lavie-0009.jpg").logos
     assert all(logo.prediction.label is None for logo in lavie)  # Lavie is no demo brand: unknown, never wrong

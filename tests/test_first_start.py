@@ -54,15 +54,15 @@ def test_a_search_waits_for_the_first_index_then_is_answered_while_the_build_goe
     health = client.get("/health").json()
     assert (health["store"], health["store_progress"], health["calibration"]) == ("building", 0.0, "none")
     with pytest.raises(NotReadyError, match="Building the store: 0%"):
-        service.search_photo(_photo())
+        service.search.photo(_photo())
     answer = client.post("/api/v1/search", files={"file": ("a.png", _photo().read_bytes(), "image/png")})
     assert answer.status_code == 503 and int(answer.headers["Retry-After"]) > 0
     assert "try again in a few seconds" in answer.json()["detail"]
     assert client.get("/api/v1/ann/1").status_code == 503
 
     import_folder(service, gallery_dir, progress=False, advance=service.build.advance)
-    assert client.get("/health").json()["store_progress"] == round(service.count() / 200, 3)
-    service.build_index()  # the bundled logos are indexed: searches are answered, the build goes on
+    assert client.get("/health").json()["store_progress"] == round(service.insight.count() / 200, 3)
+    service.maintenance.build_index()  # the bundled logos are indexed: searches are answered, the build goes on
     result = client.post("/api/v1/search", files={"file": ("a.png", _photo().read_bytes(), "image/png")})
     assert result.status_code == 200 and result.json()["logos"][0]["label"] == "Coca-Cola"
     service.build.finish()
@@ -72,25 +72,25 @@ def test_a_search_waits_for_the_first_index_then_is_answered_while_the_build_goe
 def test_the_map_is_not_fitted_on_half_a_store(service, gallery_dir):
     import_folder(service, gallery_dir, progress=False)
     service.build.start(total=100, message="adding every simple-icons brand")
-    service.start_map()
-    assert service.map_status().state == "empty"  # the build starts it when it ends
+    service.insight.start_map()
+    assert service.insight.map_status().state == "empty"  # the build starts it when it ends
     service.build.finish()
-    service.start_map()
-    assert service.map_status().state in ("fitting", "ready")
-    assert service.wait_for_map(120).state == "ready"
+    service.insight.start_map()
+    assert service.insight.map_status().state in ("fitting", "ready")
+    assert service.insight.wait_for_map(120).state == "ready"
 
 
 def test_calibration_state_says_none_fitting_then_ready(service):
     import_folder(service, DEMO_LOGOS, progress=False)  # enough labels to calibrate
-    service.build_index()
-    assert service.calibration_state() == "none"
-    service.request_calibration()
-    assert service.calibration_state() == "fitting"  # from the request on, not only once the fit holds its lock
+    service.maintenance.build_index()
+    assert service.calibration.state() == "none"
+    service.calibration.request()
+    assert service.calibration.state() == "fitting"  # from the request on, not only once the fit holds its lock
     deadline = time.time() + 120
-    while service.calibration_state() == "fitting":
+    while service.calibration.state() == "fitting":
         assert time.time() < deadline, "the calibration never ended"
         time.sleep(0.2)
-    assert service.calibration_state() == "ready" and service.calibrator() is not None
+    assert service.calibration.state() == "ready" and service.calibration.current() is not None
 
 
 def test_the_app_answers_within_seconds_while_the_full_demo_store_is_built(tmp_path):
@@ -150,8 +150,8 @@ def test_the_pages_show_the_build_and_a_search_during_it_gets_the_message(servic
         page.screenshot(path=str(artifacts / "first-start-search.png"), full_page=True)
 
         import_folder(service, gallery_dir, progress=False, advance=service.build.advance)
-        service.build_index()
-        playwright.expect(status).to_contain_text(f"{(50 + service.count()) / 200:.0%}", timeout=30_000)
+        service.maintenance.build_index()
+        playwright.expect(status).to_contain_text(f"{(50 + service.insight.count()) / 200:.0%}", timeout=30_000)
         page.get_by_role("button", name="Search", exact=True).click()
         playwright.expect(page.get_by_text("Logo 1: Coca-Cola").first).to_be_visible(timeout=60_000)
 

@@ -71,7 +71,7 @@ def test_an_unknown_logo_keeps_its_best_guess_apart_from_its_label():
 
 
 def test_the_search_json_adds_a_guess_only_when_the_logo_is_unknown():
-    from pipeline.service import proposal
+    from pipeline.usecases.ingest import proposal
     from pipeline.types import Box, LogoMatch, Prediction
 
     unknown = LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.45, {"acme": 0.6}, "acme", 0.45), [])

@@ -1,4 +1,5 @@
-"""The layout keeps its promises: the runtime never imports training code, and the UIs only talk to the service."""
+"""The layout keeps its promises: the runtime never imports training code, its modules import each other without a
+cycle, and only the use cases (``pipeline/usecases/``) touch the store, the index and the map."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME = [ROOT / "app.py", *sorted((ROOT / "pipeline").glob("*.py")), *sorted((ROOT / "web").glob("*.py")),
-           *sorted((ROOT / "dashboard").glob("*.py"))]
-UIS = [ROOT / "app.py", *sorted((ROOT / "web").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py"))]
+RUNTIME = [ROOT / "app.py", *sorted((ROOT / "pipeline").glob("*.py")), *sorted((ROOT / "pipeline/usecases").glob("*.py")),
+           *sorted((ROOT / "web").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py"))]
+USE_CASES = ROOT / "pipeline/usecases"
+# what a use case holds; everything else goes through the use cases (pipeline/service.py wires them)
+INSIDE = {"pipeline.usecases.parts.Parts", "pipeline.store.LogoStore", "pipeline.index.LogoIndex",
+          "pipeline.projection.LogoMap"}
+# the modules that call the use cases: front ends, the CLI and the pipeline's own orchestration
+CALLERS = [ROOT / "app.py", *sorted((ROOT / "web").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py")),
+           *(ROOT / "pipeline" / name for name in ("cli.py", "demo.py", "importing.py", "evaluation.py",
+                                                   "service.py"))]
 
 
 def _imports(path: Path) -> set[str]:
@@ -59,10 +67,58 @@ def test_the_import_walk_would_catch_a_training_import(tmp_path):
     assert "pipeline.training" in _imports(probe)
 
 
-def test_user_interfaces_only_talk_to_the_service():
-    """No UI reaches past the service facade into ``service.store`` or ``service.map``."""
-    for path in UIS:
+def test_nothing_reaches_around_the_use_cases():
+    """Callers name no store, index, map or parts, and no module but the wiring touches a service's parts."""
+    for path in CALLERS:
+        names = _imports(path)
+        reached = names & INSIDE if path.name != "service.py" else names & (INSIDE - {"pipeline.usecases.parts.Parts"})
+        assert not reached, f"{path.relative_to(ROOT)} imports {sorted(reached)}: call a use case instead"
+    for path in RUNTIME:
+        if path.name == "service.py" or path.is_relative_to(USE_CASES):
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Attribute) and node.attr in {"store", "map", "index"}
-                    and isinstance(node.value, ast.Name) and node.value.id == "service"):
-                raise AssertionError(f"{path.relative_to(ROOT)}:{node.lineno} uses service.{node.attr}")
+            if isinstance(node, ast.Attribute) and node.attr == "_parts":
+                raise AssertionError(f"{path.relative_to(ROOT)}:{node.lineno} reaches into a service's parts")
+
+
+def test_the_check_would_catch_a_caller_reaching_for_the_store(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from pipeline.store import LogoStore, NewLogo\n")
+    assert _imports(probe) & INSIDE == {"pipeline.store.LogoStore"}
+
+
+def _graph() -> dict[Path, set[Path]]:
+    """Which runtime module imports which (lazy imports included; typing-only ones left out)."""
+    graph = {}
+    for path in RUNTIME:
+        tree = ast.parse(path.read_text())
+        typing_only = {id(inner) for node in ast.walk(tree)
+                       if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                       for child in node.body for inner in ast.walk(child)}
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and id(node) not in typing_only:
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and id(node) not in typing_only and node.module:
+                names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        graph[path] = {found for name in names if (found := _module_file(name)) is not None} - {path}
+    return graph
+
+
+def test_no_import_cycle():
+    """Modules that import each other (even through a function-local import) cannot be understood apart."""
+    graph = _graph()
+    done: set[Path] = set()
+
+    def visit(path: Path, stack: list[Path]) -> None:
+        if path in stack:
+            cycle = stack[stack.index(path):] + [path]
+            raise AssertionError("import cycle: " + " -> ".join(p.relative_to(ROOT).as_posix() for p in cycle))
+        if path in done:
+            return
+        for target in graph.get(path, ()):
+            visit(target, [*stack, path])
+        done.add(path)
+
+    for path in graph:
+        visit(path, [])

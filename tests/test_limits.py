@@ -47,20 +47,20 @@ def busy_service(settings, embedder, gallery_dir) -> LogoService:
     service = LogoService(settings.replace(max_active=1, max_queued=0, queue_timeout=5.0,
                                            max_upload_bytes=200_000), embedder=embedder)
     import_folder(service, gallery_dir, progress=False)
-    service.build_index()
+    service.maintenance.build_index()
     return service
 
 
 def test_a_search_beyond_the_queue_gets_503_with_retry_after_and_health_stays_quick(busy_service, query_images,
                                                                                   monkeypatch):
     release = threading.Event()
-    original = busy_service.search_photo
+    original = busy_service.search.photo
 
     def slow(*args, **kwargs):
         release.wait(10)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(busy_service, "search_photo", slow)
+    monkeypatch.setattr(busy_service.search, "photo", slow)
     client = TestClient(create_app(busy_service))
     photo = {"file": ("a.jpg", query_images["Shell"].read_bytes(), "image/jpeg")}
     first: dict[str, int] = {}

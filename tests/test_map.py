@@ -39,14 +39,14 @@ def labelled_service(tmp_path) -> tuple[LogoService, list[int]]:
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
     labels = [name for name in "abcd" for _ in range(8)]
     labels[3] = "b"  # the known mistake
-    ids = fill(service.store, clustered(4, 8), labels)
-    service.build_index()
+    ids = fill(service._parts.store, clustered(4, 8), labels)
+    service.maintenance.build_index()
     return service, ids
 
 
 def test_cluster_health_finds_the_mislabelled_logo(labelled_service):
     service, ids = labelled_service
-    report = service.cluster_health(k=5)
+    report = service.insight.cluster_health(k=5)
     assert [(s.logo_id, s.label, s.neighbours_say) for s in report.suspects] == [(ids[3], "b", "a")]
     purity = {h.label: h.purity for h in report.labels}
     assert purity["c"] == purity["d"] == 1.0
@@ -56,8 +56,8 @@ def test_cluster_health_finds_the_mislabelled_logo(labelled_service):
 
 def test_fixing_the_label_clears_the_suspect(labelled_service):
     service, ids = labelled_service
-    service.bulk_label([ids[3]], "a")
-    report = service.cluster_health(k=5)
+    service.labels.bulk([ids[3]], "a")
+    report = service.insight.cluster_health(k=5)
     assert report.suspects == [] and all(h.purity == 1.0 for h in report.labels)
 
 
@@ -65,7 +65,7 @@ def _wait_for_health(service: LogoService, timeout: float = 30.0):
     import time
 
     deadline = time.time() + timeout
-    while (report := service.cluster_health(k=5, wait=False)) is None:
+    while (report := service.insight.cluster_health(k=5, wait=False)) is None:
         assert time.time() < deadline, "cluster health never came"
         time.sleep(0.05)
     return report
@@ -73,40 +73,40 @@ def _wait_for_health(service: LogoService, timeout: float = 30.0):
 
 def test_cluster_health_runs_in_the_background_never_on_a_read_and_samples_a_big_store(labelled_service,
                                                                                         monkeypatch):
-    import pipeline.service as service_module
+    import pipeline.usecases.insight as service_module
 
     service, ids = labelled_service
     monkeypatch.setattr(service_module, "HEALTH_SETTLE_S", 0.05)
     monkeypatch.setattr(service_module, "HEALTH_SAMPLE", 20)  # a "big" store: 32 logos, 20 searched
-    assert service.cluster_health(k=5, wait=False) is None  # a read (a page load) computes nothing
-    assert service.cluster_health(k=5, wait=False) is None
-    service.settings = service.settings.replace(k=5)
-    service.request_health()
+    assert service.insight.cluster_health(k=5, wait=False) is None  # a read (a page load) computes nothing
+    assert service.insight.cluster_health(k=5, wait=False) is None
+    service._parts.settings = service.settings.replace(k=5)
+    service.insight.request_health()
     report = _wait_for_health(service)
     assert (report.sampled, report.logos) == (20, 32)
     assert {h.label for h in report.labels} <= set("abcd") and report.labels
     assert all(s.label == "b" for s in report.suspects)  # only the known mistake can be one
-    assert service.cluster_health(k=5, wait=False) is report  # every later read shares the one report
-    service.bulk_label([ids[3]], "a")  # a label change: the same neighbours, a new report...
-    assert service.cluster_health(k=5, wait=False) is None  # ...made in the background, never by a read
+    assert service.insight.cluster_health(k=5, wait=False) is report  # every later read shares the one report
+    service.labels.bulk([ids[3]], "a")  # a label change: the same neighbours, a new report...
+    assert service.insight.cluster_health(k=5, wait=False) is None  # ...made in the background, never by a read
     fixed = _wait_for_health(service)
-    assert fixed is not report and fixed.suspects == [] and service.cluster_health(k=5, wait=False) is fixed
-    fill(service.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
-    assert service.cluster_health(k=5, wait=False) is None
-    service.request_health()
+    assert fixed is not report and fixed.suspects == [] and service.insight.cluster_health(k=5, wait=False) is fixed
+    fill(service._parts.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
+    assert service.insight.cluster_health(k=5, wait=False) is None
+    service.insight.request_health()
     assert _wait_for_health(service).logos == 35
 
 
 def test_unlabelled_clusters_on_the_map_are_found_and_follow_label_changes(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", embedder="efficientnet-lite0"))
-    ids = fill(service.store, clustered(4, 12), ["a"] * 12 + ["b"] * 12 + [None] * 24)
-    service.build_index()
-    service.start_map()
-    assert service.map.wait(300).state == "ready"
-    found = [set(c.ids) for c in service.cluster_health(k=5).clusters]
+    ids = fill(service._parts.store, clustered(4, 12), ["a"] * 12 + ["b"] * 12 + [None] * 24)
+    service.maintenance.build_index()
+    service.insight.start_map()
+    assert service._parts.map.wait(300).state == "ready"
+    found = [set(c.ids) for c in service.insight.cluster_health(k=5).clusters]
     assert sorted(found, key=min) == [set(ids[24:36]), set(ids[36:])]  # the two unlabelled groups, nothing else
-    service.bulk_label(ids[24:36], "c")
-    found = [set(c.ids) for c in service.cluster_health(k=5).clusters]
+    service.labels.bulk(ids[24:36], "c")
+    found = [set(c.ids) for c in service.insight.cluster_health(k=5).clusters]
     assert all(group <= set(ids[36:]) for group in found)  # labelled now: no longer an unlabelled cluster
 
 
@@ -140,44 +140,44 @@ def test_the_labels_version_changes_with_every_label_change_undo_and_add(tmp_pat
 
 def test_bulk_label_and_undo_restore_labels_and_sources_exactly(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
-    ids = fill(service.store, clustered(1, 3), ["x", None, "y"])
-    service.store.set_label([ids[2]], "y", LabelSource.MACHINE)
-    before = service.store.labels(ids)
-    action = service.bulk_label(ids, "z", session="tab-a")
-    assert {label for label, _ in service.store.labels(ids).values()} == {"z"}
-    assert {source for _, source in service.store.labels(ids).values()} == {LabelSource.HUMAN}
+    ids = fill(service._parts.store, clustered(1, 3), ["x", None, "y"])
+    service._parts.store.set_label([ids[2]], "y", LabelSource.MACHINE)
+    before = service._parts.store.labels(ids)
+    action = service.labels.bulk(ids, "z", session="tab-a")
+    assert {label for label, _ in service._parts.store.labels(ids).values()} == {"z"}
+    assert {source for _, source in service._parts.store.labels(ids).values()} == {LabelSource.HUMAN}
     assert action.previous == before
-    service.bulk_label(ids[:1], None, session="tab-a")  # a second action: clear one
-    assert service.store.labels(ids[:1])[ids[0]] == (None, None)
-    assert service.undo_label("tab-b") is None  # another visitor has nothing to undo
-    service.undo_label("tab-a")
-    service.undo_label("tab-a")
-    assert service.store.labels(ids) == before
-    assert service.undo_label("tab-a") is None
-    history = service.store.label_history(ids[0])
+    service.labels.bulk(ids[:1], None, session="tab-a")  # a second action: clear one
+    assert service._parts.store.labels(ids[:1])[ids[0]] == (None, None)
+    assert service.labels.undo("tab-b") is None  # another visitor has nothing to undo
+    service.labels.undo("tab-a")
+    service.labels.undo("tab-a")
+    assert service._parts.store.labels(ids) == before
+    assert service.labels.undo("tab-a") is None
+    history = service._parts.store.label_history(ids[0])
     assert [(e["old_label"], e["new_label"]) for e in history] == [("z", "x"), (None, "z"), ("z", None), ("x", "z"),
                                                                    (None, "x")]  # the last: added labelled
 
 
 def test_undo_is_per_session_and_never_reverts_a_later_change_by_someone_else(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
-    ids = fill(service.store, clustered(1, 3), [None, None, None])
-    service.bulk_label(ids, "mine", session="a", who="alice")
-    service.bulk_label(ids[:1], "theirs", session="b", who="bob")
-    undone = service.undo_label("a", who="alice")
+    ids = fill(service._parts.store, clustered(1, 3), [None, None, None])
+    service.labels.bulk(ids, "mine", session="a", who="alice")
+    service.labels.bulk(ids[:1], "theirs", session="b", who="bob")
+    undone = service.labels.undo("a", who="alice")
     assert undone is not None and undone.ids == ids[1:]  # ids[0] was changed since by b: it keeps b's label
-    labels = service.store.labels(ids)
+    labels = service._parts.store.labels(ids)
     assert labels[ids[0]] == ("theirs", LabelSource.HUMAN) and labels[ids[1]] == (None, None)
-    assert service.store.label_history(ids[0])[0]["who"] == "bob"
-    assert service.undo_label("b") is not None and service.store.labels(ids[:1])[ids[0]] == ("mine", LabelSource.HUMAN)
+    assert service._parts.store.label_history(ids[0])[0]["who"] == "bob"
+    assert service.labels.undo("b") is not None and service._parts.store.labels(ids[:1])[ids[0]] == ("mine", LabelSource.HUMAN)
 
 
 def test_bulk_label_refuses_unknown_ids_and_changes_nothing(tmp_path):
     service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
-    ids = fill(service.store, clustered(1, 2), ["x", "x"])
+    ids = fill(service._parts.store, clustered(1, 2), ["x", "x"])
     with pytest.raises(Exception, match="unknown logo"):
-        service.bulk_label([ids[0], 999], "y")
-    assert {label for label, _ in service.store.labels(ids).values()} == {"x"}
+        service.labels.bulk([ids[0], 999], "y")
+    assert {label for label, _ in service._parts.store.labels(ids).values()} == {"x"}
 
 
 def test_unlabelled_clusters_rank_big_dense_groups_first():

@@ -272,9 +272,9 @@ def test_sigkill_during_an_import_loses_no_committed_logo(tmp_path):
     _kill_when(writer, lambda: _count(data) >= 20)
     committed = _count(data)  # read after the kill: what the writer had committed
     service = LogoService(Settings(data_dir=data, detector="whole-image"))
-    after = service.count()
-    assert after == committed >= 20 and service.store.label_counts()  # what was committed is there, labelled
-    result = service.search_photo(next(folder.rglob("*.png")))
+    after = service.insight.count()
+    assert after == committed >= 20 and service._parts.store.label_counts()  # what was committed is there, labelled
+    result = service.search.photo(next(folder.rglob("*.png")))
     assert result.logos and result.logos[0].neighbours
     finished = _cli(data, "import-folder", str(folder))  # a re-run completes the import
     assert finished.wait(600) == 0, finished.stderr.read().decode()[-2000:]
@@ -317,7 +317,7 @@ def test_sigkill_during_a_reembed_keeps_the_old_model_and_every_logo(tmp_path):
     store = LogoStore(data)
     assert (store.count(), store.model_id) == (count, model)
     service = LogoService(Settings(data_dir=data, detector="whole-image", embedder="efficientnet-lite0-ms"))
-    assert service.search_photo(next((DEMO_LOGOS / "Lidl").glob("*.png"))).logos[0].prediction.label == "Lidl"
+    assert service.search.photo(next((DEMO_LOGOS / "Lidl").glob("*.png"))).logos[0].prediction.label == "Lidl"
     again = _cli(data, "reembed")
     assert again.wait(600) == 0, again.stderr.read().decode()[-2000:]
     assert LogoStore(data).count() == count and LogoStore(data).model_id != model

@@ -177,4 +177,4 @@ def test_a_private_address_is_refused_by_the_api_and_nothing_is_stored(images, s
     answer = client.post("/api/v1/ann/add", headers={"X-Admin-Token": TOKEN}, json={
         "image_url": images + "/photo.jpg", "logos": [{"id": 7_000_003, "bounding_box": [0, 0, 1, 1]}]})
     assert answer.status_code == 400 and "non-public address" in answer.json()["detail"]
-    assert service.count() == 0
+    assert service.insight.count() == 0

@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def filled(service: LogoService, gallery_dir: Path) -> LogoService:
     report = import_folder(service, gallery_dir, progress=False)
     assert len(report.added) == 3 * len(BRANDS) and not report.failed
-    service.build_index()
+    service.maintenance.build_index()
     return service
 
 
 def test_held_out_photos_are_named(filled, query_images):
-    right = sum(filled.search_photo(path).logos[0].prediction.label == brand for brand, path in query_images.items())
+    right = sum(filled.search.photo(path).logos[0].prediction.label == brand for brand, path in query_images.items())
     assert right >= len(BRANDS) - 1
 
 
@@ -38,29 +38,29 @@ def test_search_photo_with_boxes_reports_original_coordinates(filled, query_imag
     poster = Image.new("RGB", (logo.width * 3, logo.height * 2), "white")
     poster.paste(logo, (logo.width * 2, logo.height))
     box = [logo.width * 2, logo.height, logo.width * 3, logo.height * 2]
-    result = filled.search_photo(poster, boxes=[box, [0, 0, 10_000, 20]])
+    result = filled.search.photo(poster, boxes=[box, [0, 0, 10_000, 20]])
     assert result.logos[0].box.to_list() == [float(v) for v in box]
     assert result.logos[0].prediction.label == "Starbucks"
     assert result.logos[1].box.to_list() == [0.0, 0.0, float(poster.width), 20.0]  # clipped
     with pytest.raises(ValueError, match="outside"):
-        filled.search_photo(poster, boxes=[[5000, 5000, 6000, 6000]])
+        filled.search.photo(poster, boxes=[[5000, 5000, 6000, 6000]])
 
 
 def test_add_is_searchable_at_once_and_labels_apply(filled, query_images):
-    before = filled.stats()
-    ids = filled.add_logos(query_images["KFC"], labels=["KFC"])
-    stats = filled.stats()
+    before = filled.insight.stats()
+    ids = filled.ingest.photo(query_images["KFC"], labels=["KFC"])
+    stats = filled.insight.stats()
     assert stats.logos == before.logos + 1 and stats.pending == 1
-    assert filled.search_logo(ids[0], k=3)[0].label == "KFC"
-    neighbours = filled.search_photo(query_images["KFC"]).logos[0].neighbours
+    assert filled.search.logo(ids[0], k=3)[0].label == "KFC"
+    neighbours = filled.search.photo(query_images["KFC"]).logos[0].neighbours
     assert neighbours[0].id == ids[0] and neighbours[0].distance < 1e-3
-    assert filled.label(ids, "Kentucky", LabelSource.MACHINE).ids == []  # human label stays
-    assert filled.label(ids, "Kentucky", LabelSource.HUMAN).ids == ids
-    assert filled.store.get(ids)[0].label == "Kentucky"
+    assert filled.labels.set(ids, "Kentucky", LabelSource.MACHINE).ids == []  # human label stays
+    assert filled.labels.set(ids, "Kentucky", LabelSource.HUMAN).ids == ids
+    assert filled._parts.store.get(ids)[0].label == "Kentucky"
     with pytest.raises(LogoNotFoundError):
-        filled.search_logo(10_000)
+        filled.search.logo(10_000)
     with pytest.raises(ValueError, match="labels for"):
-        filled.add_logos(query_images["KFC"], labels=["a", "b"])
+        filled.ingest.photo(query_images["KFC"], labels=["a", "b"])
 
 
 def test_import_skips_duplicates_and_reports_bad_files(service, gallery_dir, tmp_path):
@@ -151,12 +151,12 @@ def test_cli_import_dataset_adds_each_box_with_its_label_once(service, query_ima
     data = str(service.settings.data_dir)
     assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 0
     assert json.loads(capsys.readouterr().out) == {"added": 3, "duplicates": 0, "failed": []}
-    records = service.store.get(service.store.ids())
+    records = service._parts.store.get(service._parts.store.ids())
     assert sorted((r.label, [round(v) for v in r.box.to_list()]) for r in records) == sorted(truth)
     assert {r.label_source for r in records} == {LabelSource.HUMAN}
     assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 0
     # every photo was recorded, the one without a box too: a re-run finds all three done
-    assert json.loads(capsys.readouterr().out)["duplicates"] == 3 and service.store.count() == 3
+    assert json.loads(capsys.readouterr().out)["duplicates"] == 3 and service._parts.store.count() == 3
     (tmp_path / "ds" / "labels" / "photo1.txt").write_text("0 0.5 0.5 0.2\n")
     assert run(["--data-dir", data, "-q", "import-dataset", str(tmp_path / "ds"), "--format", "yolo"]) == 1
     assert "photo1.txt line 1" in capsys.readouterr().err

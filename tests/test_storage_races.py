@@ -96,14 +96,14 @@ def test_a_growing_delta_is_compacted_by_a_background_rebuild(settings, embedder
 
     service = LogoService(settings.replace(compact_after=5), embedder=embedder)
     colours = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
-    service.add_logos(Image.new("RGB", (40, 40), colours[0]), labels=["a"])
-    service.build_index()
+    service.ingest.photo(Image.new("RGB", (40, 40), colours[0]), labels=["a"])
+    service.maintenance.build_index()
     for colour in colours[1:]:
-        service.add_logos(Image.new("RGB", (40, 40), colour), labels=[colour])
+        service.ingest.photo(Image.new("RGB", (40, 40), colour), labels=[colour])
     deadline = time.monotonic() + 60
-    while service.index.counts()[0] < 7 and time.monotonic() < deadline:
+    while service._parts.index.counts()[0] < 7 and time.monotonic() < deadline:
         time.sleep(0.2)
-    indexed, pending = service.index.counts()
+    indexed, pending = service._parts.index.counts()
     assert indexed >= 7 and indexed + pending == 8
 
 

@@ -27,7 +27,7 @@ MALFORMED = ["tökén".encode(), "é" * 10, "", " ", "x" * (MAX_TOKEN_BYTES + 1)
 def filled(settings, embedder, gallery_dir) -> LogoService:
     service = LogoService(settings.replace(admin_token=TOKEN), embedder=embedder)
     import_folder(service, gallery_dir, progress=False)
-    service.build_index()
+    service.maintenance.build_index()
     return service
 
 
@@ -40,19 +40,19 @@ def test_a_malformed_token_is_denied_never_an_error(token):
 def test_api_answers_401_to_a_non_ascii_token(filled, query_images):
     client = TestClient(create_app(filled))
     photo = {"file": ("a.jpg", query_images["Shell"].read_bytes(), "image/jpeg")}
-    before = filled.count()
+    before = filled.insight.count()
     for header in ({"X-Admin-Token": "tökén".encode()}, {"Authorization": "Bearer ünïcode".encode()},
                    {"X-Admin-Token": "x" * 10_000}):
         answer = client.post("/api/v1/ann/add", files=photo, headers=header)
         assert answer.status_code == 401 and "admin token" in answer.json()["detail"]
-    assert filled.count() == before
+    assert filled.insight.count() == before
 
 
 def test_an_internal_error_is_a_500_with_a_short_detail_and_a_logged_traceback(filled, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(filled, "search_logo", broken)
+    monkeypatch.setattr(filled.search, "logo", broken)
     client = TestClient(create_app(filled), raise_server_exceptions=False)
     with caplog.at_level(logging.ERROR, logger="web.errors"):
         answer = client.get("/api/v1/ann/1")
@@ -97,15 +97,15 @@ def _bulk(client: TestClient, token: str, ids: list[int], session: str = "tab-1"
 
 def test_dash_refuses_a_non_ascii_token_and_undo_is_per_session(filled):
     client = TestClient(create_app(filled))
-    ids = filled.stored_ids()[0][:2]
-    before = {i: filled.label_of(i) for i in ids}
+    ids = filled.ann.stored_ids()[0][:2]
+    before = {i: filled.labels.of(i) for i in ids}
     assert "valid admin token" in _bulk(client, "tökén", ids)
-    assert {i: filled.label_of(i) for i in ids} == before
+    assert {i: filled.labels.of(i) for i in ids} == before
     assert _bulk(client, TOKEN, ids, session="tab-1").startswith("Labelled 2 logos")
     assert _bulk(client, TOKEN, ids, session="tab-2", trigger="undo") == "Nothing to undo."  # another visitor
-    assert filled.label_of(ids[0])[0] == "Relabelled"
+    assert filled.labels.of(ids[0])[0] == "Relabelled"
     assert _bulk(client, TOKEN, ids, session="tab-1", trigger="undo").startswith("Undone: 2 logos")
-    assert {i: filled.label_of(i) for i in ids} == before
+    assert {i: filled.labels.of(i) for i in ids} == before
 
 
 def _show_search(client: TestClient, query: str) -> str:
@@ -121,9 +121,9 @@ def _show_search(client: TestClient, query: str) -> str:
 def test_one_visitors_search_is_not_shown_to_another(filled, query_images):
     """Visitor A searches; visitor B's map (no link, or a guessed one) shows nothing of it."""
     client = TestClient(create_app(filled))
-    result = filled.search_photo(query_images["KFC"])
-    link_a = filled.share_search(result)
-    assert filled.search_links.get(link_a) is result
+    result = filled.search.photo(query_images["KFC"])
+    link_a = filled.search.share(result)
+    assert filled._parts.search_links.get(link_a) is result
     assert "Search a photo in the Search tab first" in _show_search(client, "")
     assert "expired" in _show_search(client, "?search=" + link_a[:-2] + "xx")
 
@@ -135,7 +135,7 @@ def test_ids_beyond_64_bits_and_degenerate_embeddings_are_the_callers_mistake(fi
     assert client.get(f"/api/v1/logos/{huge}/thumbnail").status_code == 404
     batch = client.post("/api/v1/ann/batch", json={"logo_ids": [huge, 1], "count": 2})
     assert batch.status_code == 200 and list(batch.json()["results"]) == ["1"]
-    dim = len(filled.store.vectors([1])[0])
+    dim = len(filled._parts.store.vectors([1])[0])
     for vector in ([0.0] * dim, [float("nan")] * dim):
         answer = client.post("/api/v1/ann/from_embedding", content=json.dumps({"embedding": vector}),
                              headers={"content-type": "application/json"})
@@ -161,7 +161,7 @@ def test_stored_ids_and_the_batch_walk_come_in_pages(filled):
 
     client = TestClient(create_app(filled))
     every = client.get("/api/v1/ann/stored").json()
-    assert every["count"] == filled.count() == len(every["stored"]) and every["next_after"] is None
+    assert every["count"] == filled.insight.count() == len(every["stored"]) and every["next_after"] is None
     pages, after = [], 0
     while True:
         page = client.get("/api/v1/ann/stored", params={"limit": 5, "after": after}).json()
@@ -170,7 +170,7 @@ def test_stored_ids_and_the_batch_walk_come_in_pages(filled):
         if page["next_after"] is None:
             break
         after = page["next_after"]
-    assert [i for page in pages for i in page] == every["stored"] and len(pages) == -(-filled.count() // 5)
+    assert [i for page in pages for i in page] == every["stored"] and len(pages) == -(-filled.insight.count() // 5)
     assert client.get("/api/v1/ann/stored", params={"limit": 0}).status_code == 422
     assert client.get("/api/v1/ann/stored", params={"limit": 100_001}).status_code == 422
 
@@ -209,9 +209,9 @@ def test_a_map_past_its_point_limit_shows_density_and_every_logo_in_view_on_zoom
 
     service = LogoService(settings.replace(map_points=10), embedder=embedder)
     import_folder(service, gallery_dir, progress=False)
-    service.start_map()
-    assert service.map.wait(300).state == "ready"
-    points = service.map_points()
+    service.insight.start_map()
+    assert service._parts.map.wait(300).state == "ready"
+    points = service.insight.map_points()
     client = TestClient(create_app(service))
 
     whole, meta = _map_figure(client, None, None, "map-key.data")
@@ -258,7 +258,7 @@ def test_a_page_export_leaves_no_folder_behind_and_is_served_from_the_swept_cach
     from web.search_ui import served_archive
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
-    archive, _ = filled.export("csv")
+    archive, _ = filled.insight.export("csv")
     built = archive.parent
     kept = served_archive(archive)
     assert not built.exists()  # the temporary folder is gone at once
@@ -271,6 +271,6 @@ def test_the_map_summary_says_what_to_do_with_an_empty_or_unlabelled_store(servi
     assert "The store is empty" in summary_text(service) and "import-folder" in summary_text(service)
     import_folder(service, gallery_dir, progress=False)
     assert "No labels yet" not in summary_text(service)
-    service.label(service.store.ids(), None)  # every label cleared
+    service.labels.set(service._parts.store.ids(), None)  # every label cleared
     summary = summary_text(service)
     assert summary.startswith("18 logos, 0 labels") and "No labels yet: lasso a group" in summary

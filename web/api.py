@@ -26,7 +26,9 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from pipeline.annotation import ReviewVerdict
 from pipeline.errors import BadInputError, ImageTooLargeError, LogoNotFoundError
 from pipeline.exports import EXPORTERS, ExportOptions
-from pipeline.service import MAX_LOGO_ID, LogoService, calibration_summary
+from pipeline.service import LogoService
+from pipeline.usecases.calibration import calibration_summary
+from pipeline.usecases.parts import MAX_LOGO_ID
 from pipeline.types import LabelSource, Neighbour
 from web.auth import Access, AdminAuth, bearer_token
 from web.limits import OverloadedError, RequestGate
@@ -152,7 +154,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
 
     @router.get("/ann/count")
     def count() -> dict[str, int]:
-        return {"count": service.count()}
+        return {"count": service.insight.count()}
 
     @router.get("/ann/stored")
     def stored(limit: Annotated[int, Query(ge=1, le=MAX_STORED_PAGE, description="ids per page")] = MAX_STORED_PAGE,
@@ -160,13 +162,13 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                ) -> dict[str, Any]:
         """Stored logos by the ids clients know, ``limit`` at a time (robotoff-ann answered all at once; a store
         under ``limit`` logos still comes in one page). ``next_after`` is null on the last page."""
-        ids, next_after = service.stored_ids(after, limit)
+        ids, next_after = service.ann.stored_ids(after, limit)
         return {"stored": ids, "count": len(ids), "next_after": next_after}
 
     def neighbours_of(store_id: int, count: int) -> NeighboursOut:
         """A stored logo's neighbours, each by the id its client knows."""
-        neighbours = service.search_logo(store_id, count)
-        return _out(neighbours, service.client_ids([n.id for n in neighbours]))
+        neighbours = service.search.logo(store_id, count)
+        return _out(neighbours, service.ann.client_ids([n.id for n in neighbours]))
 
     def batch(logo_ids: list[int], count: int, store_ids: list[int] | None = None) -> BatchOut:
         asked = max(len(logo_ids), len(store_ids or ()))
@@ -176,11 +178,11 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         results = {}
         for logo_id in logo_ids:
             try:
-                results[logo_id] = neighbours_of(service.resolve_client_id(logo_id), count).results
+                results[logo_id] = neighbours_of(service.ann.resolve_client_id(logo_id), count).results
             except LogoNotFoundError:
                 continue  # as robotoff-ann: unknown ids are left out
         if store_ids:
-            clients = service.client_ids(store_ids)
+            clients = service.ann.client_ids(store_ids)
             for store_id in store_ids:
                 try:
                     results[clients[store_id]] = neighbours_of(store_id, count).results
@@ -197,9 +199,9 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                       ) -> BatchOut:
         """robotoff-ann's batch route: a GET with a comma-separated list; or, without ``logo_ids``, the
         neighbours of every stored logo a page at a time (``limit``, ``after``; no ``next_after`` on the last page)."""
-        service.check_index(index)
+        service.ann.check_index(index)
         if logo_ids is None:
-            page, next_after = service.page_of_logos(after, limit)
+            page, next_after = service.ann.page_of_logos(after, limit)
             answer = batch([], count, store_ids=page)
             return BatchOut(results=answer.results, count=answer.count, next_after=next_after)
         try:
@@ -213,26 +215,26 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
     @router.post("/ann/batch", response_model=BatchOut, response_model_exclude_none=True, dependencies=[heavy],
                  max_body_size=JSON_BODY_BYTES)
     def ann_batch(body: BatchIn, index: Index = None) -> BatchOut:
-        service.check_index(index)
+        service.ann.check_index(index)
         return batch(body.logo_ids, body.count)
 
     @router.get("/ann", response_model=NeighboursOut)
     def ann_random(count: Count = 100, index: Index = None) -> NeighboursOut:
         """robotoff-ann's route: the neighbours of a stored logo picked at random."""
-        service.check_index(index)
-        return neighbours_of(service.random_logo_id(), count)
+        service.ann.check_index(index)
+        return neighbours_of(service.ann.random_logo_id(), count)
 
     @router.get("/ann/{logo_id}", response_model=NeighboursOut)
     def ann(logo_id: int, count: Count = 100, index: Index = None) -> NeighboursOut:
-        service.check_index(index)
-        return neighbours_of(service.resolve_client_id(logo_id), count)
+        service.ann.check_index(index)
+        return neighbours_of(service.ann.resolve_client_id(logo_id), count)
 
     @router.post("/ann/from_embedding", response_model=NeighboursOut, max_body_size=JSON_BODY_BYTES)
     def ann_from_embedding(body: EmbeddingIn, index: Index = None) -> NeighboursOut:
-        service.check_index(index)
-        model = body.model or index or service.query_model_id()
-        neighbours = service.search_embedding(body.embedding, body.count, model_id=model)
-        return _out(neighbours, service.client_ids([n.id for n in neighbours]))
+        service.ann.check_index(index)
+        model = body.model or index or service.ann.query_model_id()
+        neighbours = service.ann.from_embedding(body.embedding, body.count, model)
+        return _out(neighbours, service.ann.client_ids([n.id for n in neighbours]))
 
     @router.post("/ann/add", dependencies=[admin, heavy], openapi_extra={"requestBody": {"content": {
         "application/json": {"schema": UrlAddIn.model_json_schema()},
@@ -248,7 +250,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                 body = UrlAddIn.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise RequestValidationError(exc.errors()) from None
-            added = await run_in_threadpool(service.add_from_url, body.image_url,
+            added = await run_in_threadpool(service.ann.add_from_url, body.image_url,
                                             [(logo.id, logo.bounding_box) for logo in body.logos])
             return {"added": added}
         form = await request.form(max_files=1, max_fields=10)
@@ -258,7 +260,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         data = await run_in_threadpool(read_upload, file, max_bytes)
         boxes, labels = form.get("boxes"), form.get("labels")
         ids = await run_in_threadpool(  # a client's file name is never a server path
-            service.add_logos, data, boxes=_json_list(boxes if isinstance(boxes, str) else None, "boxes"),
+            service.ingest.photo, data, boxes=_json_list(boxes if isinstance(boxes, str) else None, "boxes"),
             labels=_json_list(labels if isinstance(labels, str) else None, "labels"), source=LabelSource.HUMAN,
             who=auth.who)
         return {"added": len(ids), "ids": ids}
@@ -268,27 +270,27 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                boxes: Annotated[str | None, Form(description="JSON [[x0,y0,x1,y1], ...]")] = None,
                k: Annotated[int | None, Form(ge=1, le=100)] = None) -> dict[str, Any]:
         """Find and name the logos of a photo: the same JSON as ``python -m pipeline search --json``."""
-        return service.search_photo(read_upload(file, max_bytes), boxes=_json_list(boxes, "boxes"), k=k).to_json()
+        return service.search.photo(read_upload(file, max_bytes), boxes=_json_list(boxes, "boxes"), k=k).to_json()
 
     @router.post("/calibrate", dependencies=[admin, heavy])
     def calibrate() -> dict[str, Any]:
         """Fit the confidence calibration on the store's human labels now (it also refits by itself)."""
-        return calibration_summary(service.calibrate())
+        return calibration_summary(service.calibration.fit())
 
     @router.get("/labels/thresholds")
     def thresholds() -> dict[str, Any]:
         """Per-label confidence thresholds: set by people, suggested by the calibration, and the default."""
-        return service.thresholds()
+        return service.labels.thresholds()
 
     @router.put("/labels/{label}/threshold", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
     def set_threshold(label: str, body: ThresholdIn) -> dict[str, Any]:
-        service.set_threshold(label, body.threshold)
+        service.labels.set_threshold(label, body.threshold)
         return {"label": label, "threshold": body.threshold}
 
     @router.put("/logos/{logo_id}/label", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
     def set_label(logo_id: int, body: LabelIn) -> dict[str, Any]:
         """Give one stored logo a human label (or clear it); logged, so it can be undone and audited."""
-        service.bulk_label([service.resolve_client_id(logo_id)], body.label, who=auth.who)
+        service.labels.bulk([service.ann.resolve_client_id(logo_id)], body.label, who=auth.who)
         return {"id": logo_id, "label": body.label}
 
     def history_out(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -300,12 +302,12 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
                 before: Annotated[int | None, Query(ge=1, description="page back: events older than this id")] = None,
                 ) -> dict[str, Any]:
         """Label events, newest first: logo, old and new label and source, who, when (paged with ``before``)."""
-        return history_out(service.label_history(None, limit=limit, before=before))
+        return history_out(service.labels.history(None, limit=limit, before=before))
 
     @router.get("/logos/{logo_id}/history")
     def logo_history(logo_id: int, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         """One logo's label events, newest first."""
-        return history_out(service.label_history(service.resolve_client_id(logo_id), limit=limit))
+        return history_out(service.labels.history(service.ann.resolve_client_id(logo_id), limit=limit))
 
     @router.get("/review")
     def review_queue(label: str | None = None,
@@ -319,18 +321,18 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
             valid = False
         if not valid:
             raise BadInputError(f"ids must be comma-separated logo ids, got {ids[:100]!r}")
-        groups = service.review_queue(ids=chosen, label=label, limit=limit)
-        return {"progress": service.review_progress().to_json(),
+        groups = service.review.queue(ids=chosen, label=label, limit=limit)
+        return {"progress": service.review.progress().to_json(),
                 "groups": [{"label": g.label, "items": [asdict(item) for item in g.items]} for g in groups]}
 
     @router.post("/review", dependencies=[admin], max_body_size=JSON_BODY_BYTES)
     def review(body: ReviewIn) -> dict[str, Any]:
         """Accept, reject or relabel proposals in one call (all undone together)."""
         judged = [*body.accept, *body.reject, *body.relabel]
-        proposals = {**service.current_labels(judged), **body.proposals}
-        changes = service.review(ReviewVerdict(body.accept, body.reject, body.relabel), proposals, who=auth.who)
+        proposals = {**service.labels.current(judged), **body.proposals}
+        changes = service.review.apply(ReviewVerdict(body.accept, body.reject, body.relabel), proposals, who=auth.who)
         return {"changed": sum(len(change.ids) for change in changes),
-                "progress": service.review_progress().to_json()}
+                "progress": service.review.progress().to_json()}
 
     @router.get("/export", dependencies=[admin, heavy], response_class=FileResponse)
     def export(format: Annotated[str, Query(description=f"one of {', '.join(sorted(EXPORTERS))}")],
@@ -341,7 +343,7 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         EXPORTERS.get(format)  # an unknown format is the caller's mistake (400), before any work
         options = ExportOptions(human_only=human_only,
                                 labels=frozenset(x.strip() for x in labels.split(",")) if labels else None)
-        archive, _ = service.export(format, options)
+        archive, _ = service.insight.export(format, options)
         return FileResponse(archive, media_type="application/zip", filename=archive.name,
                             background=BackgroundTask(shutil.rmtree, archive.parent, ignore_errors=True))
 
@@ -353,16 +355,16 @@ def build_api(service: LogoService, auth: AdminAuth, gate: RequestGate | None = 
         current labels (a 503 with ``Retry-After`` while it is being made); another ``k`` is computed on
         demand and needs the admin token."""
         if k is None or k == settings.k:
-            report = service.store_evaluation(wait=False)
+            report = service.insight.store_evaluation(wait=False)
             if report is None:
                 raise OverloadedError("the store evaluation is being made in the background; retry later", 10)
             return report.to_json()
         require_admin(request.headers.get("x-admin-token"), request.headers.get("authorization"))
-        return service.evaluate_store(k=k).to_json()
+        return service.insight.evaluate(k=k).to_json()
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
     def thumbnail(logo_id: int) -> Response:
-        webp = service.thumbnail(logo_id)
+        webp = service.insight.thumbnail(logo_id)
         if webp is None:
             raise HTTPException(404, f"no thumbnail for logo {logo_id}")
         return Response(webp, media_type="image/webp", headers={"Cache-Control": "public, max-age=86400"})

@@ -108,7 +108,7 @@ def _drawn(service: LogoService, value: dict[str, Any] | None) -> tuple[Image.Im
     except (TypeError, ValueError):
         raise gr.Error("The photo's orientation is not a number.") from None
     try:
-        photo = service.load(path)
+        photo = service.search.load(path)
     except ImageError as exc:
         raise gr.Error(f"This file cannot be used: {exc}") from None
     for _ in range(turns):  # the user turned it a quarter clockwise
@@ -149,7 +149,7 @@ def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch
     """What the page shows for one logo: its crop, its label and its ``shown`` nearest stored logos."""
     thumbs = []
     for n in logo.neighbours[:shown]:
-        webp = service.thumbnail(n.id)
+        webp = service.insight.thumbnail(n.id)
         if webp is not None:
             thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
     name, probability, named = naming(logo)
@@ -212,7 +212,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
     def search(value: dict[str, Any] | None, k: float):
         photo, boxes = _drawn(service, value)
         try:
-            result = service.search_photo(photo, boxes=boxes, k=_neighbours_shown(k))
+            result = service.search.photo(photo, boxes=boxes, k=_neighbours_shown(k))
         except NotReadyError as exc:  # not a failure: the page says so where results go, and keeps the photo
             return gr.skip(), gr.skip(), [], f"**{markdown_text(exc)}**", None, None
         except LogoError as exc:
@@ -228,10 +228,10 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
                           "color": _colour(number, named)})
             cards.append(_card(service, number, photo, logo, shown))
-        search_id = service.share_search(result) if result.logos else None
+        search_id = service.search.share(result) if result.logos else None
         if not result.logos:
             message = "No logo found on this photo. Drag a box around one and search again."
-        elif service.count() == 0:
+        elif service.insight.count() == 0:
             message = "The index is empty: add labelled logos first."
         else:
             message = (" · ".join(legend)
@@ -249,12 +249,12 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         boxes = boxes or [[0, 0, photo.width, photo.height]]  # no box drawn: the whole upload is the logo
         label = (label or "").strip() or None
         try:
-            ids = service.add_logos(photo, boxes=boxes, labels=[label] * len(boxes), who=auth.who)
+            ids = service.ingest.photo(photo, boxes=boxes, labels=[label] * len(boxes), who=auth.who)
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
         return (f"Added logo(s) {', '.join(f'#{i}' for i in ids)} as **{markdown_text(label or 'unlabelled')}**; "
                 "searchable now.",
-                gr.Dropdown(choices=service.labels_in_use()))
+                gr.Dropdown(choices=service.labels.in_use()))
 
     def annotate(files: list[str] | None, token: str | None, progress: gr.Progress = gr.Progress()):
         access = auth.check(token)
@@ -267,7 +267,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         for path in progress.tqdm(files, desc="auto-annotating", unit="photo"):
             name = markdown_text(str(path).rsplit("/", 1)[-1])
             try:
-                ids = service.annotate_upload(path, who=auth.who)
+                ids = service.ingest.annotate_upload(path, who=auth.who)
             except LogoError as exc:
                 failed.append(f"{name}: {markdown_text(exc)}")
                 continue
@@ -276,7 +276,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                 continue
             done += 1
             logos += len(ids)
-            labelled += len(service.current_labels(ids))
+            labelled += len(service.labels.current(ids))
             if not ids:
                 empty.append(name)
         lines = [f"**{done} photo(s) annotated**: {logos} logo(s) found, {labelled} with a machine label "
@@ -292,7 +292,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         if access is not Access.GRANTED:
             raise gr.Error(access.message)
         try:
-            archive, report = service.export(fmt, ExportOptions(human_only=human_only))
+            archive, report = service.insight.export(fmt, ExportOptions(human_only=human_only))
         except LogoError as exc:
             raise gr.Error(str(exc)) from None
         summary = (f"{report.photos} photo(s), {report.logos} logo(s), {report.labels} label(s)"
@@ -309,7 +309,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
 
         def build_progress():
             """The store's build, shown until it ends; then the polling stops."""
-            status = service.build_status()
+            status = service.build.status()
             if status.building:
                 return (f"**{markdown_text(status.sentence())}** Searches work once the first logos are indexed.",
                         gr.skip())
@@ -351,7 +351,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             def from_map(request: gr.Request):
                 """``/?logo=ID`` (the map's "search with this logo" link) puts that logo in the photo box."""
                 logo_id = request.query_params.get("logo", "")
-                webp = service.thumbnail(int(logo_id)) if logo_id.isdigit() else None
+                webp = service.insight.thumbnail(int(logo_id)) if logo_id.isdigit() else None
                 if webp is None:
                     return gr.skip()
                 return {"image": Image.open(io.BytesIO(webp)).convert("RGB"), "boxes": []}
@@ -363,13 +363,13 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                                             sources=["upload", "clipboard"], disable_edit_boxes=True,
                                             show_remove_button=True, height=420)
                 with gr.Column():
-                    label = gr.Dropdown(service.labels_in_use(), allow_custom_value=True,
+                    label = gr.Dropdown(service.labels.in_use(), allow_custom_value=True,
                                         label="Label (pick one or type a new one)", value=None)
                     token = gr.Textbox(label="Admin token", type="password")
                     add_button = gr.Button("Add", variant="primary")
                     added = gr.Markdown()
             add_button.click(add, [new_photo, label, token], [added, label], api_name="add_logo", preprocess=False)
-            blocks.load(lambda: gr.Dropdown(choices=service.labels_in_use()), None, label, api_name=False,
+            blocks.load(lambda: gr.Dropdown(choices=service.labels.in_use()), None, label, api_name=False,
                         show_progress="hidden")  # the labels now, not when the page was built
         with gr.Tab("Annotate"):
             gr.Markdown("Auto-annotate product photos: each logo found is stored with the label of its nearest "
