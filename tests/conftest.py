@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +24,25 @@ from pipeline.embedders import Embedder, create_embedder
 from pipeline.service import LogoService
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"  # the few real photos and logos the tests need, committed
 BRANDS = ["Coca-Cola", "Starbucks", "Lidl", "KFC", "Red Bull", "Shell"]
+
+
+class PixelEmbedder:
+    """A stand-in for the embedding model in the unit tier: a crop's 12x12 colour thumbnail as a unit vector.
+
+    The same pixels give the same vector and similar pictures nearby ones, which is all that storing, indexing,
+    labelling and reviewing need; no weights are loaded.
+    """
+
+    model_id = "pixels-test@0"
+    dim = 12 * 12 * 3
+
+    def embed(self, crops: list) -> np.ndarray:
+        vectors = np.stack([np.asarray(crop.convert("RGB").resize((12, 12)), np.float32).reshape(-1) - 127.5
+                            for crop in crops]) if crops else np.zeros((0, self.dim), np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
 @pytest.fixture(scope="session")
@@ -108,3 +127,20 @@ def running_app(data: Path, env: dict[str, str],
         except subprocess.TimeoutExpired:  # open event streams can hold a graceful shutdown
             process.kill()
             process.wait(timeout=30)
+
+
+def dash_callback(client: Any, outputs: list[tuple[str, str]], inputs: list[dict], state: list[dict],
+          changed: str) -> dict:
+    """Call one Dash callback over HTTP, as the page does (its output key as ``_dash-dependencies`` names it;
+    the callback with these outputs that ``changed`` is an input of)."""
+    last = f"{outputs[-1][0]}.{outputs[-1][1]}"
+    trigger = changed.rsplit(".", 1)[0]
+    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
+              if last in d["output"] and any(i["id"] == trigger for i in d["inputs"])]
+    spec: list[dict] | dict = [{"id": i, "property": p} for i, p in outputs]
+    if len(outputs) == 1 and "..." not in key:  # a single-output callback takes its output alone
+        spec = spec[0]
+    body = {"output": key, "outputs": spec, "inputs": inputs, "state": state, "changedPropIds": [changed]}
+    answer = client.post("/dashboard/_dash-update-component", json=body)
+    assert answer.status_code in (200, 204), answer.text  # 204: nothing to update
+    return answer.json()["response"] if answer.status_code == 200 else {}

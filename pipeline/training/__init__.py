@@ -8,6 +8,6 @@
 - :mod:`pipeline.training.metrics`: retrieval figures shared by training and benchmarks.
 
 The server loads only what these recipes produce (``assets/detector``,
-``assets/embedder``); ``tests/test_layout.py`` checks that no runtime module
+``assets/embedder``); ``tests/unit/test_layout.py`` checks that no runtime module
 imports this package.
 """

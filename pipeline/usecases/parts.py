@@ -2,7 +2,7 @@
 
 Only the use cases (:mod:`pipeline.usecases`) hold a :class:`Parts`; front ends,
 the CLI and the other pipeline modules call the use cases, never the store or
-the index around them (``tests/test_layout.py`` holds that line).
+the index around them (``tests/unit/test_layout.py`` holds that line).
 """
 
 from __future__ import annotations

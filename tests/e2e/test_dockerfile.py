@@ -9,11 +9,9 @@ import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,8 @@ from PIL import Image
 from pipeline.errors import BadInputError, LogoNotFoundError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore, NewLogo
 from pipeline.types import LabelSource
-from tests.conftest import unit_vectors
+from tests.conftest import ROOT, unit_vectors
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def add(store: LogoStore, n: int, label: str | None = None, model: str = "m", dim: int = 8, seed: int = 0,

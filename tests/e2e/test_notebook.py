@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import nbformat
 import numpy as np
 from nbclient import NotebookClient
+from tests.conftest import ROOT
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore_store.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "explore_store.ipynb"
 
 
 def _length(values: list | dict) -> int:

@@ -15,9 +15,8 @@ from pipeline.importing import import_folder, import_photos
 from pipeline.errors import LogoNotFoundError
 from pipeline.service import LogoService
 from pipeline.types import LabelSource
-from tests.conftest import BRANDS
+from tests.conftest import BRANDS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pipeline.importing import import_dataset, import_folder, import_photos, pho
 from pipeline.service import LogoService
 from pipeline.training.scenes import compose_scene
 from pipeline.types import LabelSource
-from tests.conftest import BRANDS, _brand_files
+from tests.conftest import BRANDS, FIXTURES, _brand_files
 
 EMPTY = ("plain-0.jpg", "plain-1.jpg")
 
@@ -259,7 +259,7 @@ def test_import_dataset_never_records_a_photo_without_its_logos(settings, embedd
     skipped it. Photos now go into the store in the same transaction as their logos."""
     from pipeline.datasets import load_yolo
 
-    dataset = load_yolo(Path(__file__).parent / "fixtures" / "real-drinks")
+    dataset = load_yolo(FIXTURES / "real-drinks")
     service = LogoService(settings.replace(detector="whole-image"), embedder=embedder)
     real_add = service._parts.store.add
     calls = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -16,8 +15,9 @@ from pipeline.demo import DEMO_LOGOS
 from pipeline.detectors import BUNDLED_DETECTOR, DetectorConfig, create_detector
 from pipeline.training.detector import YoloLayout, build_model, export_onnx
 from pipeline.training.scenes import compose_scene
+from tests.conftest import FIXTURES
 
-REAL_PHOTOS = Path(__file__).resolve().parent / "fixtures" / "real-drinks"  # five real-drinks test photos
+REAL_PHOTOS = FIXTURES / "real-drinks"  # five real-drinks test photos
 
 
 def test_bundled_detector_finds_the_logos_of_a_generated_scene():

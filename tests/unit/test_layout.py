@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = [ROOT / "app.py", *sorted((ROOT / "pipeline").glob("*.py")), *sorted((ROOT / "pipeline/usecases").glob("*.py")),
            *sorted((ROOT / "web").glob("*.py")), *sorted((ROOT / "dashboard").glob("*.py"))]
 USE_CASES = ROOT / "pipeline/usecases"

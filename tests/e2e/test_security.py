@@ -27,8 +27,7 @@ from pipeline.exports import export_store
 from pipeline.labels import clean_label
 from pipeline.store import LogoStore, NewLogo
 from pipeline.types import LabelSource
-from tests.conftest import running_app
-from tests.test_web import _dash
+from tests.conftest import dash_callback as _dash, running_app
 from web.uploads import UploadLimits
 
 TOKEN = "s3cret-token"

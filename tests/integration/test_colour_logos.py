@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.embedders import GREY_EMBEDDER, TRAINED_EMBEDDER, create_embedder
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "colour-logos"
+FIXTURES = FIXTURES / "colour-logos"
 
 
 def _luma(colour: tuple[int, int, int]) -> int:

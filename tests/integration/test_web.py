@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from app import create_app
 from pipeline.importing import import_folder
 from pipeline.service import LogoService
 from web.auth import MAX_TOKEN_BYTES, Access, AdminAuth
+from tests.conftest import ROOT, dash_callback as _dash
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret"
 MALFORMED = ["tökén".encode(), "é" * 10, "", " ", "x" * (MAX_TOKEN_BYTES + 1), "\ud800", b"\xff\xfe", None]
 
@@ -61,23 +60,6 @@ def test_an_internal_error_is_a_500_with_a_short_detail_and_a_logged_traceback(f
     assert "disk on fire" not in answer.text  # internals stay in the log
     assert any(r.exc_info and "disk on fire" in str(r.exc_info[1]) for r in caplog.records)
     assert client.get("/api/v1/logos/99999/thumbnail").status_code == 404  # a caller's mistake stays a 4xx
-
-
-def _dash(client: TestClient, outputs: list[tuple[str, str]], inputs: list[dict], state: list[dict],
-          changed: str) -> dict:
-    """Call one Dash callback over HTTP, as the page does (its output key as ``_dash-dependencies`` names it;
-    the callback with these outputs that ``changed`` is an input of)."""
-    last = f"{outputs[-1][0]}.{outputs[-1][1]}"
-    trigger = changed.rsplit(".", 1)[0]
-    (key,) = [d["output"] for d in client.get("/dashboard/_dash-dependencies").json()
-              if last in d["output"] and any(i["id"] == trigger for i in d["inputs"])]
-    spec: list[dict] | dict = [{"id": i, "property": p} for i, p in outputs]
-    if len(outputs) == 1 and "..." not in key:  # a single-output callback takes its output alone
-        spec = spec[0]
-    body = {"output": key, "outputs": spec, "inputs": inputs, "state": state, "changedPropIds": [changed]}
-    answer = client.post("/dashboard/_dash-update-component", json=body)
-    assert answer.status_code in (200, 204), answer.text  # 204: nothing to update
-    return answer.json()["response"] if answer.status_code == 200 else {}
 
 
 def _bulk(client: TestClient, token: str, ids: list[int], session: str = "tab-1", trigger: str = "apply") -> str:

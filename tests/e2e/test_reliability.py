@@ -37,9 +37,8 @@ from pipeline.index import LogoIndex
 from pipeline.projection import LogoMap
 from pipeline.service import LogoService
 from pipeline.store import LogoStore, NewLogo
-from tests.conftest import running_app, unit_vectors
+from tests.conftest import ROOT, running_app, unit_vectors
 
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "reliable"
 ADMIN = {"X-Admin-Token": TOKEN}
 
@@ -292,7 +291,7 @@ def test_sigkill_during_a_rebuild_leaves_a_searchable_index(tmp_path):
     vectors = unit_vectors(30_000, 64, seed=1)
     ids = store.add([NewLogo() for _ in range(len(vectors))], vectors, model_id="m")
     LogoIndex(store, tmp_path / "index").rebuild()
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_reliability import _rebuild_forever; " \
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.e2e.test_reliability import _rebuild_forever; " \
            f"_rebuild_forever({str(tmp_path)!r})"
     writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     time.sleep(4)  # a few rebuilds in, likely mid-build

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from pipeline.training.embedder import (FROZEN_BLOCKS, LogoViews, LookAlikeBatch
                                         embed_views, network_input, real_crop_views, serving_transform, trained_state)
 from pipeline.training.metrics import retrieval_figures
 from pipeline.training.synth import Icon, split_of
+from tests.conftest import FIXTURES
 
 
 def test_splits_are_fixed_and_disjoint():
@@ -107,7 +107,7 @@ def test_favoured_classes_join_about_half_the_batches():
 
 
 def test_real_photo_boxes_become_labelled_crops(tmp_path):
-    root = Path(__file__).parent / "fixtures" / "real-drinks"
+    root = FIXTURES / "real-drinks"
     spec = get_spec(TRAINED_EMBEDDER)
     transform, size = serving_transform(spec, build_net(spec, trained=False))
     views, classes = real_crop_views(root, "test", 2, transform, size, False, 0, tmp_path)

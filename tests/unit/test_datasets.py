@@ -18,8 +18,9 @@ from pipeline.datasets import (
 )
 from pipeline.errors import DatasetError
 from pipeline.types import Box
+from tests.conftest import ROOT
 
-REAL_DRINKS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "real-drinks"
+REAL_DRINKS = ROOT.parent / "shared" / "datasets" / "real-drinks"
 
 # stem -> (image size, label file lines or None for no label file); "empty" has an empty label file
 PHOTOS = {
