@@ -18,7 +18,7 @@ from pipeline.errors import LogoError
 from pipeline.projection import MapPoints
 from pipeline.service import LogoService
 from pipeline.usecases.calibration import calibration_summary
-from web.auth import Access, AdminAuth
+from web.auth import AdminAuth
 
 THUMB = "/api/v1/logos/{}/thumbnail"
 LIST_LIMIT = 30
@@ -87,9 +87,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                   prevent_initial_call=True)
     def recompute(_: int | None, token: str | None):
         """A refit takes both cores for minutes at scale: only with the admin token."""
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            return access.message
+        if refusal := auth.refusal(token):
+            return refusal
         service.insight.start_map(refit=True)
         return "Refitting the map on every logo."
 
@@ -185,9 +184,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                   State("labels-version", "data"), State("session", "data"), prevent_initial_call=True)
     def bulk(_: int | None, __: int | None, ___: int | None, selected: dict | None, label: str | None,
              token: str | None, version: int, session: str | None):
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            return access.message, no_update, no_update
+        if refusal := auth.refusal(token):
+            return refusal, no_update, no_update
         try:
             if ctx.triggered_id == "undo":
                 action = service.labels.undo(session, who=auth.who) if session else None
@@ -213,9 +211,8 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
                   Input("recalibrate", "n_clicks"), State("bulk-label", "value"), State("threshold", "value"),
                   State("token", "value"), prevent_initial_call=True)
     def confidence(_: int | None, __: int | None, label: str | None, value: float | None, token: str | None):
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            return access.message
+        if refusal := auth.refusal(token):
+            return refusal
         try:
             if ctx.triggered_id == "recalibrate":
                 summary = calibration_summary(service.calibration.fit())

@@ -167,9 +167,8 @@ def create_review(service: LogoService, auth: AdminAuth) -> dash.Dash:
                   State("review-session", "data"), prevent_initial_call=True)
     def act(*args: Any):
         selected_lists, screen_data, token, new_label, version, session = args[5:]
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            return access.message, no_update
+        if refusal := auth.refusal(token):
+            return refusal, no_update
         proposals = {int(i): label for i, label in ((screen_data or {}).get("proposals") or {}).items()}
         selected = sorted({int(i) for values in selected_lists or [] for i in values or []} & set(proposals))
         rest = [i for i in proposals if i not in selected and proposals[i] != NO_PROPOSAL]

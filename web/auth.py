@@ -68,6 +68,17 @@ class AdminAuth:
             return Access.DENIED
         return Access.GRANTED if hmac.compare_digest(raw, self.token.encode("utf-8")) else Access.DENIED
 
+    def refusal(self, given: str | bytes | None) -> str | None:
+        """None when ``given`` grants writes, else what to tell the person: the one check every page's write
+        makes (the API's is :func:`web.deps.admin_dependency`, which answers 401 or 403).
+
+        Example:
+            >>> AdminAuth("s3cret").refusal("s3cret") is None, AdminAuth("s3cret").refusal("nope")[:15]
+            (True, 'A valid admin t')
+        """
+        access = self.check(given)
+        return None if access is Access.GRANTED else access.message
+
 
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header; None for any other scheme or a bare token

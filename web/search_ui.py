@@ -28,7 +28,7 @@ from pipeline.exports import EXPORTERS, ExportOptions
 from pipeline.images import crop
 from pipeline.service import LogoService
 from pipeline.types import Box, LogoMatch
-from web.auth import Access, AdminAuth
+from web.auth import AdminAuth
 from web.text import markdown_text
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
@@ -242,9 +242,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                 search_id)
 
     def add(value: dict[str, Any] | None, label: str | None, token: str | None):
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            raise gr.Error(access.message)
+        if refusal := auth.refusal(token):
+            raise gr.Error(refusal)
         photo, boxes = _drawn(service, value)
         boxes = boxes or [[0, 0, photo.width, photo.height]]  # no box drawn: the whole upload is the logo
         label = (label or "").strip() or None
@@ -257,9 +256,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                 gr.Dropdown(choices=service.labels.in_use()))
 
     def annotate(files: list[str] | None, token: str | None, progress: gr.Progress = gr.Progress()):
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            raise gr.Error(access.message)
+        if refusal := auth.refusal(token):
+            raise gr.Error(refusal)
         if not files:
             raise gr.Error("Pick some photos first.")
         done = logos = labelled = skipped = 0
@@ -288,9 +286,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         return "\n\n".join(lines)
 
     def export(fmt: str, human_only: bool, token: str | None):
-        access = auth.check(token)
-        if access is not Access.GRANTED:
-            raise gr.Error(access.message)
+        if refusal := auth.refusal(token):
+            raise gr.Error(refusal)
         try:
             archive, report = service.insight.export(fmt, ExportOptions(human_only=human_only))
         except LogoError as exc:
