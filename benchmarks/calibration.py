@@ -24,7 +24,7 @@ queries count: they are never right), the share of known brands' queries named
 right there, and AURC. Each store is calibrated twice: with the share of queries
 of brands it does not hold assumed (``LOGOS_OPEN_SET_SHARE``), and estimated from
 the queries' answers, as a deployment estimates it from the logos it imports
-(``pipeline.calibration.open_set_share_of``).
+(``pipeline.leave_one_out.open_set_share_of``).
 
 ``--collections real-drinks`` (with ``--dataset``): brand-held-out on real
 photos. Each of the five brands is held out in turn; the store holds the
@@ -61,7 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.make_retrieval_set import ROOT, generate  # noqa: E402
 from benchmarks.risk_coverage import aurc, cut_at, risk_coverage  # noqa: E402
-from pipeline.calibration import expected_calibration_error, reliability_curve, vote_features  # noqa: E402
+from pipeline.thresholds import expected_calibration_error, reliability_curve  # noqa: E402
+from pipeline.vote_features import vote_features  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.datasets import load_yolo  # noqa: E402
 from pipeline.images import image_sha256  # noqa: E402
@@ -146,7 +147,7 @@ def _calibration(calibrator) -> dict[str, object]:
 
 def traffic_of(neighbour_lists: list, machine_weight: float) -> np.ndarray:
     """The features of the queries' answers: the traffic a store estimates its open-set share from (as
-    :func:`pipeline.calibration.traffic_answers` makes it from a store's own unlabelled logos)."""
+    :func:`pipeline.leave_one_out.traffic_answers` makes it from a store's own unlabelled logos)."""
     return np.array([vote_features(neighbours, machine_weight)[1] for neighbours in neighbour_lists])
 
 

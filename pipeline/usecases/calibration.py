@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from pipeline.calibration import Calibrator, calibrate, traffic_answers
+from pipeline.calibration import Calibrator, calibrate
+from pipeline.leave_one_out import traffic_answers
 from pipeline.errors import StoreError
 from pipeline.usecases.parts import Parts
 
@@ -70,7 +71,7 @@ class Calibration:
         """Fit the confidence calibration on the store's human labels (leave-one-out) and save it.
 
         The share of searched logos of brands the store does not hold is estimated from ``traffic``
-        (features of answers, :func:`pipeline.calibration.traffic_answers`; default: the store's own logos
+        (features of answers, :func:`pipeline.leave_one_out.traffic_answers`; default: the store's own logos
         that no person labelled, such as imported photos'), once there are enough of them; until then it is
         ``settings.open_set_share``.
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from pipeline import calibration
-from pipeline.calibration import (FEATURES, Calibrator, calibrate, distance_limit, expected_calibration_error,
-                                  leave_one_out, precision_threshold, reliability_curve, suggest_thresholds,
-                                  vote_features)
+from pipeline import leave_one_out as loo
+from pipeline.calibration import Calibrator, calibrate, distance_limit
+from pipeline.leave_one_out import leave_one_out
+from pipeline.thresholds import expected_calibration_error, precision_threshold, reliability_curve, suggest_thresholds
+from pipeline.vote_features import FEATURES, vote_features
 from pipeline.errors import StoreError
 from pipeline.index import angular_from_cosine
 from pipeline.knn import VoteConfig, predict_label
@@ -116,7 +118,7 @@ def test_leave_one_out_uses_human_labels_only_as_truth(monkeypatch):
     assert weights[data.open_set].sum() / weights.sum() == pytest.approx(0.8)
     assert weights.sum() == pytest.approx(len(weights))
 
-    monkeypatch.setattr(calibration, "_CHUNK_ENTRIES", 7 * len(ids))  # 7 queries per chunk: same answers
+    monkeypatch.setattr(loo, "_CHUNK_ENTRIES", 7 * len(ids))  # 7 queries per chunk: same answers
     chunked = leave_one_out(ids, vectors, labels, sources, k=K, machine_weight=0.5)
     np.testing.assert_allclose(chunked.features, data.features, atol=1e-6)
     assert chunked.winners == data.winners and np.array_equal(chunked.correct, data.correct)
@@ -266,7 +268,7 @@ def test_the_open_set_share_is_estimated_from_the_logos_no_person_labelled():
         sources = [H] * len(gallery) + [None] * len(brands)
         all_labels = labels + [None] * len(brands)
         ids = np.arange(len(vectors)) + 1
-        traffic = calibration.traffic_answers(ids, vectors, all_labels, sources, K, 0.5)
+        traffic = loo.traffic_answers(ids, vectors, all_labels, sources, K, 0.5)
         assert len(traffic) == len(brands)  # an answer per imported logo, none for the human-labelled ones
         return calibrate(ids, vectors, all_labels, sources, model_id="m", k=K, traffic=traffic)
 
