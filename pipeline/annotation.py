@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.errors import BadInputError
-from pipeline.store import LabelChange, LogoStore
+from pipeline.label_log import LabelChange
+from pipeline.store import LogoStore
 from pipeline.types import LabelSource, Prediction
 
 NO_PROPOSAL = ""  # the group of logos nothing could be proposed for

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import BadInputError, LogoNotFoundError, NotFoundError
+from pipeline.label_log import LabelChange
 from pipeline.labels import clean_label
-from pipeline.store import LabelChange
 from pipeline.types import LabelSource
 from pipeline.usecases.calibration import Calibration
 from pipeline.usecases.parts import Parts

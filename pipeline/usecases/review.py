@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pipeline.annotation import ReviewGroup, ReviewProgress, ReviewVerdict, apply_review, review_queue
 from pipeline.annotation import progress as review_progress
 from pipeline.errors import LogoNotFoundError
-from pipeline.store import LabelChange
+from pipeline.label_log import LabelChange
 from pipeline.types import LabelSource
 from pipeline.usecases.parts import Parts
 from pipeline.usecases.search import Search
