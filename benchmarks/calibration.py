@@ -7,7 +7,7 @@ For each collection, a set of ``benchmarks/make_retrieval_set.py`` (200 brands x
 ``benchmarks/out/calibration-COLLECTION``) is split by brand: half the brands go
 into a store (their gallery crops, human-labelled), the other half is held out
 of it. The store calibrates itself on its own labels
-(``LogoService.calibrate``: leave-one-out), then every query crop of both halves
+(``service.calibration.fit``: leave-one-out), then every query crop of both halves
 is searched and named. Printed per collection:
 
 - ECE: expected calibration error of P(right) for the kNN winner of every query

@@ -135,7 +135,7 @@ class LogoMatch:
 
 @dataclass(frozen=True)
 class PhotoSearchResult:
-    """Everything ``search_photo`` found, in pixel coordinates of the original image."""
+    """Everything a photo search (``service.search.photo``) found, in pixel coordinates of the original image."""
 
     width: int
     height: int

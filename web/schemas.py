@@ -109,7 +109,7 @@ class GuessOut(BaseModel):
 
 
 class SearchLogoOut(BaseModel):
-    box: list[float] = Field(description="[x0, y0, x1, y1] in pixels of the photo")
+    box: list[int | float] = Field(description="[x0, y0, x1, y1] in pixels of the photo (integers stay integers)")
     label: str | None = Field(description="the name given; null: unknown")
     confidence: float
     neighbours: list[SearchNeighbourOut]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from web.api import AREAS, build_api
 from web.auth import AdminAuth
@@ -36,3 +39,21 @@ def test_the_answers_keep_their_shapes_optional_keys_included(service):
     assert client.get("/api/v1/history").json() == {"events": [], "next_before": None}
     assert client.post("/api/v1/ann/add", json={"image_url": "https://x.org/a.jpg", "logos": [{
         "id": 1, "bounding_box": [0, 0, 1, 1]}]}, headers={"X-Admin-Token": "nope"}).status_code == 401
+
+
+def test_answers_are_the_cli_json_to_the_byte(service):
+    """Whole-number boxes stay integers, and the evaluation's recall@K keeps its place beside top1."""
+    for colour in ("red", "blue"):
+        for shade in (0, 40):
+            service.ingest.photo(Image.new("RGB", (48, 48), (200 - shade, 30, 30) if colour == "red"
+                                           else (30, 30, 200 - shade)), labels=[colour])
+    service.maintenance.build_index()
+    client = _client(service)
+    photo = Image.new("RGB", (48, 48), (190, 30, 30))
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    answer = client.post("/api/v1/search", files={"file": ("a.png", buffer.getvalue(), "image/png")})
+    assert '"box":[0,0,48,48]' in answer.text and answer.json()["logos"][0]["label"] == "red"
+    expected = service.insight.store_evaluation().to_json()
+    served = client.get("/api/v1/evaluate/store")
+    assert list(served.json()) == list(expected) and served.json() == expected
