@@ -1,20 +1,25 @@
 """All run-time configuration, read from the environment in one place.
 
-Every tunable knob of the pipeline is a field of :class:`Settings`; the CLI, the
-app and the tests build one with :meth:`Settings.from_env` (optionally with
-overrides) and pass it down, so no other module reads ``os.environ``.
+Every tunable knob of the pipeline is a field of :class:`Settings`, set by one
+environment variable (:data:`VARIABLES`: the variable, its field, its parser, its
+group among :data:`GROUPS` and the rule its value must keep). The CLI, the app
+and the tests build one with :meth:`Settings.from_env` (optionally with
+overrides) and pass it down, so no other module reads ``os.environ``; a value
+that breaks its rule stops the start with one line naming the variable.
+``docs/configuration.md`` lists them by group (a test keeps it so).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+
 
 def _flag(text: str) -> bool:
     """``1/true/yes/on`` or ``0/false/no/off`` (any case)."""
@@ -26,51 +31,93 @@ def _flag(text: str) -> bool:
 
 _flag.__name__ = "flag (true/false)"
 
-# env var name -> (field name, parser)
 DEMO_SIZES = ("full", "small", "none")  # what an empty store is filled with (pipeline.demo)
+RUNTIMES = ("onnxruntime", "torch")  # how the embedder runs (pipeline.embedders)
+GROUPS = ("model", "vote", "storage", "server", "demo")  # the sections of docs/configuration.md
 
-_ENV: dict[str, tuple[str, type]] = {
-    "LOGOS_DATA_DIR": ("data_dir", Path),
-    "LOGOS_EMBEDDER": ("embedder", str),
-    "LOGOS_DETECTOR": ("detector", str),
-    "LOGOS_DETECTOR_PATH": ("detector_path", Path),
-    "LOGOS_DETECTOR_THRESHOLD": ("detector_threshold", float),
-    "LOGOS_CROP_PADDING": ("crop_padding", float),
-    "LOGOS_EMBED_RUNTIME": ("embed_runtime", str),
-    "LOGOS_INDEX_BACKEND": ("index_backend", str),
-    "LOGOS_K": ("k", int),
-    "LOGOS_ANNOY_TREES": ("n_trees", int),
-    "LOGOS_ANNOY_SEARCH_K": ("search_k", int),
-    "LOGOS_MILVUS_URI": ("milvus_uri", str),
-    "LOGOS_MAX_DISTANCE": ("max_distance", float),
-    "LOGOS_MIN_CONFIDENCE": ("min_confidence", float),
-    "LOGOS_MACHINE_LABEL_WEIGHT": ("machine_label_weight", float),
-    "LOGOS_TARGET_PRECISION": ("target_precision", float),
-    "LOGOS_OPEN_SET_SHARE": ("open_set_share", float),
-    "LOGOS_DISTANCE_QUANTILE": ("distance_quantile", float),
-    "LOGOS_PROPOSE_MIN": ("propose_min", float),
-    "LOGOS_MAX_IMAGE_PIXELS": ("max_image_pixels", int),
-    "LOGOS_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
-    "LOGOS_MAX_BOXES": ("max_boxes", int),
-    "LOGOS_MAX_UPLOAD_FILES": ("max_upload_files", int),
-    "LOGOS_UPLOAD_CACHE_BYTES": ("upload_cache_bytes", int),
-    "LOGOS_UPLOAD_CACHE_AGE": ("upload_cache_age", int),
-    "LOGOS_BATCH_SIZE": ("batch_size", int),
-    "LOGOS_TORCH_THREADS": ("torch_threads", int),
-    "HOST": ("host", str),
-    "PORT": ("port", int),
-    "ADMIN_TOKEN": ("admin_token", str),
-    "LOGOS_CORS_ORIGINS": ("cors_origins", str),
-    "LOGOS_IMAGE_URL_HOSTS": ("image_url_hosts", str),
-    "LOGOS_IMAGE_URL_TIMEOUT": ("image_url_timeout", float),
-    "LOGOS_IMAGE_URL_ALLOW_PRIVATE": ("image_url_allow_private", _flag),
-    "LOGOS_MAX_ACTIVE": ("max_active", int),
-    "LOGOS_MAX_QUEUED": ("max_queued", int),
-    "LOGOS_QUEUE_TIMEOUT": ("queue_timeout", float),
-    "LOGOS_COMPACT_AFTER": ("compact_after", int),
-    "LOGOS_MAP_POINTS": ("map_points", int),
-    "LOGOS_DEMO": ("demo", str),
-}
+Check = Callable[[Any], bool]
+
+
+def _between(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> tuple[Check, str]:
+    lower = "(" if low_open else "["
+    upper = ")" if high_open else "]"
+    return ((lambda v: (low < v if low_open else low <= v) and (v < high if high_open else v <= high)),
+            f"is in {lower}{low:g}, {high:g}{upper}")
+
+
+def _at_least(low: int) -> tuple[Check, str]:
+    return (lambda v: v >= low), f"must be at least {low}"
+
+
+def _one_of(choices: tuple[str, ...]) -> tuple[Check, str]:
+    return (lambda v: v in choices), f"is one of {', '.join(choices)}"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the :class:`Settings` field it sets, how it is parsed, its group, its rule."""
+
+    env: str
+    field: str
+    parse: Callable[[str], Any]
+    group: str
+    rule: tuple[Check, str] | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value``, naming the variable; None when it is fine (or unset)."""
+        if self.rule is None or value is None:
+            return None
+        check, says = self.rule
+        return None if check(value) else f"{self.env} ({self.field}) {says}, got {value!r}"
+
+
+VARIABLES: tuple[Variable, ...] = (
+    # the models: which embedder and detector, how crops are cut and run
+    Variable("LOGOS_EMBEDDER", "embedder", str, "model"),
+    Variable("LOGOS_EMBED_RUNTIME", "embed_runtime", str, "model", _one_of(RUNTIMES)),
+    Variable("LOGOS_DETECTOR", "detector", str, "model"),
+    Variable("LOGOS_DETECTOR_PATH", "detector_path", Path, "model"),
+    Variable("LOGOS_DETECTOR_THRESHOLD", "detector_threshold", float, "model", _between(0, 1)),
+    Variable("LOGOS_CROP_PADDING", "crop_padding", float, "model", _between(0, 1)),
+    Variable("LOGOS_BATCH_SIZE", "batch_size", int, "model", _at_least(1)),
+    Variable("LOGOS_TORCH_THREADS", "torch_threads", int, "model", _at_least(0)),
+    # the vote and its calibration: how a logo is named
+    Variable("LOGOS_K", "k", int, "vote", _between(1, 1000)),
+    Variable("LOGOS_MAX_DISTANCE", "max_distance", float, "vote", _between(0, 2, low_open=True)),
+    Variable("LOGOS_MIN_CONFIDENCE", "min_confidence", float, "vote", _between(0, 1)),
+    Variable("LOGOS_MACHINE_LABEL_WEIGHT", "machine_label_weight", float, "vote", _between(0, 1)),
+    Variable("LOGOS_TARGET_PRECISION", "target_precision", float, "vote", _between(0, 1, low_open=True)),
+    Variable("LOGOS_OPEN_SET_SHARE", "open_set_share", float, "vote", _between(0, 1, high_open=True)),
+    Variable("LOGOS_DISTANCE_QUANTILE", "distance_quantile", float, "vote", _between(0, 1, low_open=True)),
+    Variable("LOGOS_PROPOSE_MIN", "propose_min", float, "vote", _between(0, 1)),
+    # where and how logos are kept: the store, the index, the map
+    Variable("LOGOS_DATA_DIR", "data_dir", Path, "storage"),
+    Variable("LOGOS_INDEX_BACKEND", "index_backend", str, "storage"),
+    Variable("LOGOS_ANNOY_TREES", "n_trees", int, "storage", _at_least(1)),
+    Variable("LOGOS_ANNOY_SEARCH_K", "search_k", int, "storage", _at_least(-1)),
+    Variable("LOGOS_MILVUS_URI", "milvus_uri", str, "storage"),
+    Variable("LOGOS_COMPACT_AFTER", "compact_after", int, "storage", _at_least(1)),
+    Variable("LOGOS_MAP_POINTS", "map_points", int, "storage", _at_least(1)),
+    # the web app: address, writes, and what one request may cost
+    Variable("HOST", "host", str, "server"),
+    Variable("PORT", "port", int, "server", _between(0, 65535)),
+    Variable("ADMIN_TOKEN", "admin_token", str, "server"),
+    Variable("LOGOS_CORS_ORIGINS", "cors_origins", str, "server"),
+    Variable("LOGOS_MAX_IMAGE_PIXELS", "max_image_pixels", int, "server", _at_least(1)),
+    Variable("LOGOS_MAX_UPLOAD_BYTES", "max_upload_bytes", int, "server", _at_least(1)),
+    Variable("LOGOS_MAX_BOXES", "max_boxes", int, "server", _at_least(1)),
+    Variable("LOGOS_MAX_UPLOAD_FILES", "max_upload_files", int, "server", _at_least(1)),
+    Variable("LOGOS_UPLOAD_CACHE_BYTES", "upload_cache_bytes", int, "server", _at_least(1)),
+    Variable("LOGOS_UPLOAD_CACHE_AGE", "upload_cache_age", int, "server", _at_least(1)),
+    Variable("LOGOS_IMAGE_URL_HOSTS", "image_url_hosts", str, "server"),
+    Variable("LOGOS_IMAGE_URL_TIMEOUT", "image_url_timeout", float, "server", _between(0, 3600, low_open=True)),
+    Variable("LOGOS_IMAGE_URL_ALLOW_PRIVATE", "image_url_allow_private", _flag, "server"),
+    Variable("LOGOS_MAX_ACTIVE", "max_active", int, "server", _at_least(1)),
+    Variable("LOGOS_MAX_QUEUED", "max_queued", int, "server", _at_least(0)),
+    Variable("LOGOS_QUEUE_TIMEOUT", "queue_timeout", float, "server", _between(0, 3600, low_open=True)),
+    # what an empty store is filled with at first start
+    Variable("LOGOS_DEMO", "demo", str, "demo", _one_of(DEMO_SIZES)),
+)
 
 
 @dataclass(frozen=True)
@@ -198,23 +245,12 @@ class Settings:
     demo: str = "full"
 
     def __post_init__(self) -> None:
+        """Every setting checked at once: a wrong one stops the start with one line naming its variable."""
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if not 0.0 <= self.crop_padding <= 1.0:
-            raise ConfigError(f"LOGOS_CROP_PADDING (crop_padding) is a share of the box size between 0 and 1, got {self.crop_padding}")
-        if self.map_points < 1:
-            raise ConfigError(f"LOGOS_MAP_POINTS (map_points) must be at least 1, got {self.map_points}")
-        if not 0.0 <= self.open_set_share < 1.0:
-            raise ConfigError(f"LOGOS_OPEN_SET_SHARE (open_set_share) is a share in [0, 1), got {self.open_set_share}")
-        for variable, field in (("LOGOS_MAX_BOXES", "max_boxes"), ("LOGOS_MAX_UPLOAD_FILES", "max_upload_files"),
-                                ("LOGOS_UPLOAD_CACHE_BYTES", "upload_cache_bytes"),
-                                ("LOGOS_UPLOAD_CACHE_AGE", "upload_cache_age")):
-            if getattr(self, field) < 1:
-                raise ConfigError(f"{variable} ({field}) must be at least 1, got {getattr(self, field)}")
-        if self.demo not in DEMO_SIZES:
-            raise ConfigError(f"LOGOS_DEMO={self.demo!r}: choose one of {', '.join(DEMO_SIZES)}")
-        if not 0.0 < self.distance_quantile <= 1.0:
-            raise ConfigError("LOGOS_DISTANCE_QUANTILE (distance_quantile) is a share in (0, 1], "
-                              f"got {self.distance_quantile}")
+        for variable in VARIABLES:
+            problem = variable.problem(getattr(self, variable.field))
+            if problem:
+                raise ConfigError(problem)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -231,7 +267,8 @@ class Settings:
         """
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for var, (field, parse) in _ENV.items():
+        for variable in VARIABLES:
+            var, field, parse = variable.env, variable.field, variable.parse
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
@@ -248,7 +285,6 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-ENV_VARS: tuple[str, ...] = tuple(_ENV)
 SPACES_STORAGE = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from timm.data import create_transform, resolve_data_config
 
+from pipeline.config import RUNTIMES
 from pipeline.errors import ConfigError, EmbedderError
 from pipeline.registry import Registry
 from pipeline.util import chunked
@@ -42,7 +43,6 @@ GREY_EMBEDDER = "efficientnet-lite0-logo"
 _ASSETS = Path(__file__).resolve().parent.parent / "assets" / "embedder"
 BUNDLED_EMBEDDER_WEIGHTS = _ASSETS / "logo-embedder-colour.pt"
 GREY_EMBEDDER_WEIGHTS = _ASSETS / "logo-embedder.pt"
-RUNTIMES = ("onnxruntime", "torch")
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,16 @@ def test_every_relative_link_resolves(page):
         assert linked.exists(), f"{page.name}: {target} leads nowhere"
         if anchor:
             assert anchor in anchors(linked), f"{page.name}: no heading #{anchor} in {linked.name}"
+
+
+def test_the_configuration_page_lists_every_variable_in_its_group_in_order():
+    from pipeline.config import GROUPS, VARIABLES
+
+    sections: list[list[str]] = []
+    for line in (ROOT / "docs" / "configuration.md").read_text().splitlines():
+        if line.startswith("## "):
+            sections.append([])
+        elif (found := re.match(r"\| `([A-Z_]+)` \|", line)) and sections:
+            sections[-1].append(found.group(1))
+    assert sections == [[v.env for v in VARIABLES if v.group == group] for group in GROUPS]
+
