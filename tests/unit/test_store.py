@@ -101,7 +101,8 @@ WRITER = textwrap.dedent("""
         rng = np.random.default_rng(batch)
         vectors = rng.normal(size=(7, 64)).astype(np.float32)
         ids = store.add([NewLogo(label=f"b{batch}") for _ in range(7)], vectors, model_id="m")
-        print(batch, *ids, flush=True)
+        sys.stdout.write(" ".join(map(str, (batch, *ids))) + "\\n")  # one write: a kill cannot cut the line,
+        sys.stdout.flush()  # even with PYTHONUNBUFFERED (print writes each piece apart then)
         batch += 1
 """)
 
