@@ -26,6 +26,7 @@ from dashboard import PREFIX as DASH_PREFIX
 from dashboard import create_dash
 from dashboard.review import PREFIX as REVIEW_PREFIX
 from dashboard.review import create_review
+from pipeline import shapes
 from pipeline.config import Settings
 from pipeline.demo import start_demo
 from pipeline.errors import ConfigError
@@ -51,7 +52,7 @@ def create_app(service: LogoService) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, Any]:
         build = service.build.status()
-        return {"status": "ok", **service.insight.stats().to_json(), "map": service.insight.map_status().state,
+        return {"status": "ok", **shapes.stats(service.insight.stats()), "map": service.insight.map_status().state,
                 "store": build.state, "store_progress": round(build.progress, 3), "store_message": build.message,
                 "calibration": service.calibration.state()}
 

@@ -72,9 +72,6 @@ class ReviewProgress:
     rejected: int
     unlabelled: int
 
-    def to_json(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
 class ReviewVerdict:

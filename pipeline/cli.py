@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipeline import shapes
 from pipeline.config import Settings
 from pipeline.datasets import LOADERS as DATASET_FORMATS
 from pipeline.datasets import DetectionDataset, load_dataset, real_drinks_split
@@ -183,45 +184,46 @@ def run(argv: Sequence[str] | None = None) -> int:
                 print("error: evaluate needs GALLERY and QUERIES folders, or --store", file=sys.stderr)
                 return 2
             report = evaluate(settings, args.gallery, args.queries, progress=progress)
-            figures = report.to_json()
+            figures = shapes.folder_evaluation(report)
             print(json.dumps(figures) if args.json else
                   "\n".join(f"{key:>10}: {value}" for key, value in figures.items()))
             return 0
         service = LogoService(settings)
         if args.command == "import-folder":
-            print(json.dumps(import_folder(service, args.folder, progress=progress).to_json()))
+            print(json.dumps(shapes.import_report(import_folder(service, args.folder, progress=progress))))
         elif args.command == "import-dataset":
-            print(json.dumps(import_dataset(service, _dataset(args), progress=progress).to_json()))
+            print(json.dumps(shapes.import_report(import_dataset(service, _dataset(args), progress=progress))))
         elif args.command == "import-photos":
             report_path = args.report or settings.data_dir / "import-photos-report.json"
             result = import_photos(service, args.source, report=report_path, progress=progress, ray=args.ray,
                                    workers=args.workers)
-            print(json.dumps(result.to_json()))
+            print(json.dumps(shapes.import_report(result)))
         elif args.command == "evaluate":
-            figures = service.insight.evaluate(k=args.k).to_json()
+            figures = shapes.store_evaluation(service.insight.evaluate(k=args.k))
             print(json.dumps(figures) if args.json else _store_table(figures))
         elif args.command == "export":
             options = ExportOptions(human_only=args.human_only, unlabelled=args.unlabelled,
                                     embeddings=args.embeddings,
                                     labels=frozenset(x.strip() for x in args.labels.split(",")) if args.labels
                                     else None)
-            print(json.dumps(service.insight.export_to(args.format, args.out, options).to_json()))
+            print(json.dumps(shapes.export_report(service.insight.export_to(args.format, args.out, options))))
         elif args.command == "history":
             events = service.labels.history(args.logo, limit=args.limit)
             print(json.dumps(events) if args.json else _history_table(events))
         elif args.command == "build-index":
             print(json.dumps(service.maintenance.build_index().__dict__))
         elif args.command == "reembed":
-            print(json.dumps(service.maintenance.reembed(progress=progress, ray=args.ray, workers=args.workers).to_json()))
+            print(json.dumps(shapes.reembed_report(service.maintenance.reembed(progress=progress, ray=args.ray,
+                                                                                 workers=args.workers))))
         elif args.command == "calibrate":
             print(json.dumps(calibration_summary(service.calibration.fit())))
         elif args.command == "threshold":
             service.labels.set_threshold(args.label, args.value)
             print(json.dumps({"label": args.label, "threshold": args.value}))
         elif args.command == "search":
-            _print_search(service.search.photo(args.image, boxes=args.box, k=args.k).to_json(), args.json)
+            _print_search(shapes.search(service.search.photo(args.image, boxes=args.box, k=args.k)), args.json)
         elif args.command == "stats":
-            stats = service.insight.stats().to_json()
+            stats = shapes.stats(service.insight.stats())
             print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
         elif args.command == "demo":
             size = "small" if args.small else settings.demo

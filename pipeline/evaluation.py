@@ -38,12 +38,6 @@ class EvaluationReport:
     model: str
     seconds: float
 
-    def to_json(self) -> dict[str, object]:
-        return {"top1": round(self.top1, 4), "recall@5": round(self.recall_at_5, 4),
-                "nn_top1": round(self.nn_top1, 4), "queries": self.queries, "gallery": self.gallery,
-                "classes": self.classes, "failed": self.failed, "model": self.model,
-                "seconds": round(self.seconds, 2)}
-
 
 def evaluate(settings: Settings, gallery_dir: Path, query_dir: Path, *, embedder: Embedder | None = None,
              progress: bool = True) -> EvaluationReport:

@@ -80,10 +80,6 @@ class ExportReport:
     labels: int
     skipped_photos: tuple[str, ...]  # recorded photos whose file is gone (not exported)
 
-    def to_json(self) -> dict[str, object]:
-        return {"format": self.format, "out": self.out, "photos": self.photos, "logos": self.logos,
-                "labels": self.labels, "skipped_photos": list(self.skipped_photos)}
-
 
 @dataclass(frozen=True)
 class _Photo:

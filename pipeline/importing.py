@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline import shapes
 from pipeline.analysis import PhotoAnalysis
 from pipeline.datasets import DetectionDataset
 from pipeline.images import ImageError, image_sha256
@@ -47,15 +48,6 @@ class ImportReport:
     labelled: int = 0
     no_logo: list[str] = field(default_factory=list)
     annotated: bool = False  # an auto-annotating photo import: the photo counts are part of its report
-
-    def to_json(self) -> dict[str, object]:
-        """The CLI's JSON (``import-folder`` and ``import-dataset``: added, duplicates, failed; ``import-photos``
-        adds photos, resumed, labelled, no_logo)."""
-        shown: dict[str, object] = {"added": len(self.added), "duplicates": self.duplicates,
-                                    "failed": [{"path": path, "error": reason} for path, reason in self.failed]}
-        if self.annotated:
-            shown.update(photos=self.photos, resumed=self.resumed, labelled=self.labelled, no_logo=self.no_logo)
-        return shown
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -237,7 +229,7 @@ def import_photos(service: LogoService, source: Path, *, report: Path | None = N
                 store(path, service.ingest.analyse(*loaded))
     bar.close()
     if report is not None:
-        atomic_write_json(Path(report), result.to_json())
+        atomic_write_json(Path(report), shapes.import_report(result))
     return result
 
 

@@ -43,13 +43,6 @@ class StoreEvaluation:
     confused: tuple[tuple[str, str, int], ...]  # (true label, label given instead, times), most frequent first
     model: str
 
-    def to_json(self) -> dict[str, object]:
-        return {"top1": round(self.top1, 4), f"recall@{self.k}": round(self.recall_at_k, 4), "k": self.k,
-                "queries": self.queries, "model": self.model,
-                "labels": [{"label": a.label, "logos": a.logos, "top1": round(a.top1, 4),
-                            f"recall@{self.k}": round(a.recall_at_k, 4)} for a in self.labels],
-                "confused": [{"label": true, "given": given, "times": times} for true, given, times in self.confused]}
-
 
 def evaluate_store(data: StoreVectors, *, machine_weight: float, k: int = 10, confused: int = 20,
                    max_queries: int | None = None) -> StoreEvaluation:

@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import numpy as np
 
@@ -91,9 +90,6 @@ class Neighbour:
     label_source: LabelSource | None
     distance: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "label": self.label, "distance": round(self.distance, 6)}
-
 
 @dataclass(frozen=True)
 class Prediction:
@@ -120,18 +116,6 @@ class LogoMatch:
     neighbours: list[Neighbour]
     detection_score: float = 1.0
 
-    def to_json(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {
-            "box": self.box.to_list(),
-            "label": self.prediction.label,
-            "confidence": round(self.prediction.confidence, 6),
-            "neighbours": [n.to_json() for n in self.neighbours],
-        }
-        if self.prediction.label is None and self.prediction.guess is not None:  # unknown, but a best guess
-            shown["guess"] = {"label": self.prediction.guess,
-                              "probability": round(self.prediction.guess_probability, 6)}
-        return shown
-
 
 @dataclass(frozen=True)
 class PhotoSearchResult:
@@ -141,10 +125,6 @@ class PhotoSearchResult:
     height: int
     logos: list[LogoMatch]
     vectors: np.ndarray | None = field(default=None, repr=False, compare=False)  # one query vector per logo
-
-    def to_json(self) -> dict[str, Any]:
-        """The public JSON shape shared by ``search --json`` and ``POST /api/v1/search``."""
-        return {"logos": [logo.to_json() for logo in self.logos]}
 
 
 @dataclass(frozen=True)
@@ -175,6 +155,3 @@ class StoreStats:
     model_id: str | None
     indexed: int
     pending: int
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)

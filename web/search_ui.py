@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dashboard import PREFIX as DASH_PREFIX
 from dashboard.review import PREFIX as REVIEW_PREFIX
+from pipeline import shapes
 from pipeline.demo import EXAMPLE_PHOTOS
 from pipeline.errors import ImageError, LogoError, NotReadyError
 from pipeline.exports import EXPORTERS, ExportOptions
@@ -238,7 +239,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                        + f"\n\n{len(result.logos)} logo(s); a name with ? is a best guess, not confirmed. Drag the "
                        f"boxes to adjust them, or draw new ones, and search again. "
                        f"[See them on the map]({map_link(search_id)})")
-        return (outlined(photo, result.logos), {"image": photo, "boxes": drawn}, cards, message, result.to_json(),
+        return (outlined(photo, result.logos), {"image": photo, "boxes": drawn}, cards, message, shapes.search(result),
                 search_id)
 
     def add(value: dict[str, Any] | None, label: str | None, token: str | None):

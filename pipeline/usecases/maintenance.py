@@ -32,11 +32,6 @@ class ReembedReport:
     from_thumbnail: int
     seconds: float
 
-    def to_json(self) -> dict[str, object]:
-        return {"old_model": self.old_model, "new_model": self.new_model, "logos": self.logos,
-                "from_source": self.from_source, "from_thumbnail": self.from_thumbnail,
-                "seconds": round(self.seconds, 2)}
-
 
 class Maintenance:
     """Keep the index and the vectors in step with the store and the configured embedder."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline import shapes
 from pipeline.annotation import NO_PROPOSAL, ReviewVerdict
 from pipeline.cli import run
 from pipeline.config import Settings
@@ -59,7 +60,7 @@ def annotated(tmp_path_factory, embedder, gallery_dir, query_images, scenes) -> 
     service.maintenance.build_index()
     service.calibration.fit()
     report = import_photos(service, scenes, report=data / "report.json", progress=False)
-    return service, report.to_json()
+    return service, shapes.import_report(report)
 
 
 def _logos(service: LogoService) -> list:
@@ -233,7 +234,7 @@ def test_exports_match_the_store_and_coco_reads_back_into_a_fresh_store(reviewed
 def test_the_store_evaluates_itself(reviewed):
     service, _ = reviewed
     report = service.insight.evaluate(k=5)
-    figures = report.to_json()
+    figures = shapes.store_evaluation(report)
     assert 0.5 <= figures["top1"] <= 1.0 and figures["recall@5"] >= figures["top1"]
     assert {a["label"] for a in figures["labels"]} >= set(BRANDS)
     assert figures["queries"] == sum(a["logos"] for a in figures["labels"])

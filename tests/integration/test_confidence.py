@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app import create_app
+from pipeline import shapes
 from pipeline.calibration import Calibrator
 from pipeline.cli import run
 from pipeline.demo import DEMO_LOGOS
@@ -68,7 +69,7 @@ def test_unseen_brands_are_unknown_with_their_neighbours_still_listed(calibrated
     assert len(unknown) >= 4, [(logo.prediction.label, logo.prediction.confidence) for logo in results]
     assert all(len(logo.neighbours) == calibrated.settings.k for logo in results)
     # each still carries its best guess, with a probability below the naming threshold, for a person to confirm
-    assert all(logo.prediction.guess is not None and logo.to_json()["guess"]["label"] == logo.prediction.guess
+    assert all(logo.prediction.guess is not None and shapes.logo(logo)["guess"]["label"] == logo.prediction.guess
                for logo in unknown)
 
 

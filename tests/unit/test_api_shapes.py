@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from pipeline import shapes
 from web.api import AREAS, build_api
 from web.auth import AdminAuth
 
@@ -54,6 +55,6 @@ def test_answers_are_the_cli_json_to_the_byte(service):
     photo.save(buffer, "PNG")
     answer = client.post("/api/v1/search", files={"file": ("a.png", buffer.getvalue(), "image/png")})
     assert '"box":[0,0,48,48]' in answer.text and answer.json()["logos"][0]["label"] == "red"
-    expected = service.insight.store_evaluation().to_json()
+    expected = shapes.store_evaluation(service.insight.store_evaluation())
     served = client.get("/api/v1/evaluate/store")
     assert list(served.json()) == list(expected) and served.json() == expected

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from pipeline import shapes
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.types import LabelSource, Neighbour
 
@@ -75,11 +76,11 @@ def test_the_search_json_adds_a_guess_only_when_the_logo_is_unknown():
     from pipeline.types import Box, LogoMatch, Prediction
 
     unknown = LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.45, {"acme": 0.6}, "acme", 0.45), [])
-    assert unknown.to_json()["label"] is None and unknown.to_json()["confidence"] == 0.45
-    assert unknown.to_json()["guess"] == {"label": "acme", "probability": 0.45}
+    assert shapes.logo(unknown)["label"] is None and shapes.logo(unknown)["confidence"] == 0.45
+    assert shapes.logo(unknown)["guess"] == {"label": "acme", "probability": 0.45}
     named = LogoMatch(Box(0, 0, 9, 9), Prediction("acme", 0.97, {"acme": 1.0}, "acme", 0.97), [])
-    assert "guess" not in named.to_json() and "guess" not in LogoMatch(Box(0, 0, 9, 9), Prediction(None, 0.0),
-                                                                           []).to_json()
+    assert "guess" not in shapes.logo(named) and "guess" not in shapes.logo(LogoMatch(Box(0, 0, 9, 9),
+                                                                                        Prediction(None, 0.0), []))
     # import-photos proposes the guess when it is likely enough, named or not
     assert proposal(unknown.prediction, 0.4) == "acme" and proposal(unknown.prediction, 0.5) is None
     assert proposal(Prediction(None, 0.0), 0.0) is None

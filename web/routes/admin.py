@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from pipeline import shapes
 from pipeline.usecases.calibration import calibration_summary
 from web.deps import JSON_BODY_BYTES, PREFIX, ApiDeps
 from web.limits import OverloadedError
@@ -37,6 +38,6 @@ def admin_router(deps: ApiDeps) -> APIRouter:
             deps.require_admin(request.headers.get("x-admin-token"), request.headers.get("authorization"))
             report = service.insight.evaluate(k=k)
         # as the CLI prints it, recall@K beside top1: the model documents the shape, extra keys would go last
-        return JSONResponse(report.to_json())
+        return JSONResponse(shapes.store_evaluation(report))
 
     return router

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from pipeline import shapes
 from pipeline.annotation import ReviewVerdict
 from pipeline.errors import BadInputError
 from pipeline.usecases.parts import MAX_LOGO_ID
@@ -19,7 +20,7 @@ def review_router(deps: ApiDeps) -> APIRouter:
     router = APIRouter(prefix=PREFIX, tags=["review"], max_body_size=JSON_BODY_BYTES)
 
     def progress() -> ProgressOut:
-        return ProgressOut.model_validate(service.review.progress().to_json())
+        return ProgressOut.model_validate(shapes.review_progress(service.review.progress()))
 
     @router.get("/review", response_model=ReviewQueueOut)
     def review_queue(label: str | None = None,

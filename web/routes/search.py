@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import Response
 
+from pipeline import shapes
 from web.deps import PREFIX, ApiDeps, json_list, read_upload
 from web.schemas import SearchOut
 
@@ -21,7 +22,7 @@ def search_router(deps: ApiDeps) -> APIRouter:
                k: Annotated[int | None, Form(ge=1, le=100)] = None) -> SearchOut:
         """Find and name the logos of a photo: the same JSON as ``python -m pipeline search --json``."""
         result = service.search.photo(read_upload(file, max_bytes), boxes=json_list(boxes, "boxes"), k=k)
-        return SearchOut.model_validate(result.to_json())
+        return SearchOut.model_validate(shapes.search(result))
 
     @router.get("/logos/{logo_id}/thumbnail", response_class=Response)
     def thumbnail(logo_id: int) -> Response:
