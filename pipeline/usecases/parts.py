@@ -18,13 +18,13 @@ from pipeline.analysis import PhotoAnalyser, make_embedder
 from pipeline.config import Settings
 from pipeline.detectors import Detector
 from pipeline.embedders import Embedder
+from pipeline.errors import StoreError
 from pipeline.images import ImageSource, crop, load_image
 from pipeline.index import IndexConfig, LogoIndex
 from pipeline.progress import BuildTracker
 from pipeline.projection import LogoMap
 from pipeline.search_links import SearchLinks
 from pipeline.store import LogoStore
-from pipeline.errors import StoreError
 from pipeline.types import Box, LabelSource
 
 MAX_LOGO_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a stored logo
