@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--logo", type=int, help="only this logo's events")
     cmd.add_argument("--limit", type=int, default=50)
     cmd.add_argument("--json", action="store_true", help="one JSON line")
+    cmd = commands.add_parser("labels", help="the vocabulary: labels that exist before any logo of them, with aliases")
+    actions = cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action = actions.add_parser("import", help="add the labels of FILE (UTF-8, one a line; aliases after a tab, "
+                                              "split by |); a malformed line stores nothing")
+    action.add_argument("file", type=Path)
+    action = actions.add_parser("list", help="every label: the vocabulary's and those logos carry")
+    action.add_argument("--json", action="store_true", help="one JSON line")
     cmd = commands.add_parser("demo", help="build the demo store from assets/ if the data folder is empty")
     cmd.add_argument("--assets", type=Path, default=None, help="demo logos folder (default: bundled)")
     cmd.add_argument("--small", action="store_true", help="the 43 bundled brands only, not every simple-icons brand")
@@ -225,10 +232,17 @@ def run(argv: Sequence[str] | None = None) -> int:
         elif args.command == "stats":
             stats = shapes.stats(service.insight.stats())
             print(json.dumps(stats) if args.json else "\n".join(f"{k:>16}: {v}" for k, v in stats.items()))
+        elif args.command == "labels" and args.action == "import":
+            added, known = service.labels.import_vocabulary(args.file.read_bytes())
+            print(json.dumps({"added": added, "labels": known}))
+        elif args.command == "labels":
+            entries = service.labels.vocabulary()
+            print(json.dumps(shapes.vocabulary(entries)) if args.json else "\n".join(
+                f"{e.label}\t{'|'.join(e.aliases)}\t{e.logos} logo(s)" for e in entries))
         elif args.command == "demo":
             size = "small" if args.small else settings.demo
             print(json.dumps(build_demo(service, args.assets or DEMO_LOGOS, size=size, progress=progress)))
-    except (LogoError, NotADirectoryError, FileNotFoundError) as exc:
+    except (LogoError, NotADirectoryError, IsADirectoryError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

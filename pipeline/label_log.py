@@ -9,6 +9,7 @@ both agree.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
@@ -21,6 +22,7 @@ from pipeline.errors import BadInputError
 from pipeline.labels import clean_label
 from pipeline.types import LabelSource
 from pipeline.util import chunked
+from pipeline.vocabulary import VocabularyEntry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,6 +207,33 @@ class LabelLog:
         keys = ("event", "action", "logo_id", "old_label", "old_source", "new_label", "new_source", "who", "session",
                 "undoes", "undone", "at")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def add_vocabulary(self, entries: Sequence[VocabularyEntry]) -> int:
+        """Add labels and their aliases to the vocabulary, all in one transaction (a failure stores none); a known
+        label keeps its aliases and gains the new ones, so importing a file twice changes nothing.
+
+        Returns:
+            How many labels the vocabulary did not hold before.
+        """
+        now = time.time()
+        with self._transaction() as conn:
+            known = {label: json.loads(aliases)
+                     for label, aliases in conn.execute("SELECT label, aliases FROM vocabulary")}
+            rows = [(entry.label, json.dumps([*known.get(entry.label, []),
+                                              *(a for a in entry.aliases if a not in known.get(entry.label, []))]), now)
+                    for entry in entries]
+            conn.executemany("INSERT INTO vocabulary (label, aliases, added) VALUES (?, ?, ?)"
+                             " ON CONFLICT(label) DO UPDATE SET aliases = excluded.aliases", rows)
+        return sum(entry.label not in known for entry in entries)
+
+    def vocabulary(self) -> list[VocabularyEntry]:
+        """Every label the store knows, sorted: those of the vocabulary (with their aliases) and those logos carry,
+        each with its number of logos."""
+        named = {label: tuple(json.loads(aliases)) for label, aliases in
+                 self._conn().execute("SELECT label, aliases FROM vocabulary")}
+        counts = self.label_counts()
+        return [VocabularyEntry(label, named.get(label, ()), counts.get(label, 0))
+                for label in sorted(set(named) | set(counts))]
 
     def set_threshold(self, label: str, threshold: float | None) -> None:
         """Set (or with None remove) the vote share ``label`` needs to be predicted."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pipeline.store_evaluation import StoreEvaluation
     from pipeline.types import LogoMatch, Neighbour, PhotoSearchResult, StoreStats
     from pipeline.usecases.maintenance import ReembedReport
+    from pipeline.vocabulary import VocabularyEntry
 
 
 def neighbour(found: Neighbour) -> dict[str, Any]:
@@ -85,6 +86,11 @@ def export_report(report: ExportReport) -> dict[str, object]:
     """``export``."""
     return {"format": report.format, "out": report.out, "photos": report.photos, "logos": report.logos,
             "labels": report.labels, "skipped_photos": list(report.skipped_photos)}
+
+
+def vocabulary(entries: list[VocabularyEntry]) -> dict[str, object]:
+    """``labels list --json`` and ``GET /api/v1/labels``."""
+    return {"labels": [{"label": e.label, "aliases": list(e.aliases), "logos": e.logos} for e in entries]}
 
 
 def review_progress(progress: ReviewProgress) -> dict[str, int]:

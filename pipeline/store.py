@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS photos (
     added REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS photos_path ON photos(path);
+CREATE TABLE IF NOT EXISTS vocabulary (label TEXT PRIMARY KEY, aliases TEXT NOT NULL, added REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rejections (
     logo_id INTEGER NOT NULL,
     label TEXT NOT NULL,

@@ -169,6 +169,25 @@ class HistoryOut(BaseModel):
     next_before: int | None = Field(description="pass as before for the next page; null on the last")
 
 
+class VocabularyEntryOut(BaseModel):
+    label: str
+    aliases: list[str]
+    logos: int = Field(description="stored logos carrying the label (0: a name only)")
+
+
+class VocabularyOut(BaseModel):
+    """The shape of ``python -m pipeline labels list --json``."""
+
+    labels: list[VocabularyEntryOut]
+
+
+class VocabularyImportOut(BaseModel):
+    """The shape of ``python -m pipeline labels import FILE``."""
+
+    added: int = Field(description="labels new to the vocabulary")
+    labels: int = Field(description="labels the store knows now")
+
+
 class ProgressOut(BaseModel):
     machine: int
     human: int

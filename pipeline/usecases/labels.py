@@ -13,6 +13,7 @@ from pipeline.labels import clean_label
 from pipeline.types import LabelSource
 from pipeline.usecases.calibration import Calibration
 from pipeline.usecases.parts import Parts
+from pipeline.vocabulary import VocabularyEntry, parse_vocabulary
 
 
 class Labels:
@@ -60,6 +61,19 @@ class Labels:
             raise NotFoundError(f"no logo carries the label {label!r}")
         self.parts.store.set_threshold(label, threshold)
 
+    def import_vocabulary(self, data: bytes | str) -> tuple[int, int]:
+        """Add the labels and aliases of a vocabulary file (:mod:`pipeline.vocabulary`): a label can exist before
+        any logo of it. All or nothing: a malformed line stores none of the file.
+
+        Returns:
+            ``(labels new to the vocabulary, labels the store knows now)``.
+
+        Raises:
+            BadInputError: the file is not a vocabulary; the message names the line.
+        """
+        added = self.parts.store.add_vocabulary(parse_vocabulary(data))
+        return added, len(self.parts.store.vocabulary())
+
     # -- reads ---------------------------------------------------------------------------
     def thresholds(self) -> dict[str, dict[str, float]]:
         """``{"set": thresholds people set, "suggested": the calibration's per label, "default": its default}``."""
@@ -74,6 +88,10 @@ class Labels:
         if logo_id is not None and self.parts.missing_ids([logo_id]):
             raise LogoNotFoundError(f"no logo with id {logo_id}")
         return self.parts.store.label_history(logo_id, limit=limit, before=before)
+
+    def vocabulary(self) -> list[VocabularyEntry]:
+        """Every label the store knows (the vocabulary's and those logos carry), with aliases and logo counts."""
+        return self.parts.store.vocabulary()
 
     def in_use(self) -> list[str]:
         """Every label that some logo carries, sorted."""

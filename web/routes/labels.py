@@ -1,13 +1,17 @@
-"""Labels: set or clear a logo's label, per-label thresholds, and the history of every change."""
+"""Labels: the vocabulary, a logo's label, per-label thresholds, and the history of every change."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
+from pipeline import shapes
+from pipeline.vocabulary import MAX_VOCABULARY_BYTES
 from web.deps import JSON_BODY_BYTES, PREFIX, ApiDeps
-from web.schemas import HistoryOut, LabelIn, LabelOut, ThresholdIn, ThresholdOut, ThresholdsOut
+from web.schemas import (HistoryOut, LabelIn, LabelOut, ThresholdIn, ThresholdOut, ThresholdsOut, VocabularyImportOut,
+                         VocabularyOut)
 
 
 def _history(events: list[dict[str, Any]]) -> HistoryOut:
@@ -18,6 +22,22 @@ def _history(events: list[dict[str, Any]]) -> HistoryOut:
 def labels_router(deps: ApiDeps) -> APIRouter:
     service = deps.service
     router = APIRouter(prefix=PREFIX, tags=["labels"], max_body_size=JSON_BODY_BYTES)
+
+    @router.get("/labels", response_model=VocabularyOut)
+    def labels() -> VocabularyOut:
+        """Every label the store knows: the vocabulary's (a label can exist before any logo of it) and those logos
+        carry, with aliases and logo counts."""
+        return VocabularyOut.model_validate(shapes.vocabulary(service.labels.vocabulary()))
+
+    @router.post("/labels", response_model=VocabularyImportOut, dependencies=[deps.admin],
+                 max_body_size=MAX_VOCABULARY_BYTES, openapi_extra={"requestBody": {"required": True, "content": {
+                     "text/plain": {"schema": {"type": "string", "description": "UTF-8, one label a line; aliases "
+                                               "after a tab, split by |"}}}}})
+    async def import_labels(request: Request) -> VocabularyImportOut:
+        """Add a vocabulary file's labels and aliases (the content of ``labels import FILE``); a malformed line is a
+        400 naming it, and nothing of the file is stored."""
+        added, known = await run_in_threadpool(service.labels.import_vocabulary, await request.body())
+        return VocabularyImportOut(added=added, labels=known)
 
     @router.get("/labels/thresholds", response_model=ThresholdsOut)
     def thresholds() -> ThresholdsOut:
