@@ -38,10 +38,6 @@ class Ann:
         external = self.parts.store.external_ids(ids)
         return {int(i): external.get(int(i), int(i)) for i in ids}
 
-    def count(self) -> int:
-        """How many logos are stored."""
-        return self.parts.store.count()
-
     def stored_ids(self, after: int = 0, limit: int | None = None) -> tuple[list[int], int | None]:
         """Stored logos by the id clients know (their external id where they have one), a page at a time.
 

@@ -127,7 +127,7 @@ def test_robotoff_ann_ids_come_in_pages_and_unknown_ones_pass_through(stocked):
     first, cursor = stocked.ann.stored_ids(limit=4)
     second, end = stocked.ann.stored_ids(after=cursor, limit=100)
     assert len(first) == 4 and end is None and first + second == sorted(first + second)
-    assert stocked.ann.count() == 9 and stocked.ann.resolve_client_id(424242) == 424242
+    assert stocked.insight.count() == 9 and stocked.ann.resolve_client_id(424242) == 424242
     assert stocked.ann.index_names() == ["pixels-test@0"] and stocked.ann.resolve_model_id("pixels-test") == "pixels-test@0"
     with pytest.raises(BadInputError, match="unknown index"):
         stocked.ann.check_index("clip")

@@ -28,7 +28,7 @@ def ann_router(deps: ApiDeps) -> APIRouter:
 
     @router.get("/ann/count", response_model=CountOut)
     def count() -> CountOut:
-        return CountOut(count=service.ann.count())
+        return CountOut(count=service.insight.count())
 
     @router.get("/ann/stored", response_model=StoredOut)
     def stored(limit: Annotated[int, Query(ge=1, le=MAX_STORED_PAGE, description="ids per page")] = MAX_STORED_PAGE,
