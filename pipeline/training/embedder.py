@@ -17,7 +17,11 @@ Data (``--embedder`` picks the registered spec; a grey spec sees grey crops only
 Every rendered logo is "photographed" by :func:`pipeline.training.synth.photograph`
 (rotation, perspective, colour shifts, blur, noise, JPEG, occlusion, clutter). Crops
 are preprocessed exactly as the embedder preprocesses them when serving and cached
-as uint8 under ``.cache/``.
+as uint8 under ``.cache/``. With ``--colourways P`` each crop of a brand class
+(simple-icons, generated marks, real photos; not the colour graphics, whose colours
+are what sets a flag apart) is reprinted at training time with probability P in
+another colourway (:func:`recolour`: inverted, grey, grey inverted, hues turned,
+channels swapped), so that one mark in any colourway is one class: shape first.
 
 Model: the registered spec: the bundled ImageNet weights, stem and first three
 blocks frozen, the later blocks fine-tuned, GeM of the last two stages, then a
@@ -166,6 +170,43 @@ def real_crop_views(root: Path, split: str, views: int, transform: Transform, si
     return LogoViews(_cached(cache, key, render), labels), dataset.classes
 
 
+COLOURWAYS = ("inverted", "grey", "grey inverted", "hue turned", "channels swapped")
+
+
+def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``batch`` [N, 3, S, S] in [-1, 1] with crop i reprinted in colourway ``ways[i]`` (an index into
+    :data:`COLOURWAYS`, -1: unchanged).
+
+    Packaging prints one mark in many colourways (a can white on red, its cap red on
+    white, a monochrome stamp, a dark pack with the mark inverted); a person names the
+    mark by its shape and letters. A training crop reprinted in another colourway is
+    a positive pair that only shape can explain.
+
+    Example:
+        >>> red = -torch.ones(2, 3, 4, 4); red[:, 0] = 1.0
+        >>> out = recolour(red, torch.tensor([0, -1]), torch.Generator().manual_seed(0))
+        >>> out[0, :, 0, 0].tolist(), out[1, :, 0, 0].tolist()  # inverted: cyan; the other unchanged
+        ([-1.0, 1.0, 1.0], [1.0, -1.0, -1.0])
+    """
+    out = batch.clone()
+    grey = (0.299 * batch[:, 0] + 0.587 * batch[:, 1] + 0.114 * batch[:, 2]).unsqueeze(1).expand_as(batch)
+    for i in torch.nonzero(ways >= 0).flatten().tolist():
+        way = COLOURWAYS[int(ways[i])]
+        if way == "inverted":
+            out[i] = -batch[i]
+        elif way == "grey":
+            out[i] = grey[i]
+        elif way == "grey inverted":
+            out[i] = -grey[i]
+        elif way == "hue turned":
+            shift = float(torch.rand((), generator=generator)) - 0.5
+            out[i] = v2.functional.adjust_hue(batch[i] * 0.5 + 0.5, shift) * 2 - 1
+        else:
+            order = torch.randperm(3, generator=generator)
+            out[i] = batch[i][order]
+    return out
+
+
 def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:
     """Freeze the stem and the first blocks; return the modules that stay in eval mode."""
     backbone = net.backbone
@@ -231,9 +272,13 @@ class LookAlikeBatches:
                                for c in chosen[: self.classes]])
 
 
+SHAPE_SOURCES = ("simple-icons", "generated marks", "real photo crops")  # brands: one mark in any colourway
+
+
 def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespace
-                  ) -> tuple[LogoViews, tuple[int, ...], dict[str, LogoViews], dict[str, int]]:
-    """The training crops, the real-photo classes among them, the validation sets, and class counts per source."""
+                  ) -> tuple[LogoViews, tuple[int, ...], dict[str, LogoViews], dict[str, int], np.ndarray]:
+    """The training crops, the real-photo classes among them, the validation sets, class counts per source, and
+    which classes are brands (:data:`SHAPE_SOURCES`, reprinted in other colourways with ``--colourways``)."""
     transform, size = serving_transform(spec, net)
     grey = spec.grayscale
     render = dict(transform=transform, size=size, grey=grey, cache=args.cache, workers=args.workers)
@@ -242,6 +287,8 @@ def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespac
                                           args.views, seed=args.seed, **render)}
     val = {"simple-icons": make_views([i for i in icons if split_of(i.slug) == "val"][:200], 5, seed=args.seed + 1,
                                       **render)}
+    if args.colourways and not grey:
+        val["simple-icons colourways"] = colourway_queries(val["simple-icons"], gallery=3)
     if not grey:
         graphics = load_colour_graphics(args.cache, args.colour_per_set)
         sources["colour graphics"] = make_views([g for g in graphics if split_of(g.slug) == "train"],
@@ -255,17 +302,18 @@ def training_data(spec: EmbedderSpec, net: EmbeddingNet, args: argparse.Namespac
     if args.real:
         sources["real photo crops"], _ = real_crop_views(args.real, "train", args.real_views, transform, size, grey,
                                                          args.seed, args.cache)
-    images, labels, favoured, counts, offset = [], [], (), {}, 0
+    images, labels, favoured, counts, offset, shape = [], [], (), {}, 0, []
     for name, views in sources.items():
         images.append(np.asarray(views.images))
         labels.append(views.labels + offset)
         counts[name] = int(views.labels.max()) + 1
+        shape += [name in SHAPE_SOURCES] * counts[name]
         if name == "real photo crops":
             favoured = tuple(range(offset, offset + counts[name]))
         offset += counts[name]
     data = LogoViews(np.concatenate(images), np.concatenate(labels))
     log.info("training classes per source: %s; %d crops", counts, len(data.labels))
-    return data, favoured, val, counts
+    return data, favoured, val, counts, np.array(shape)
 
 
 def schedule_progress(step: int, elapsed: float, steps: int, budget: float) -> float:
@@ -303,6 +351,18 @@ def class_means(net: EmbeddingNet, data: LogoViews, views: int = 2) -> torch.Ten
     return torch.nn.functional.normalize(sums, dim=1)
 
 
+def colourway_queries(views: LogoViews, gallery: int) -> LogoViews:
+    """``views`` with every query crop (a class's views after its first ``gallery``) in another colourway,
+    the same for every run: the gallery in one print, the queries in others, as on real packaging."""
+    images = np.array(views.images)
+    order = np.concatenate([np.arange((views.labels == c).sum()) for c in np.unique(views.labels)])
+    queries = np.flatnonzero(order >= gallery)
+    ways = torch.full((len(images),), -1)
+    ways[queries] = torch.as_tensor(queries % len(COLOURWAYS))
+    batch = recolour(_to_batch(images), ways, torch.Generator().manual_seed(0))
+    return LogoViews(np.round((batch.numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8), views.labels)
+
+
 def validate(net: EmbeddingNet, val: dict[str, LogoViews]) -> dict[str, float]:
     """Nearest-neighbour top-1 and recall@5 on each validation set, and their mean top-1 (which picks checkpoints)."""
     figures: dict[str, float] = {}
@@ -323,7 +383,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     if args.init:
         load_trained_weights(net, args.init)
         log.info("network initialised from %s", args.init)
-    data, favoured, val, counts = training_data(spec, net, args)
+    data, favoured, val, counts, shape_classes = training_data(spec, net, args)
     classes = int(data.labels.max()) + 1
 
     frozen = freeze_early_layers(net)
@@ -347,6 +407,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     augment = v2.RandomAffine(degrees=0, translate=(0.06, 0.06), scale=(0.85, 1.1))
+    colour_rng = torch.Generator().manual_seed(args.seed + step)
     sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed + step, favoured)
     # from --init weights the class centres are meaningful at once (class means), so look-alike batches are too
     lookalike_after = 0 if args.init else args.lookalike_after
@@ -364,6 +425,11 @@ def train(args: argparse.Namespace) -> dict[str, object]:
             module.eval()
         index = np.sort(sampler.next())
         batch = torch.stack([augment(x) for x in _to_batch(data.images[index])])
+        if args.colourways and not spec.grayscale:
+            ways = torch.randint(len(COLOURWAYS), (len(index),), generator=colour_rng)
+            reprint = torch.rand(len(index), generator=colour_rng) < args.colourways
+            ways[~(reprint & torch.as_tensor(shape_classes[data.labels[index]]))] = -1
+            batch = recolour(batch, ways, colour_rng)
         batch = batch.contiguous(memory_format=torch.channels_last)
         labels = torch.as_tensor(data.labels[index])
         embeddings = net(batch)
@@ -435,6 +501,9 @@ def main() -> None:
                         help="set generated marks in the @fontsource faces too (pipeline/training/fonts.py; npm once)")
     parser.add_argument("--real", type=Path, help="a YOLO photo dataset whose train split's boxes are trained on")
     parser.add_argument("--real-views", type=int, default=2, help="crops per real box")
+    parser.add_argument("--colourways", type=float, default=0.0,
+                        help="share of brand crops reprinted in another colourway at each step (shape first; "
+                             "colour specs only)")
     parser.add_argument("--max-classes", type=int, default=0, help="use only the first N simple-icons logos (0: all)")
     parser.add_argument("--classes-per-batch", type=int, default=16)
     parser.add_argument("--per-class", type=int, default=4)
@@ -451,6 +520,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.minutes <= 0 or args.steps < 0:
         parser.error("--minutes must be positive and --steps 0 (use --minutes) or more")
+    if not 0.0 <= args.colourways <= 1.0:
+        parser.error("--colourways is a share between 0 and 1")
     if args.real and not args.real.is_dir():
         parser.error(f"--real {args.real}: no such dataset folder (real-drinks: see its README for the public source)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import replace
 
 import numpy as np
 
 from pipeline.calibration import Calibrator, calibrate
+from pipeline.derived import Derived, Made
 from pipeline.leave_one_out import traffic_answers
 from pipeline.errors import StoreError
 from pipeline.usecases.parts import Parts
@@ -25,47 +25,93 @@ def calibration_summary(calibrator: Calibrator) -> dict[str, object]:
             "label_thresholds": len(calibrator.thresholds)}
 
 
-class Calibration:
-    """Fit, save, reload and refresh the confidence calibration of one store (``calibration.json``)."""
+class CalibrationResult(Derived[Calibrator]):
+    """The store's calibration as a derived result: kept in ``calibration.json``, made from the human labels
+    with the vote's and the fit's settings (:meth:`fingerprint`), re-read when another process rewrites it."""
+
+    name = "calibration"
+    expected = (StoreError,)  # too few human labels
+    on_disk = True  # the CLI or another worker may fit it
 
     def __init__(self, parts: Parts) -> None:
+        super().__init__()
         self.parts = parts
         self.path = parts.settings.data_dir / "calibration.json"
-        self._cached: tuple[tuple[float, str], Calibrator | None] | None = None
-        self._fitting = threading.Lock()
-        self._wanted = threading.Event()
+        self._read: tuple[tuple[float, str], Made[Calibrator] | None] | None = None
 
-    def current(self) -> Calibrator | None:
-        """The store's calibration for the current embedding model, re-read when its file changes."""
+    def fit_settings(self) -> dict[str, float]:
+        """The settings a calibration is fitted to, kept in its stats (a change refits it)."""
+        settings = self.parts.settings
+        return {"target_precision": settings.target_precision, "open_set_share": settings.open_set_share,
+                "distance_quantile": settings.distance_quantile}
+
+    @staticmethod
+    def _fingerprint(model_id: str, labels_version: str, k: int, machine_weight: float,
+                     fit_settings: dict[str, float]) -> str:
+        return repr((model_id, labels_version, k, machine_weight, sorted(fit_settings.items())))
+
+    def fingerprint(self) -> str:
+        settings = self.parts.settings
+        return self._fingerprint(self.parts.store.model_id or "", self.parts.store.labels_version(), settings.k,
+                                 settings.machine_label_weight, self.fit_settings())
+
+    def make(self, traffic: np.ndarray | None = None) -> Calibrator:
+        """Fit on the store's human labels (leave-one-out); the open-set share from ``traffic`` (default: the
+        store's own logos that no person labelled, such as imported photos')."""
+        settings = self.parts.settings
+        version = self.parts.store.labels_version()
+        data = self.parts.store_vectors()
+        vote = {"k": settings.k, "machine_weight": settings.machine_label_weight, "photos": data.photos}
+        if traffic is None:  # the logos no person labelled: the store's own traffic
+            traffic = traffic_answers(data.ids, data.vectors, data.labels, data.sources, **vote)
+        calibrator = calibrate(data.ids, data.vectors, data.labels, data.sources, model_id=data.model_id,
+                               traffic=traffic, **vote, **self.fit_settings())
+        log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
+                 calibrator.n_samples, calibrator.stats.get("ece", float("nan")), calibrator.max_distance,
+                 calibrator.min_probability)
+        return replace(calibrator, labels_version=version)
+
+    def save(self, made: Made[Calibrator]) -> None:
+        if made.value is not None:
+            made.value.save(self.path)
+
+    def load(self) -> Made[Calibrator] | None:
+        """The calibration file for the store's current model, read again only when the file changes."""
         model_id = self.parts.store.model_id
         try:
             stamp = (self.path.stat().st_mtime, model_id or "")
         except FileNotFoundError:
             return None
-        cached = self._cached
-        if cached is None or cached[0] != stamp:
+        read = self._read
+        if read is None or read[0] != stamp:
             try:
-                loaded = Calibrator.load(self.path, model_id) if model_id else None
+                calibrator = Calibrator.load(self.path, model_id) if model_id else None
             except StoreError as exc:
                 log.warning("%s", exc)
-                loaded = None
-            cached = self._cached = (stamp, loaded)
-        return cached[1]
+                calibrator = None
+            made = None if calibrator is None else Made(self._fingerprint(
+                calibrator.model_id, calibrator.labels_version, calibrator.k, calibrator.machine_weight,
+                {name: calibrator.stats.get(name) for name in self.fit_settings()}), calibrator)
+            read = self._read = (stamp, made)
+        return read[1]
 
-    def _fit_settings(self) -> dict[str, float]:
-        """The settings a calibration is fitted to, kept in its stats: when one changes, it is refitted."""
-        settings = self.parts.settings
-        return {"target_precision": settings.target_precision, "open_set_share": settings.open_set_share,
-                "distance_quantile": settings.distance_quantile}
+
+class Calibration:
+    """The confidence calibration of one store (``calibration.json``): read by every search, refitted in the
+    background when the labels or its settings change (:class:`CalibrationResult`)."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.result = CalibrationResult(parts)
+        self.path = self.result.path
+
+    def current(self) -> Calibrator | None:
+        """The store's calibration for the current embedding model (None: uncalibrated)."""
+        return self.result.current()
 
     def is_stale(self) -> bool:
         """Whether the labels or the settings it was fitted to (the vote's too) changed since the last
         calibration (or there is none)."""
-        calibrator = self.current()
-        settings = self.parts.settings
-        return (calibrator is None or calibrator.labels_version != self.parts.store.labels_version()
-                or (calibrator.k, calibrator.machine_weight) != (settings.k, settings.machine_label_weight)
-                or any(calibrator.stats.get(name) != value for name, value in self._fit_settings().items()))
+        return self.result.is_stale()
 
     def fit(self, traffic: np.ndarray | None = None) -> Calibrator:
         """Fit the confidence calibration on the store's human labels (leave-one-out) and save it.
@@ -78,49 +124,15 @@ class Calibration:
         Raises:
             StoreError: Too few human labels to calibrate.
         """
-        with self._fitting:
-            calibrator = self._fit(traffic)
-        if self._wanted.is_set():  # asked for while this one ran, and its worker gave way
-            self.request()
-        return calibrator
-
-    def _fit(self, traffic: np.ndarray | None) -> Calibrator:
-        """:meth:`fit` with the lock held."""
-        settings = self.parts.settings
-        version = self.parts.store.labels_version()
-        data = self.parts.store_vectors()
-        vote = {"k": settings.k, "machine_weight": settings.machine_label_weight, "photos": data.photos}
-        if traffic is None:  # the logos no person labelled: the store's own traffic
-            traffic = traffic_answers(data.ids, data.vectors, data.labels, data.sources, **vote)
-        calibrator = calibrate(data.ids, data.vectors, data.labels, data.sources, model_id=data.model_id,
-                               traffic=traffic, **vote, **self._fit_settings())
-        calibrator = replace(calibrator, labels_version=version)
-        calibrator.save(self.path)
-        log.info("calibrated on %d answers: ECE %.3f, distance limit %.3f, threshold %.2f",
-                 calibrator.n_samples, calibrator.stats.get("ece", float("nan")), calibrator.max_distance,
-                 calibrator.min_probability)
-        return calibrator
+        return self.result.refresh(force=True, make=lambda: self.result.make(traffic))
 
     def state(self) -> str:
         """``fitting`` while a calibration is asked for or running, else ``ready`` (one is in use) or ``none``."""
-        if self._wanted.is_set() or self._fitting.locked():
+        state = self.result.state()
+        if state == "making":
             return "fitting"
         return "ready" if self.current() is not None else "none"
 
     def request(self) -> None:
-        """Recalibrate in a background thread (once more if labels change meanwhile); never blocks a caller."""
-        self._wanted.set()
-        threading.Thread(target=self._fit_when_wanted, name="calibrate", daemon=True).start()
-
-    def _fit_when_wanted(self) -> None:
-        while self._wanted.is_set():
-            if not self._fitting.acquire(blocking=False):
-                return  # the running fit will see the flag and go again
-            try:  # held from the flag's clearing to the fit's end: state() reads "fitting" throughout
-                self._wanted.clear()
-                if self.is_stale():
-                    self._fit(None)
-            except StoreError as exc:
-                log.info("no calibration yet: %s", exc)
-            finally:
-                self._fitting.release()
+        """Recalibrate in the background if the labels or settings changed; never blocks a caller."""
+        self.result.request()
