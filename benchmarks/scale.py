@@ -134,7 +134,7 @@ def main() -> None:
         figures["backends"] = backends
 
         started = time.perf_counter()
-        table = service.insight.neighbour_table(10)
+        table = service.insight.neighbour_table()
         figures["health_s"] = round(time.perf_counter() - started, 1)
         figures["health_logos_searched"] = len(table.table)
 
@@ -158,10 +158,10 @@ def main() -> None:
             figures["map_zoom_points"] = len(zoomed.data)
             figures["map_zoom_payload_mb"] = round(zoom_bytes / 1e6, 2)
         started = time.perf_counter()
-        service.insight.cluster_health(k=10)  # the report: purity, suspects, unlabelled clusters on the map
+        service.insight.cluster_health()  # the report: purity, suspects, unlabelled clusters on the map
         figures["health_report_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        service.insight.cluster_health(k=10, wait=False)  # what every later visitor pays until something changes
+        service.insight.cluster_health(wait=False)  # what every later visitor pays until something changes
         figures["health_read_ms"] = round((time.perf_counter() - started) * 1e3, 1)
         figures["rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         figures["disk_gb"] = round(folder_gb(data), 2)

@@ -238,7 +238,7 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
         if ctx.triggered_id == "refresh-health" and refresh:
             service.insight.request_health()  # coalesced into the one background run; computes only what changed
         # never computed by a page load: both are made by the background worker and read here
-        report = service.insight.cluster_health(k=settings.k, wait=False)
+        report = service.insight.cluster_health(wait=False)
         accuracy = _accuracy(service)
         waiting = html.Div("Computing in the background after the last change; it appears here when done.",
                            style={"fontSize": "0.85rem"})

@@ -82,6 +82,7 @@ class Derived(ABC, Generic[T]):
 
     def __init__(self) -> None:
         self._made: Made[T] | None = None
+        self._loaded = False
         self._making = threading.Lock()  # one make at a time, whoever asks
         self._wanted = threading.Event()
         self._forced = False
@@ -113,9 +114,14 @@ class Derived(ABC, Generic[T]):
 
     # -- readers: never compute ----------------------------------------------------------
     def made(self) -> Made[T] | None:
-        """The last result with its fingerprint: as :meth:`load` reads it for a result kept on disk, else the one
-        made in this process."""
-        return self.load() if self.on_disk else self._made
+        """The last result with its fingerprint: as :meth:`load` reads it now for an :attr:`on_disk` result, else
+        the one made in this process (or, before any, the one :meth:`load` finds from an earlier run)."""
+        if self.on_disk:
+            return self.load()
+        if not self._loaded:
+            self._loaded = True
+            self._made = self._made or self.load()
+        return self._made
 
     def is_stale(self) -> bool:
         """Whether there is no result for the inputs as they are now: the one place this is decided."""
@@ -226,8 +232,8 @@ class Derived(ABC, Generic[T]):
             log.info("no %s yet: %s", self.name, exc)
         except Exception as exc:  # the last result stays in use; the next request tries again
             log.exception("making the %s failed", self.name)
-            self._failure = f"{self.name} failed: {exc}"
-            self.message = self._failure
+            self._failure = str(exc)
+            self.message = f"the {self.name} failed: {exc}"
 
     def wait(self, timeout: float | None = None) -> Made[T] | None:
         """Block until the background worker is idle (scripts and tests; the app never waits); the last result."""

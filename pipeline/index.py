@@ -39,6 +39,7 @@ import numpy as np
 from annoy import AnnoyIndex
 from filelock import FileLock
 
+from pipeline.derived import Derived, Made
 from pipeline.errors import BadInputError, ConfigError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore
 from pipeline.registry import Registry
@@ -304,6 +305,33 @@ class IndexInfo:
     build_seconds: float
 
 
+class IndexGeneration(Derived[IndexInfo]):
+    """The built index as a derived result (:mod:`pipeline.derived`): the generation the pointer file names, stale
+    when it holds another model's vectors than the store's (or there is none). Made by :meth:`LogoIndex.rebuild`;
+    a rebuild for compaction, with the fingerprint unchanged, is asked for with ``force``."""
+
+    name = "index"
+    on_disk = True  # the pointer file: another process may rebuild
+
+    def __init__(self, index: LogoIndex) -> None:
+        super().__init__()
+        self.index = index
+
+    @staticmethod
+    def _fingerprint(model_id: str | None, dim: int | None) -> str:
+        return f"{model_id}|{dim}"
+
+    def fingerprint(self) -> str:
+        return self._fingerprint(self.index.store.model_id, self.index.store.dim)
+
+    def make(self) -> IndexInfo:
+        return self.index.rebuild()
+
+    def load(self) -> Made[IndexInfo] | None:
+        info = self.index._pointed()
+        return None if info is None else Made(self._fingerprint(info.model_id, info.dim), info, info.build_seconds)
+
+
 class LogoIndex:
     """The store's searchable view: last built index + exact delta of newer logos.
 
@@ -325,6 +353,7 @@ class LogoIndex:
         self._info: IndexInfo | None = None
         self._delta = ExactIndex(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
         self._delta_max_id = 0
+        self.generation = IndexGeneration(self)
 
     # -- generations -------------------------------------------------------------------
     def _pointer(self) -> Path:
@@ -381,7 +410,7 @@ class LogoIndex:
 
     def needs_rebuild(self) -> bool:
         """True when stored logos have no usable built generation (never built, or built for another model)."""
-        return self.store.count() > 0 and self.info() is None
+        return self.store.count() > 0 and self.generation.is_stale()
 
     def counts(self) -> tuple[int, int]:
         """``(indexed, pending)``: logos in the built index, and logos only in the delta."""
@@ -422,7 +451,8 @@ class LogoIndex:
 
     # -- build -------------------------------------------------------------------------
     def rebuild(self) -> IndexInfo:
-        """Index every stored vector as a new generation and switch to it atomically.
+        """Index every stored vector as a new generation and switch to it atomically (callers go through
+        :attr:`generation`: ``refresh(force=True)`` now, ``request(force=True)`` in the background).
 
         Readers keep using the old generation until the pointer file is replaced;
         a crash mid-build leaves the old generation current. One rebuild runs at

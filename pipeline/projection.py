@@ -1,8 +1,9 @@
 """A 2-D map of every stored embedding (PCA, then UMAP), fitted in the background and cached on disk.
 
-The fit is the slow part (minutes at 100k logos), so it runs in a thread with
-progress, is saved under ``<data>/map/`` keyed by the store's content (model and
-logo ids), and is reused at start. Logos added after a fit are placed with the
+The fit is the slow part (minutes at 100k logos), so it is a derived result
+(:class:`MapFit`, :mod:`pipeline.derived`) made by a background worker with
+progress, saved under ``<data>/map/`` keyed by the store's content (model and
+logo ids), and reused at start. Logos added after a fit are placed with the
 fitted model's ``transform`` (no refit); :meth:`LogoMap.start` with
 ``refit=True`` fits again on everything.
 """
@@ -18,11 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import joblib
 import numpy as np
 
+from pipeline.derived import Derived, Made
 from pipeline.errors import StoreError
 from pipeline.store import LogoStore
 from pipeline.util import atomic_write_json
@@ -102,6 +105,38 @@ def content_key(model_id: str | None, ids: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
+class MapFit(Derived[_Fit]):
+    """The map's fit as a derived result, kept under ``<data>/map/`` and read again at start.
+
+    It depends on the embedding model only: logos added after a fit are placed on it with ``transform``, so it
+    is stale only when there is none for the store's model (after a re-embed); a refit on every logo is asked
+    for explicitly (:meth:`LogoMap.start` with ``refit=True``).
+    """
+
+    name = "map"
+
+    def __init__(self, logo_map: LogoMap) -> None:
+        super().__init__()
+        self.logo_map = logo_map
+
+    def fingerprint(self) -> str:
+        return self.logo_map.store.model_id or ""
+
+    def make(self) -> _Fit:
+        import numba
+
+        # leave a core to the requests being served: numba's thread count is per calling thread
+        numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS - 1))
+        return self.logo_map.fit_now(self.report)
+
+    def save(self, made: Made[_Fit]) -> None:
+        self.logo_map.save_fit(made.value)
+
+    def load(self) -> Made[_Fit] | None:
+        fit = self.logo_map.load_fit()
+        return None if fit is None else Made(fit.model_id or "", fit, fit.seconds)
+
+
 class LogoMap:
     """The UMAP map of one store.
 
@@ -122,32 +157,26 @@ class LogoMap:
         self.store = store
         self.directory = Path(directory)
         self.config = config or MapConfig()
+        self.result = MapFit(self)
         self._lock = threading.RLock()
-        self._fit: _Fit | None = None
-        self._thread: threading.Thread | None = None
-        self._progress = 0.0
         self._message = "not fitted yet"
-        self._failed = False
-        self._loaded = False
 
     # -- state ---------------------------------------------------------------------------
     def _current_fit(self) -> _Fit | None:
         """The fit, unless it was made on another embedder's vectors (the store was re-embedded since)."""
-        self._load_cached()
-        if self._fit is not None and self._fit.model_id != self.store.model_id:
-            log.info("the map was fitted on %s vectors, the store now holds %s: it will be fitted again",
-                     self._fit.model_id, self.store.model_id)
-            self._fit = None
+        fit = self.result.fresh()
+        if fit is None and self.result.current() is not None:
             self._message = "the store was re-embedded: the map is fitted again"
-        return self._fit
+        return fit
 
     def status(self) -> MapStatus:
         with self._lock:
             fit = self._current_fit()
-            if self._thread is not None and self._thread.is_alive():
-                return MapStatus("fitting", self._progress, self._message, len(fit.ids) if fit else 0)
-            if self._failed:
-                return MapStatus("failed", 0.0, self._message)
+            state = self.result.state()
+            if state == "making":
+                return MapStatus("fitting", self.result.progress, self.result.message, len(fit.ids) if fit else 0)
+            if state == "failed":
+                return MapStatus("failed", 0.0, f"the map fit failed: {self.result.failure}")
             if fit is None:
                 return MapStatus("empty", 0.0, self._message)
             return MapStatus("ready", 1.0, f"{len(fit.ids)} logos fitted", len(fit.ids), len(fit.placed_ids),
@@ -156,26 +185,23 @@ class LogoMap:
     def _pointer(self) -> Path:
         return self.directory / "current.json"
 
-    def _load_cached(self) -> None:
-        """Read the last fit from disk once (a restart reuses it instead of fitting again)."""
-        if self._loaded:
-            return
-        self._loaded = True
+    def load_fit(self) -> _Fit | None:
+        """The last fit saved on disk (a restart reuses it instead of fitting again); None if none is usable."""
         try:
             pointer = json.loads(self._pointer().read_text())
             saved = joblib.load(self.directory / pointer["file"])
         except FileNotFoundError:
-            return
+            return None
         except Exception as exc:  # a damaged cache costs a refit, never the app
             log.warning("ignoring the cached map (%s); it will be fitted again", exc)
-            return
-        self._fit = _Fit(saved["key"], saved["model"], saved["ids"], saved["xy"], saved["seconds"],
-                         saved.get("model_id"))
+            return None
+        fit = _Fit(saved["key"], saved["model"], saved["ids"], saved["xy"], saved["seconds"], saved.get("model_id"))
         placed = self.directory / f"placed-{saved['key']}.npz"
         if placed.exists():
             with np.load(placed) as data:
-                self._fit.placed_ids, self._fit.placed_xy = data["ids"], data["xy"]
-        self._message = f"loaded the cached map of {len(self._fit.ids)} logos"
+                fit.placed_ids, fit.placed_xy = data["ids"], data["xy"]
+        self._message = f"loaded the cached map of {len(fit.ids)} logos"
+        return fit
 
     def cached_for_current_store(self) -> bool:
         """Whether the cached fit covers exactly the logos stored now."""
@@ -186,7 +212,7 @@ class LogoMap:
 
     # -- fitting -------------------------------------------------------------------------
     def start(self, refit: bool = False) -> bool:
-        """Fit in a background thread unless a fit is running or one is cached.
+        """Fit in the background unless a fit is running or one is there for the store's model.
 
         Args:
             refit: Fit again on every stored logo even if a map exists.
@@ -195,51 +221,39 @@ class LogoMap:
             True if a fit was started.
         """
         with self._lock:
-            fit = self._current_fit()
-            if self._thread is not None and self._thread.is_alive():
+            if self.result.state() == "making":
                 return False
-            if fit is not None and not refit:
+            if self._current_fit() is not None and not refit:
                 return False
             if self.store.count() < MIN_POINTS:
                 self._message = f"a map needs at least {MIN_POINTS} logos; the store has {self.store.count()}"
                 return False
-            self._failed, self._progress, self._message = False, 0.0, "starting"
-            self._thread = threading.Thread(target=self._run, name="umap-fit", daemon=True)
-            self._thread.start()
+            self.result.request(force=refit)
             return True
 
     def wait(self, timeout: float | None = None) -> MapStatus:
         """Block until a running fit ends (for scripts and tests)."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        self.result.wait(timeout)
         return self.status()
 
-    def _report(self, progress: float, message: str) -> None:
-        with self._lock:
-            self._progress, self._message = progress, message
-
-    def _run(self) -> None:
-        import numba
-
-        # leave a core to the requests being served: numba's thread count is per calling thread
-        numba.set_num_threads(max(1, numba.config.NUMBA_NUM_THREADS - 1))
-        try:
-            self.fit()
-        except Exception as exc:  # reported in the UI, logged with its trace
-            log.exception("the map fit failed")
-            with self._lock:
-                self._failed, self._message = True, f"the map fit failed: {exc}"
-
     def fit(self) -> MapStatus:
+        """Fit now on every stored logo, whatever is cached (the caller waits).
+
+        Raises:
+            StoreError: fewer than :data:`MIN_POINTS` logos.
+        """
+        self.result.refresh(force=True)
+        return self.status()
+
+    def fit_now(self, report: Callable[[float, str], None]) -> _Fit:
         """Fit PCA + UMAP on the stored vectors (a seeded sample of ``max_fit`` past that, the rest placed with
-        ``transform``), save it atomically, and make it current."""
+        ``transform``), telling ``report`` how far it is."""
         from sklearn.decomposition import PCA
         from sklearn.pipeline import make_pipeline
         from umap import UMAP
 
         started = time.perf_counter()
-        self._report(0.02, "reading the vectors")
+        report(0.02, "reading the vectors")
         model_id = self.store.model_id
         all_ids = np.array(self.store.ids(), dtype=np.int64)
         if len(all_ids) == 0:
@@ -255,11 +269,11 @@ class LogoMap:
             ids, rest_ids = all_ids[chosen], all_ids[~chosen]
         vectors = self.store.vectors(ids.tolist())  # only the fitted logos in memory; the rest come in chunks
         share = 1.0 if not len(rest_ids) else 0.6  # of the progress bar, for the fit (the rest: placing)
-        self._report(0.05, f"building the neighbour graph of {len(ids)} logos")
+        report(0.05, f"building the neighbour graph of {len(ids)} logos")
         steps = []
         if vectors.shape[1] > self.config.pca_dims and len(ids) > self.config.pca_dims:
             steps.append(PCA(self.config.pca_dims, random_state=0))
-        epochs = _EpochProgress(lambda f: self._report(0.3 + (share - 0.3) * f, f"laying out: {f:.0%} of the epochs"))
+        epochs = _EpochProgress(lambda f: report(0.3 + (share - 0.3) * f, f"laying out: {f:.0%} of the epochs"))
         steps.append(UMAP(n_neighbors=min(self.config.n_neighbors, len(ids) - 1), min_dist=self.config.min_dist,
                           metric=self.config.metric, low_memory=True, init=self.config.init,
                           tqdm_kwds={"disable": False, "file": epochs, "mininterval": 0.5,
@@ -269,33 +283,32 @@ class LogoMap:
         model[-1].tqdm_kwds = {"disable": True}  # the progress sink is not for pickling, nor for transform
         placed = []
         for start in range(0, len(rest_ids), 50_000):
-            self._report(share + (0.98 - share) * start / len(rest_ids),
-                         f"placing the other logos: {start} of {len(rest_ids)}")
+            report(share + (0.98 - share) * start / len(rest_ids), f"placing the other logos: {start} of {len(rest_ids)}")
             chunk = self.store.vectors(rest_ids[start:start + 50_000].tolist())
             placed.append(np.asarray(model.transform(chunk), dtype=np.float32))
         rest_xy = np.concatenate(placed) if placed else np.zeros((0, 2), np.float32)
         seconds = time.perf_counter() - started
-        self._report(0.99, "saving the map")
+        report(0.99, "saving the map")
+        log.info("map fitted: %d logos (+%d placed) in %.1f s", len(ids), len(rest_ids), seconds)
+        return _Fit(key, model, ids, xy, seconds, model_id, rest_ids, rest_xy)
+
+    def save_fit(self, fit: _Fit) -> None:
+        """Save ``fit`` atomically and make it the one a restart loads (the previous one's files go)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"fit-{key}.joblib"
+        name = f"fit-{fit.key}.joblib"
         partial = self.directory / f".{name}.partial"
-        joblib.dump({"key": key, "model": model, "ids": ids, "xy": xy, "seconds": seconds,
-                     "model_id": model_id}, partial)
+        joblib.dump({"key": fit.key, "model": fit.model, "ids": fit.ids, "xy": fit.xy, "seconds": fit.seconds,
+                     "model_id": fit.model_id}, partial)
         os.replace(partial, self.directory / name)
         previous = self._pointer_file()
-        atomic_write_json(self._pointer(), {"file": name, "key": key, "logos": int(len(ids))})
+        atomic_write_json(self._pointer(), {"file": name, "key": fit.key, "logos": int(len(fit.ids))})
         if previous and previous != name:
             (self.directory / previous).unlink(missing_ok=True)
             for old in self.directory.glob("placed-*.npz"):
                 old.unlink(missing_ok=True)
-        with self._lock:
-            self._fit = _Fit(key, model, ids, xy, seconds, model_id, rest_ids, rest_xy)
-            if len(rest_ids):
-                self._save_placed(self._fit)
-            self._message = (f"fitted {len(ids)} logos in {seconds:.1f} s" + (
-                f", {len(rest_ids)} more placed with transform" if len(rest_ids) else ""))
-        log.info("map fitted: %d logos (+%d placed) in %.1f s", len(ids), len(rest_ids), seconds)
-        return self.status()
+        if len(fit.placed_ids):
+            with self._lock:
+                self._save_placed(fit)
 
     def _pointer_file(self) -> str | None:
         try:

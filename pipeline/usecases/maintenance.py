@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +37,14 @@ class Maintenance:
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
-        self._compacting = threading.Lock()
 
     def build_index(self) -> IndexInfo:
-        """Rebuild the ANN index from every stored vector and switch to it atomically."""
-        return self.parts.index.rebuild()
+        """Rebuild the ANN index from every stored vector now and switch to it atomically.
+
+        Raises:
+            StoreError: the store is empty.
+        """
+        return self.parts.index.generation.refresh(force=True)
 
     def needs_reembed(self) -> bool:
         """Whether the store holds vectors of another model than the configured embedder's."""
@@ -57,21 +59,10 @@ class Maintenance:
         """Rebuild the index in the background once more than ``compact_after`` logos wait in the exact delta.
 
         Until then new logos are searched exactly, which costs a little more with
-        each one; one rebuild at a time (the index's file lock serialises processes).
+        each one; requests coalesce into one rebuild at a time (the index's file lock serialises processes).
         """
-        if (self.parts.index.counts()[1] <= self.parts.settings.compact_after
-                or not self._compacting.acquire(blocking=False)):
-            return
-
-        def rebuild() -> None:
-            try:
-                self.build_index()
-            except Exception:  # a failed compaction leaves the delta in use; the next add tries again
-                log.exception("background index rebuild failed")
-            finally:
-                self._compacting.release()
-
-        threading.Thread(target=rebuild, name="index-compaction", daemon=True).start()
+        if self.parts.index.counts()[1] > self.parts.settings.compact_after:
+            self.parts.index.generation.request(force=True)
 
     def reembed(self, *, batch: int = 64, progress: bool = True, ray: bool = False,
                 workers: int | None = None, advance: Callable[[int], None] | None = None) -> ReembedReport:

@@ -36,7 +36,7 @@ def fill(store: LogoStore, vectors: np.ndarray, labels: list[str | None],
 @pytest.fixture
 def labelled_service(tmp_path) -> tuple[LogoService, list[int]]:
     """4 clusters of 8 logos labelled a..d, except one logo of cluster a wrongly labelled 'b'."""
-    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact"))
+    service = LogoService(Settings(data_dir=tmp_path / "data", index_backend="exact", k=5))
     labels = [name for name in "abcd" for _ in range(8)]
     labels[3] = "b"  # the known mistake
     ids = fill(service._parts.store, clustered(4, 8), labels)
@@ -46,7 +46,7 @@ def labelled_service(tmp_path) -> tuple[LogoService, list[int]]:
 
 def test_cluster_health_finds_the_mislabelled_logo(labelled_service):
     service, ids = labelled_service
-    report = service.insight.cluster_health(k=5)
+    report = service.insight.cluster_health()
     assert [(s.logo_id, s.label, s.neighbours_say) for s in report.suspects] == [(ids[3], "b", "a")]
     purity = {h.label: h.purity for h in report.labels}
     assert purity["c"] == purity["d"] == 1.0
@@ -57,7 +57,7 @@ def test_cluster_health_finds_the_mislabelled_logo(labelled_service):
 def test_fixing_the_label_clears_the_suspect(labelled_service):
     service, ids = labelled_service
     service.labels.bulk([ids[3]], "a")
-    report = service.insight.cluster_health(k=5)
+    report = service.insight.cluster_health()
     assert report.suspects == [] and all(h.purity == 1.0 for h in report.labels)
 
 
@@ -65,7 +65,7 @@ def _wait_for_health(service: LogoService, timeout: float = 30.0):
     import time
 
     deadline = time.time() + timeout
-    while (report := service.insight.cluster_health(k=5, wait=False)) is None:
+    while (report := service.insight.cluster_health(wait=False)) is None:
         assert time.time() < deadline, "cluster health never came"
         time.sleep(0.05)
     return report
@@ -78,35 +78,34 @@ def test_cluster_health_runs_in_the_background_never_on_a_read_and_samples_a_big
     service, ids = labelled_service
     monkeypatch.setattr(service_module, "HEALTH_SETTLE_S", 0.05)
     monkeypatch.setattr(service_module, "HEALTH_SAMPLE", 20)  # a "big" store: 32 logos, 20 searched
-    assert service.insight.cluster_health(k=5, wait=False) is None  # a read (a page load) computes nothing
-    assert service.insight.cluster_health(k=5, wait=False) is None
-    service._parts.settings = service.settings.replace(k=5)
+    assert service.insight.cluster_health(wait=False) is None  # a read (a page load) computes nothing
+    assert service.insight.cluster_health(wait=False) is None
     service.insight.request_health()
     report = _wait_for_health(service)
     assert (report.sampled, report.logos) == (20, 32)
     assert {h.label for h in report.labels} <= set("abcd") and report.labels
     assert all(s.label == "b" for s in report.suspects)  # only the known mistake can be one
-    assert service.insight.cluster_health(k=5, wait=False) is report  # every later read shares the one report
+    assert service.insight.cluster_health(wait=False) is report  # every later read shares the one report
     service.labels.bulk([ids[3]], "a")  # a label change: the same neighbours, a new report...
-    assert service.insight.cluster_health(k=5, wait=False) is None  # ...made in the background, never by a read
+    assert service.insight.cluster_health(wait=False) is None  # ...made in the background, never by a read
     fixed = _wait_for_health(service)
-    assert fixed is not report and fixed.suspects == [] and service.insight.cluster_health(k=5, wait=False) is fixed
+    assert fixed is not report and fixed.suspects == [] and service.insight.cluster_health(wait=False) is fixed
     fill(service._parts.store, clustered(1, 3, seed=9), ["e"] * 3)  # the logos change: the old table is stale
-    assert service.insight.cluster_health(k=5, wait=False) is None
+    assert service.insight.cluster_health(wait=False) is None
     service.insight.request_health()
     assert _wait_for_health(service).logos == 35
 
 
 def test_unlabelled_clusters_on_the_map_are_found_and_follow_label_changes(tmp_path):
-    service = LogoService(Settings(data_dir=tmp_path / "data", embedder="efficientnet-lite0"))
+    service = LogoService(Settings(data_dir=tmp_path / "data", embedder="efficientnet-lite0", k=5))
     ids = fill(service._parts.store, clustered(4, 12), ["a"] * 12 + ["b"] * 12 + [None] * 24)
     service.maintenance.build_index()
     service.insight.start_map()
     assert service._parts.map.wait(300).state == "ready"
-    found = [set(c.ids) for c in service.insight.cluster_health(k=5).clusters]
+    found = [set(c.ids) for c in service.insight.cluster_health().clusters]
     assert sorted(found, key=min) == [set(ids[24:36]), set(ids[36:])]  # the two unlabelled groups, nothing else
     service.labels.bulk(ids[24:36], "c")
-    found = [set(c.ids) for c in service.insight.cluster_health(k=5).clusters]
+    found = [set(c.ids) for c in service.insight.cluster_health().clusters]
     assert all(group <= set(ids[36:]) for group in found)  # labelled now: no longer an unlabelled cluster
 
 
@@ -274,7 +273,7 @@ def test_a_big_store_is_fitted_on_a_sample_and_the_rest_placed(tmp_path):
     assert sorted(points.ids.tolist()) == ids and np.isfinite(points.xy).all()
     # placed logos land among the fitted logos of their own cluster
     cluster = {i: n // 30 for n, i in enumerate(ids)}
-    fitted = set(logo_map._fit.ids.tolist())
+    fitted = set(logo_map.result.current().ids.tolist())
     for n in range(4):
         mine = np.array([cluster[int(i)] == n for i in points.ids])
         was_fitted = np.array([int(i) in fitted for i in points.ids])

@@ -122,3 +122,25 @@ def test_no_import_cycle():
 
     for path in graph:
         visit(path, [])
+
+
+# the modules that may start threads: the one worker of every derived result, and the first build of the store
+THREAD_STARTERS = {ROOT / "pipeline/derived.py", ROOT / "pipeline/demo.py"}
+
+
+def _starts_threads(path: Path) -> bool:
+    return any(isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
+               and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "Thread"
+               for node in ast.walk(ast.parse(path.read_text(), filename=str(path))))
+
+
+def test_derived_state_is_refreshed_by_one_kind_of_worker():
+    """Whatever is computed from the store (index, calibration, map, cluster health, store evaluation) is a
+    pipeline.derived.Derived refreshed by its worker; no module runs its own background thread beside it."""
+    assert {path for path in RUNTIME if _starts_threads(path)} <= THREAD_STARTERS
+
+
+def test_the_thread_check_would_catch_a_worker_of_its_own(tmp_path):
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text("import threading\nthreading.Thread(target=print).start()\n")
+    assert _starts_threads(rogue)
