@@ -15,6 +15,11 @@ brand icons instead, and ``--collection devicon`` from the colour logos of
 colours): other collections, reserved for independent evaluation (never used
 in training, tuning or the demo).
 
+``--colourways`` prints every query in another colourway than the gallery's (the mark in one ink on a
+light or dark panel, white on a colour, or the gallery's own printing inverted or in grey), as packaging
+reprints one mark (``--collection devicon --colourways`` -> ``retrieval-devicon-colourways``): it asks
+whether one mark in other colours is still one brand.
+
 ``--collection real-drinks --dataset DIR`` crops real photos instead: the gallery is
 ``--gallery`` boxes per brand from the dataset's ``val`` split, the queries are every
 box of its ``test`` split (never trained on), cut exactly at the annotated box.
@@ -31,15 +36,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.datasets import load_yolo  # noqa: E402
 from pipeline.demo import DEMO_LOGOS  # noqa: E402
-from pipeline.training.synth import (Icon, fetch_simple_icons, held_out, load_devicon,  # noqa: E402
-                                     load_fontawesome_brands, load_icons, logo_card, photograph)
+from pipeline.training.synth import (Icon, _card, fetch_simple_icons, held_out, load_devicon,  # noqa: E402
+                                     load_fontawesome_brands, load_icons, logo_card, photograph, render_icon)
 
 
 def demo_slugs() -> set[str]:
@@ -61,12 +66,35 @@ def candidates(collection: str, cache: Path) -> list[Icon]:
     return [icon for icon in load_icons(fetch_simple_icons(cache)) if held_out(icon.slug) and icon.slug not in excluded]
 
 
+COLOURWAYS = ("one ink on light", "light ink on dark", "white on colour", "inverted", "grey")
+
+
+def colourway_card(icon: Icon, rng: np.random.Generator, way: str, size: int = 160) -> Image.Image:
+    """The logo reprinted in colourway ``way`` (one of :data:`COLOURWAYS`), as packaging reprints a mark: its
+    silhouette in a single ink, or its usual card inverted or in grey."""
+    if way in ("inverted", "grey"):
+        card = logo_card(icon, rng, size)
+        return ImageOps.invert(card) if way == "inverted" else ImageOps.grayscale(card).convert("RGB")
+    alpha = render_icon(icon, size, "000000").getchannel("A")
+    dark = tuple(int(v) for v in rng.integers(0, 90, 3))
+    light = tuple(int(v) for v in rng.integers(200, 256, 3))
+    colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+    ink, paper = {"one ink on light": (dark, light), "light ink on dark": (light, dark),
+                  "white on colour": ((255, 255, 255), colour)}[way]
+    mark = Image.new("RGBA", alpha.size, ink)
+    mark.putalpha(alpha)
+    return _card(mark, paper, size, rng)
+
+
 def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cache: Path,
-             collection: str = "simple-icons") -> Path:
-    """Write the set under ``out`` (skipped if a set with the same parameters is there)."""
+             collection: str = "simple-icons", colourways: bool = False) -> Path:
+    """Write the set under ``out`` (skipped if a set with the same parameters is there); with ``colourways``
+    each query is printed in another colourway than the gallery (:func:`colourway_card`)."""
     params = {"classes": classes, "gallery": gallery, "queries": queries, "seed": seed, "v": 3}
     if collection != "simple-icons":
         params["collection"] = collection
+    if colourways:
+        params["colourways"] = True
     manifest = out / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
         return out
@@ -79,7 +107,9 @@ def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cac
             folder = out / split / _folder(icon.title)
             folder.mkdir(parents=True, exist_ok=True)
             for n in range(count):
-                photograph(logo_card(icon, rng), rng).save(folder / f"{n}.png")
+                card = (colourway_card(icon, rng, COLOURWAYS[int(rng.integers(len(COLOURWAYS)))])
+                        if colourways and split == "query" else logo_card(icon, rng))
+                photograph(card, rng).save(folder / f"{n}.png")
     manifest.write_text(json.dumps({"params": params, "slugs": [icon.slug for icon in chosen]}, indent=1))
     return out
 
@@ -128,21 +158,23 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--gallery", type=int, default=3)
     parser.add_argument("--queries", type=int, default=2)
+    parser.add_argument("--colourways", action="store_true", help="queries in other colourways than the gallery")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_REAL_DRINKS, help="real-drinks: the dataset folder")
     args = parser.parse_args()
-    out = args.out or default_out(args.collection)
+    out = args.out or default_out(args.collection, args.colourways)
     if args.collection == "real-drinks":
         print(generate_photo_crops(out, args.dataset, args.gallery, args.seed))
     else:
-        print(generate(out, args.classes, args.gallery, args.queries, args.seed, args.cache, args.collection))
+        print(generate(out, args.classes, args.gallery, args.queries, args.seed, args.cache, args.collection,
+                       args.colourways))
 
 
-def default_out(collection: str) -> Path:
+def default_out(collection: str, colourways: bool = False) -> Path:
     """Where a collection's set goes unless told otherwise."""
     name = "retrieval" if collection == "simple-icons" else f"retrieval-{collection}"
-    return ROOT / "benchmarks" / "out" / name
+    return ROOT / "benchmarks" / "out" / (name + ("-colourways" if colourways else ""))
 
 
 if __name__ == "__main__":

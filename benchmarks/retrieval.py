@@ -12,6 +12,12 @@ The sets (benchmarks/make_retrieval_set.py makes them once):
   both collections are never trained or tuned on.
 - ``real-drinks``: real photo crops; the gallery is 5 boxes per brand of the
   dataset's ``val`` split, the queries are every box of its ``test`` split.
+- ``devicon-colourways``, ``fontawesome-brands-colourways``: the same logos with every
+  query printed in another colourway than the gallery (one ink, inverted, grey...):
+  one mark in other colours should still be one brand.
+
+``--candidate WEIGHTS`` adds a row for a weights file of the default embedder's network
+(a training's output), evaluated in this process before it replaces the bundled one.
 
 Each cell runs ``python -m pipeline evaluate GALLERY QUERY --json`` (the production
 store, Annoy index and vote) and shows the kNN top-1 / recall@5.
@@ -39,18 +45,44 @@ from benchmarks.make_retrieval_set import (DEFAULT_REAL_DRINKS, ROOT, default_ou
 # ImageNet average pooling, GeM, the multi-stage variant, the grey fine-tune and the colour default
 COMPARED = ("efficientnet-lite0-avg", "efficientnet-lite0", "efficientnet-lite0-ms", "efficientnet-lite0-logo",
             "efficientnet-lite0-logo-colour")
-SETS = ("simple-icons", "fontawesome-brands", "devicon", "real-drinks")
+SETS = ("simple-icons", "fontawesome-brands", "devicon", "real-drinks", "devicon-colourways",
+        "fontawesome-brands-colourways")
+DEFAULT_SETS = SETS[:4]
+CANDIDATE = "candidate"
 
 
 def make_set(name: str, dataset: Path, seed: int) -> Path:
     """The set's folder (with ``gallery/`` and ``query/``), generated if missing."""
     if name == "real-drinks":
         return generate_photo_crops(default_out(name), dataset, gallery=5, seed=seed)
-    return generate(default_out(name), 200, 3, 2, seed, ROOT / ".cache", name)
+    collection = name.removesuffix("-colourways")
+    colourways = collection != name
+    return generate(default_out(collection, colourways), 200, 3, 2, seed, ROOT / ".cache", collection, colourways)
+
+
+def register_candidate(weights: Path) -> str:
+    """Register the default embedder's network with ``weights`` under :data:`CANDIDATE`; its name."""
+    from dataclasses import replace
+
+    from pipeline.embedders import TRAINED_EMBEDDER, get_spec, register_embedder
+
+    if not weights.is_file():
+        raise SystemExit(f"--candidate {weights}: no such weights file")
+    register_embedder(replace(get_spec(TRAINED_EMBEDDER), name=CANDIDATE, weights=weights,
+                              description=f"{TRAINED_EMBEDDER} with {weights}"))
+    return CANDIDATE
 
 
 def evaluate(embedder: str, data: Path) -> dict[str, float]:
-    """The CLI's ``evaluate --json`` figures for one embedder on one set."""
+    """The CLI's ``evaluate --json`` figures for one embedder on one set (a candidate's in this process)."""
+    if embedder == CANDIDATE:
+        from pipeline import shapes
+        from pipeline.config import Settings
+        from pipeline.evaluation import evaluate as evaluate_sets
+
+        report = evaluate_sets(Settings(embedder=CANDIDATE, data_dir=ROOT / ".cache" / "unused"), data / "gallery",
+                               data / "query", progress=False)
+        return shapes.folder_evaluation(report)
     done = subprocess.run([sys.executable, "-m", "pipeline", "-q", "--embedder", embedder, "evaluate",
                            str(data / "gallery"), str(data / "query"), "--json"],
                           cwd=ROOT, capture_output=True, text=True)
@@ -89,7 +121,8 @@ def input_study(embedder_name: str, data: Path) -> dict[str, tuple[float, float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embedders", default=",".join(COMPARED))
-    parser.add_argument("--sets", default=",".join(SETS), help=f"any of {', '.join(SETS)}")
+    parser.add_argument("--sets", default=",".join(DEFAULT_SETS), help=f"any of {', '.join(SETS)}")
+    parser.add_argument("--candidate", type=Path, help="weights of the default embedder's network to compare")
     parser.add_argument("--dataset", type=Path, default=DEFAULT_REAL_DRINKS, help="the real-drinks folder")
     parser.add_argument("--input-study", action="store_true", help="colour vs grey vs both inputs (colour models)")
     parser.add_argument("--seed", type=int, default=0)
@@ -99,7 +132,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sets {sorted(unknown)}; choose from {', '.join(SETS)}")
     folders = {name: make_set(name, args.dataset, args.seed) for name in sets}
-    embedders = args.embedders.split(",")
+    embedders = args.embedders.split(",") + ([register_candidate(args.candidate)] if args.candidate else [])
     print("kNN top-1 / recall@5 (simple-icons: held-out logos of the training collection, fit;"
           " the others: never trained on)")
     print(f"{'embedder':<30}" + "".join(f" {name:>20}" for name in sets))
