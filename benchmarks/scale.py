@@ -44,7 +44,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import Settings  # noqa: E402
-from pipeline.index import IndexConfig, LogoIndex  # noqa: E402
+from pipeline.index import LogoIndex
+from pipeline.vector_backends import IndexConfig  # noqa: E402
 from pipeline.service import LogoService  # noqa: E402
 from pipeline.store import NewLogo  # noqa: E402
 from pipeline.types import LabelSource  # noqa: E402

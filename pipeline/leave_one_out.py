@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.errors import StoreError
-from pipeline.index import angular_from_cosine
+from pipeline.vector_backends import angular_from_cosine
 from pipeline.types import LabelSource, Neighbour
 from pipeline.vote_features import FEATURES, vote_features
 

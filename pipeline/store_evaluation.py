@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import BadInputError
-from pipeline.index import angular_from_cosine
+from pipeline.vector_backends import angular_from_cosine
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.types import LabelSource, Neighbour
 from pipeline.usecases.parts import StoreVectors

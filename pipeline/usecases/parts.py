@@ -20,7 +20,8 @@ from pipeline.detectors import Detector
 from pipeline.embedders import Embedder
 from pipeline.errors import StoreError
 from pipeline.images import ImageSource, crop, load_image
-from pipeline.index import IndexConfig, LogoIndex
+from pipeline.index import LogoIndex
+from pipeline.vector_backends import IndexConfig
 from pipeline.progress import BuildTracker
 from pipeline.projection import LogoMap
 from pipeline.search_links import SearchLinks

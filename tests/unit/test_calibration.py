@@ -15,7 +15,7 @@ from pipeline.leave_one_out import leave_one_out
 from pipeline.thresholds import expected_calibration_error, precision_threshold, reliability_curve, suggest_thresholds
 from pipeline.vote_features import FEATURES, vote_features
 from pipeline.errors import StoreError
-from pipeline.index import angular_from_cosine
+from pipeline.vector_backends import angular_from_cosine
 from pipeline.knn import VoteConfig, predict_label
 from pipeline.types import LabelSource, Neighbour
 

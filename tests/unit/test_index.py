@@ -8,7 +8,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from pipeline.index import ExactIndex, IndexConfig, LogoIndex, get_backend
+from pipeline.index import LogoIndex
+from pipeline.vector_backends import ExactIndex, IndexConfig, get_backend
 from pipeline.errors import BadInputError, ModelMismatchError, StoreError
 from pipeline.store import LogoStore, NewLogo
 from tests.conftest import unit_vectors

@@ -10,7 +10,7 @@ from pipeline.detectors import DETECTORS
 from pipeline.embedders import EMBEDDERS
 from pipeline.errors import BadInputError, ConfigError, DatasetError, DetectorError, EmbedderError
 from pipeline.exports import EXPORTERS
-from pipeline.index import INDEX_BACKENDS
+from pipeline.vector_backends import INDEX_BACKENDS
 from pipeline.registry import Registry
 
 REGISTRIES = [(EMBEDDERS, EmbedderError), (DETECTORS, DetectorError), (INDEX_BACKENDS, ConfigError),
