@@ -7,6 +7,7 @@ import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from pipeline.usecases.parts import MAX_LOGO_ID, Parts
 from pipeline.util import chunked
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEALTH_SAMPLE = 20_000  # logos whose neighbours cluster health searches (all of them in a smaller store)
 EVALUATION_SAMPLE = 5_000  # logos the background store evaluation searches (each among all the others)
@@ -68,20 +70,27 @@ class NeighbourTableResult(Derived[NeighbourTable]):
         return NeighbourTable(table, len(ids))
 
 
-class HealthReportResult(Derived[HealthReport]):
+class _AfterQuiet(Derived[T]):
+    """A report made once the logos stop changing for :data:`HEALTH_SETTLE_S` (a bulk import adds for minutes)."""
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__()
+        self.parts = parts
+
+    @property
+    def settle_s(self) -> float:  # type: ignore[override]  # read at each run: tests shorten it
+        return HEALTH_SETTLE_S
+
+
+class HealthReportResult(_AfterQuiet[HealthReport]):
     """Purity per label, suspect logos and dense unlabelled clusters on the map: made from the neighbour table, the
     labels and the map, once per state of the three, and shared by every reader."""
 
     name = "cluster health"
 
     def __init__(self, parts: Parts, neighbours: NeighbourTableResult) -> None:
-        super().__init__()
-        self.parts = parts
+        super().__init__(parts)
         self.neighbours = neighbours
-
-    @property
-    def settle_s(self) -> float:  # type: ignore[override]  # read at each run: tests shorten it
-        return HEALTH_SETTLE_S
 
     def fingerprint(self) -> str:
         status = self.parts.map.status()
@@ -110,20 +119,15 @@ class HealthReportResult(Derived[HealthReport]):
                             too_few=too_few_to_judge(sizes))
 
 
-class StoreEvaluationResult(Derived[StoreEvaluation]):
+class StoreEvaluationResult(_AfterQuiet[StoreEvaluation]):
     """The store's leave-one-out accuracy at ``settings.k`` (at most :data:`EVALUATION_SAMPLE` queries), once per
     state of the logos and labels; "nothing to evaluate" is kept as the answer for those labels."""
 
     name = "store evaluation"
 
     def __init__(self, parts: Parts, insight: Insight) -> None:
-        super().__init__()
-        self.parts = parts
+        super().__init__(parts)
         self.insight = insight
-
-    @property
-    def settle_s(self) -> float:  # type: ignore[override]
-        return HEALTH_SETTLE_S
 
     def fingerprint(self) -> str:
         store = self.parts.store
