@@ -1,7 +1,8 @@
 # Hugging Face Spaces (Docker SDK) or any container host: serves on $PORT (7860).
 FROM python:3.11-slim
 
-RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 \
+# cairo renders the SVG logos; libGL and GLib are what OpenCV (under the logo reader, rapidocr) loads
+RUN apt-get update && apt-get install -y --no-install-recommends libcairo2 libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 RUN useradd -m -u 1000 user
 WORKDIR /home/user/app

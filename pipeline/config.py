@@ -81,6 +81,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOGOS_CROP_PADDING", "crop_padding", float, "model", _between(0, 1)),
     Variable("LOGOS_BATCH_SIZE", "batch_size", int, "model", _at_least(1)),
     Variable("LOGOS_TORCH_THREADS", "torch_threads", int, "model", _at_least(0)),
+    Variable("LOGOS_READ_TEXT", "read_text", int, "model", _between(0, 1000)),
     # the vote and its calibration: how a logo is named
     Variable("LOGOS_K", "k", int, "vote", _between(1, 1000)),
     Variable("LOGOS_MAX_DISTANCE", "max_distance", float, "vote", _between(0, 2, low_open=True)),
@@ -133,6 +134,8 @@ class Settings:
             bundled model's file for ``"logo-detector"``.
         detector_threshold: Detector score below which boxes are dropped.
         embed_runtime: ``onnxruntime`` (fastest on CPU) or ``torch``; same vectors.
+        read_text: Most logos of one photo search whose text is read (:mod:`pipeline.reading`; the largest boxes
+            first); 0 reads none. Each costs about 20-40 ms on 2 cores.
         crop_padding: Share of a box's width and height added on each side
             before a logo is cut from a photo (a little context helps the
             embedder; ``benchmarks/embedder_tta.py`` measures it).
@@ -209,6 +212,7 @@ class Settings:
     detector_path: Path | None = None
     detector_threshold: float = 0.4
     crop_padding: float = 0.05
+    read_text: int = 12
     embed_runtime: str = "onnxruntime"
     index_backend: str = "annoy"
     k: int = 10

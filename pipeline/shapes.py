@@ -24,13 +24,14 @@ def neighbour(found: Neighbour) -> dict[str, Any]:
 
 
 def logo(match: LogoMatch) -> dict[str, Any]:
-    """One logo of a photo: its box, its name (null: unknown), the confidence, its neighbours, and for an unknown
-    logo with labelled neighbours the best guess (absent otherwise)."""
+    """One logo of a photo: its box, its name (null: unknown), the confidence, its neighbours, the text read on it
+    (may be empty), and for an unknown logo with labelled neighbours the best guess (absent otherwise)."""
     shown: dict[str, Any] = {
         "box": match.box.to_list(),
         "label": match.prediction.label,
         "confidence": round(match.prediction.confidence, 6),
         "neighbours": [neighbour(n) for n in match.neighbours],
+        "text": match.text,
     }
     if match.prediction.label is None and match.prediction.guess is not None:  # unknown, but a best guess
         shown["guess"] = {"label": match.prediction.guess, "probability": round(match.prediction.guess_probability, 6)}

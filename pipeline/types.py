@@ -109,12 +109,14 @@ class Prediction:
 
 @dataclass(frozen=True)
 class LogoMatch:
-    """One logo of a searched photo: where it is, what it probably is, and its neighbours."""
+    """One logo of a searched photo: where it is, what it probably is, its neighbours, and the text read on it
+    ("" when none was read, or reading is off: ``settings.read_text``)."""
 
     box: Box
     prediction: Prediction
     neighbours: list[Neighbour]
     detection_score: float = 1.0
+    text: str = ""
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,8 @@ class SearchLogoOut(BaseModel):
     label: str | None = Field(description="the name given; null: unknown")
     confidence: float
     neighbours: list[SearchNeighbourOut]
+    text: str = Field("", description="the text read on the logo, its lines joined by a space (empty when none "
+                                      "was read, for logos past LOGOS_READ_TEXT, or with reading off)")
     guess: GuessOut | None = Field(None, description="only for an unknown logo with labelled neighbours: the "
                                                      "vote's winner, not given")
 

@@ -161,7 +161,7 @@ def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch
     else:
         verdict = "not named: no labelled logo is near"
     return {"title": f"Logo {number}: {name}", "verdict": verdict, "named": named,
-            "crop": crop(photo, logo.box), "neighbours": thumbs}
+            "crop": crop(photo, logo.box), "neighbours": thumbs, "text": logo.text}
 
 
 def outlined(photo: Image.Image, logos: list[LogoMatch]) -> Image.Image:
@@ -342,6 +342,8 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                             title = markdown_text(item["title"])
                             gr.Markdown(f"**{title}**, {item['verdict']}" if item["named"]
                                         else f"*{title}* {item['verdict']}")  # a guess reads as unconfirmed
+                            if item.get("text"):
+                                gr.Markdown(f"reads “{markdown_text(item['text'])}”", elem_classes=["reads"])
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
                                    columns=10, height="auto", scale=5, allow_preview=True,
                                    elem_classes=["neighbours"])

@@ -23,6 +23,7 @@ from pipeline.images import ImageSource, crop, load_image
 from pipeline.index import LogoIndex
 from pipeline.vector_backends import IndexConfig
 from pipeline.progress import BuildTracker
+from pipeline.reading import TextReader
 from pipeline.projection import LogoMap
 from pipeline.search_links import SearchLinks
 from pipeline.store import LogoStore
@@ -93,6 +94,7 @@ class Parts:
         self.signals = Signals()
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
+        self.reader = TextReader()  # loads its models on first use
 
     @property
     def embedder(self) -> Embedder:

@@ -142,9 +142,24 @@ class Search:
         detections = self.detect(photo, boxes)
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
-        logos = [LogoMatch(d.box, prediction, neighbours, d.score)
-                 for d, (prediction, neighbours) in zip(detections, self.name(neighbour_lists, k), strict=True)]
+        texts = self.read(crops)
+        logos = [LogoMatch(d.box, prediction, neighbours, d.score, text)
+                 for d, (prediction, neighbours), text in zip(detections, self.name(neighbour_lists, k), texts,
+                                                              strict=True)]
         return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
+
+    def read(self, crops: Sequence[Image.Image]) -> list[str]:
+        """The text on each crop (:mod:`pipeline.reading`), for the ``settings.read_text`` largest; "" for the rest.
+
+        A search's cost must stay bounded whatever the photo: a shelf of fifty boxes reads its biggest logos,
+        where the text is legible, and leaves the others unread.
+        """
+        chosen = sorted(range(len(crops)), key=lambda i: -crops[i].width * crops[i].height)
+        chosen = sorted(chosen[:self.parts.settings.read_text])
+        texts = [""] * len(crops)
+        for i, text in zip(chosen, self.parts.reader.read([crops[i] for i in chosen]), strict=True):
+            texts[i] = text
+        return texts
 
     def logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""

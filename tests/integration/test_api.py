@@ -64,7 +64,7 @@ def test_search_matches_cli_shape(make_client, query_images):
     answer = client.post("/api/v1/search", files=upload(query_images["Red Bull"]), data={"k": "4"})
     assert answer.status_code == 200
     (logo,) = answer.json()["logos"]
-    assert set(logo) == {"box", "label", "confidence", "neighbours"} and len(logo["neighbours"]) == 4
+    assert set(logo) == {"box", "label", "confidence", "neighbours", "text"} and len(logo["neighbours"]) == 4
     assert logo["label"] == "Red Bull"
     boxed = client.post("/api/v1/search", files=upload(query_images["Red Bull"]),
                         data={"boxes": json.dumps([[0, 0, 40, 30], [10, 10, 60, 50]])}).json()

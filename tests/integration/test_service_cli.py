@@ -86,7 +86,7 @@ def test_cli_search_json_contract(filled, query_images, capsys):
     assert list(result) == ["logos"]
     (logo,) = result["logos"]
     width, height = Image.open(query_images["Lidl"]).size
-    assert set(logo) == {"box", "label", "confidence", "neighbours"}
+    assert set(logo) == {"box", "label", "confidence", "neighbours", "text"}
     assert logo["box"] == [0, 0, width, height] and logo["label"] == "Lidl"
     assert 0 < logo["confidence"] <= 1 and len(logo["neighbours"]) == 3
     assert all(set(n) == {"id", "label", "distance"} for n in logo["neighbours"])

@@ -1,0 +1,48 @@
+"""Reading the logo (pipeline/reading.py): the OCR reads a wordmark and a real photo's logo, the text names its
+label from the vocabulary alone, and a search gives each logo its text, for the largest logos only."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline import shapes
+from pipeline.reading import TextReader, Vocabulary, fold
+from tests.conftest import ROOT
+
+LAVIE = ROOT / "assets/examples/real-Lavie-0009.jpg"
+
+
+def wordmark(text: str, size: int = 44) -> Image.Image:
+    font = ImageFont.truetype("DejaVuSans-Bold.ttf", size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    image = Image.new("RGB", (right - left + 40, bottom - top + 30), (250, 250, 245))
+    ImageDraw.Draw(image).text((20 - left, 15 - top), text, fill=(10, 90, 40), font=font)
+    return image
+
+
+def test_a_wordmark_is_read_and_names_its_label_with_no_logo_stored():
+    reader = TextReader()
+    heineken, organic, blank = reader.read([wordmark("Heineken"), wordmark("ORGANIC"), Image.new("RGB", (90, 60))])
+    assert "heineken" in fold(heineken) and blank == ""
+    vocabulary = Vocabulary.of([("Heineken", ()), ("Organic Valley", ())])
+    assert vocabulary.match(heineken).label == "Heineken"
+    assert vocabulary.match(organic) is None  # a generic word names nothing
+
+
+def test_a_real_photos_logo_is_read():
+    (text,) = TextReader().read([Image.open(LAVIE)])
+    assert "lavie" in fold(text).replace(" ", "")
+
+
+def test_a_search_gives_each_logo_its_text_for_the_largest_logos_only(service):
+    service.ingest.photo(Image.open(LAVIE), labels=["Lavie"])
+    photo = Image.open(LAVIE)
+    width, height = photo.size
+    boxes = [[0, 0, width, height], [0, 0, 40, 40], [width - 40, height - 40, width, height]]
+    service._parts.settings = service.settings.replace(read_text=1)  # one logo read per search
+    result = service.search.photo(photo, boxes=boxes)
+    texts = [logo.text for logo in result.logos]
+    assert "lavie" in fold(texts[0]).replace(" ", "") and texts[1:] == ["", ""]
+    assert shapes.search(result)["logos"][0]["text"] == texts[0]
+    service._parts.settings = service.settings.replace(read_text=0)
+    assert all(logo.text == "" for logo in service.search.photo(photo, boxes=boxes).logos)
