@@ -70,19 +70,22 @@ COLOURWAYS = ("one ink on light", "light ink on dark", "white on colour", "inver
 
 
 def colourway_card(icon: Icon, rng: np.random.Generator, way: str, size: int = 160) -> Image.Image:
-    """The logo reprinted in colourway ``way`` (one of :data:`COLOURWAYS`), as packaging reprints a mark: its
-    silhouette in a single ink, or its usual card inverted or in grey."""
+    """The logo reprinted in colourway ``way`` (one of :data:`COLOURWAYS`), as packaging reprints a mark: in a
+    single ink (a multi-colour mark's parts as tints of it, lighter parts lighter, as a one-colour print
+    separates them), or its usual card inverted or in grey."""
     if way in ("inverted", "grey"):
         card = logo_card(icon, rng, size)
         return ImageOps.invert(card) if way == "inverted" else ImageOps.grayscale(card).convert("RGB")
-    alpha = render_icon(icon, size, "000000").getchannel("A")
+    rendered = render_icon(icon, size, "000000")
+    luma = np.asarray(rendered.convert("RGB").convert("L"), np.float32) / 255.0
+    strength = np.asarray(rendered.getchannel("A"), np.float32) / 255.0 * (0.25 + 0.75 * (1.0 - luma))
     dark = tuple(int(v) for v in rng.integers(0, 90, 3))
     light = tuple(int(v) for v in rng.integers(200, 256, 3))
     colour = tuple(int(v) for v in rng.integers(0, 256, 3))
     ink, paper = {"one ink on light": (dark, light), "light ink on dark": (light, dark),
                   "white on colour": ((255, 255, 255), colour)}[way]
-    mark = Image.new("RGBA", alpha.size, ink)
-    mark.putalpha(alpha)
+    mark = Image.new("RGBA", rendered.size, ink)
+    mark.putalpha(Image.fromarray(np.round(strength * 255).astype(np.uint8)))
     return _card(mark, paper, size, rng)
 
 
@@ -94,7 +97,7 @@ def generate(out: Path, classes: int, gallery: int, queries: int, seed: int, cac
     if collection != "simple-icons":
         params["collection"] = collection
     if colourways:
-        params["colourways"] = True
+        params["colourways"] = 2  # 2: a multi-colour mark's parts as tints of the one ink
     manifest = out / "manifest.json"
     if manifest.exists() and json.loads(manifest.read_text()).get("params") == params:
         return out

@@ -226,6 +226,12 @@ class LabelLog:
                              " ON CONFLICT(label) DO UPDATE SET aliases = excluded.aliases", rows)
         return sum(entry.label not in known for entry in entries)
 
+    def vocabulary_version(self) -> str:
+        """A value that changes whenever the vocabulary gains a label or an alias (aliases are only ever added)."""
+        count, size = self._conn().execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(aliases)), 0) FROM vocabulary").fetchone()
+        return f"{count}:{size}"
+
     def vocabulary(self) -> list[VocabularyEntry]:
         """Every label the store knows, sorted: those of the vocabulary (with their aliases) and those logos carry,
         each with its number of logos."""

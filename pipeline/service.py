@@ -2,8 +2,8 @@
 
 A front end holds a :class:`LogoService` and calls its use cases, each named for
 what people do (:mod:`pipeline.usecases`): ``search``, ``ingest``, ``labels``,
-``review``, ``maintenance``, ``ann`` (robotoff-ann compatibility), ``calibration``
-and ``insight`` (what the pages read). Nothing reaches the store, the index or the
+``review``, ``maintenance``, ``ann`` (robotoff-ann compatibility), ``calibration``,
+``reading`` (the text on logos) and ``insight`` (what the pages read). Nothing reaches the store, the index or the
 map around them. It knows nothing of any user interface.
 """
 
@@ -23,6 +23,7 @@ from pipeline.usecases.insight import Insight
 from pipeline.usecases.labels import Labels
 from pipeline.usecases.maintenance import Maintenance
 from pipeline.usecases.parts import Parts
+from pipeline.usecases.reading import Reading
 from pipeline.usecases.review import Review
 from pipeline.usecases.search import Search
 
@@ -48,7 +49,8 @@ class LogoService:
         parts = Parts(settings, make_detector(settings), embedder)
         self._parts = parts
         self.calibration = Calibration(parts)
-        self.search = Search(parts, self.calibration)
+        self.reading = Reading(parts)
+        self.search = Search(parts, self.calibration, self.reading)
         self.ingest = Ingest(parts, self.search)
         self.labels = Labels(parts, self.calibration)
         self.review = Review(parts, self.search)

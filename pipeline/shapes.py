@@ -25,7 +25,8 @@ def neighbour(found: Neighbour) -> dict[str, Any]:
 
 def logo(match: LogoMatch) -> dict[str, Any]:
     """One logo of a photo: its box, its name (null: unknown), the confidence, its neighbours, the text read on it
-    (may be empty), and for an unknown logo with labelled neighbours the best guess (absent otherwise)."""
+    (may be empty), ``named_by: "text"`` when its text named it (absent when the vote did), and for an unknown
+    logo with labelled neighbours the best guess (absent otherwise)."""
     shown: dict[str, Any] = {
         "box": match.box.to_list(),
         "label": match.prediction.label,
@@ -33,6 +34,8 @@ def logo(match: LogoMatch) -> dict[str, Any]:
         "neighbours": [neighbour(n) for n in match.neighbours],
         "text": match.text,
     }
+    if match.prediction.named_by != "vote":  # named by its text: a label no neighbour gave
+        shown["named_by"] = match.prediction.named_by
     if match.prediction.label is None and match.prediction.guess is not None:  # unknown, but a best guess
         shown["guess"] = {"label": match.prediction.guess, "probability": round(match.prediction.guess_probability, 6)}
     return shown

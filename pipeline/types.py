@@ -97,7 +97,9 @@ class Prediction:
 
     ``guess`` is the vote's winner whether or not it was given (None only when no neighbour is labelled),
     with ``guess_probability`` its probability of being right (calibrated when the store is): an unknown
-    logo still has a best guess for a person to confirm, kept apart from a named one.
+    logo still has a best guess for a person to confirm, kept apart from a named one. ``named_by`` says what
+    gave the label: ``vote`` (the neighbours) or ``text`` (the logo's text named a label of the vocabulary that
+    the vote did not name: :func:`pipeline.reading.name_by_text`).
     """
 
     label: str | None
@@ -105,6 +107,7 @@ class Prediction:
     scores: dict[str, float] = field(default_factory=dict)
     guess: str | None = None
     guess_probability: float = 0.0
+    named_by: str = "vote"
 
 
 @dataclass(frozen=True)

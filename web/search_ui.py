@@ -154,7 +154,9 @@ def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch
         if webp is not None:
             thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
     name, probability, named = naming(logo)
-    if named:
+    if named and logo.prediction.named_by == "text":
+        verdict = f"named by its text, {probability:.0%} likely (no stored logo of it is near)"
+    elif named:
         verdict = f"confidence {probability:.0%}"
     elif probability:
         verdict = f"not named: a best guess, {probability:.0%} likely; its nearest logos below"

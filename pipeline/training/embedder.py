@@ -170,7 +170,7 @@ def real_crop_views(root: Path, split: str, views: int, transform: Transform, si
     return LogoViews(_cached(cache, key, render), labels), dataset.classes
 
 
-COLOURWAYS = ("inverted", "grey", "grey inverted", "hue turned", "channels swapped")
+COLOURWAYS = ("inverted", "grey", "grey inverted", "hue turned", "channels swapped", "figure and ground swapped")
 
 
 def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -198,6 +198,8 @@ def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator
             out[i] = grey[i]
         elif way == "grey inverted":
             out[i] = -grey[i]
+        elif way == "figure and ground swapped":
+            out[i] = swap_figure_and_ground(batch[i])
         elif way == "hue turned":
             shift = float(torch.rand((), generator=generator)) - 0.5
             out[i] = v2.functional.adjust_hue(batch[i] * 0.5 + 0.5, shift) * 2 - 1
@@ -205,6 +207,23 @@ def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator
             order = torch.randperm(3, generator=generator)
             out[i] = batch[i][order]
     return out
+
+
+def swap_figure_and_ground(crop: torch.Tensor, border: int = 4) -> torch.Tensor:
+    """A two-tone crop [3, S, S] in [-1, 1] with its mark's and its panel's colours traded (see :func:`recolour`).
+
+    Example:
+        >>> red_on_white = torch.ones(3, 16, 16); red_on_white[1:, 6:10, 6:10] = -1.0
+        >>> swapped = swap_figure_and_ground(red_on_white)
+        >>> swapped[:, 0, 0].tolist(), swapped[:, 8, 8].tolist()  # white on red
+        ([1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
+    """
+    frame = torch.cat([crop[:, :border].reshape(3, -1), crop[:, -border:].reshape(3, -1),
+                       crop[:, :, :border].reshape(3, -1), crop[:, :, -border:].reshape(3, -1)], dim=1)
+    panel = frame.median(dim=1).values
+    distance = (crop - panel[:, None, None]).abs().sum(0)
+    mark = crop[:, distance >= 0.5 * distance.max()].mean(dim=1) if distance.max() > 0 else panel
+    return (mark[:, None, None] + panel[:, None, None] - crop).clamp(-1.0, 1.0)
 
 
 def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:

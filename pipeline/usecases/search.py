@@ -1,4 +1,5 @@
-"""Search: photo -> boxes -> crops -> vectors -> neighbours -> a name, and a search shown on the map."""
+"""Search: photo -> boxes -> crops -> vectors -> neighbours (and the text read) -> a name, and a search shown on
+the map."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pipeline.knn import VoteConfig, predict_label
 from pipeline.types import Box, Detection, LogoMatch, Neighbour, PhotoSearchResult, Prediction
 from pipeline.usecases.calibration import Calibration
 from pipeline.usecases.parts import MAX_LOGO_ID, Parts
+from pipeline.usecases.reading import Reading
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,10 @@ class SearchOnMap:
 class Search:
     """Find and name logos: of a photo, of crops, of a raw vector, of a stored logo."""
 
-    def __init__(self, parts: Parts, calibration: Calibration) -> None:
+    def __init__(self, parts: Parts, calibration: Calibration, reading: Reading) -> None:
         self.parts = parts
         self.calibration = calibration
+        self.reading = reading
 
     # -- naming --------------------------------------------------------------------------
     def vote_config(self) -> VoteConfig:
@@ -142,24 +145,12 @@ class Search:
         detections = self.detect(photo, boxes)
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
-        texts = self.read(crops)
+        texts = self.reading.read(crops)
+        named = self.name(neighbour_lists, k)
+        predictions = self.reading.name([prediction for prediction, _ in named], texts)
         logos = [LogoMatch(d.box, prediction, neighbours, d.score, text)
-                 for d, (prediction, neighbours), text in zip(detections, self.name(neighbour_lists, k), texts,
-                                                              strict=True)]
+                 for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
         return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
-
-    def read(self, crops: Sequence[Image.Image]) -> list[str]:
-        """The text on each crop (:mod:`pipeline.reading`), for the ``settings.read_text`` largest; "" for the rest.
-
-        A search's cost must stay bounded whatever the photo: a shelf of fifty boxes reads its biggest logos,
-        where the text is legible, and leaves the others unread.
-        """
-        chosen = sorted(range(len(crops)), key=lambda i: -crops[i].width * crops[i].height)
-        chosen = sorted(chosen[:self.parts.settings.read_text])
-        texts = [""] * len(crops)
-        for i, text in zip(chosen, self.parts.reader.read([crops[i] for i in chosen]), strict=True):
-            texts[i] = text
-        return texts
 
     def logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""

@@ -46,3 +46,27 @@ def test_a_search_gives_each_logo_its_text_for_the_largest_logos_only(service):
     assert shapes.search(result)["logos"][0]["text"] == texts[0]
     service._parts.settings = service.settings.replace(read_text=0)
     assert all(logo.text == "" for logo in service.search.photo(photo, boxes=boxes).logos)
+
+
+def test_a_wordmark_is_named_by_its_text_with_an_empty_logo_store(service):
+    """A brand with no picture in the store: its name in the vocabulary is enough (issue: read the logo)."""
+    service.labels.import_vocabulary("Heineken\nOrganic Valley\n")
+    logo = wordmark("Heineken")
+    (found,) = service.search.photo(logo).logos  # the whole image is the logo (the fixtures' detector)
+    assert (found.prediction.label, found.prediction.named_by) == ("Heineken", "text")
+    assert found.prediction.confidence >= service.settings.target_precision and found.neighbours == []
+    assert shapes.logo(found)["named_by"] == "text"
+    (generic,) = service.search.photo(wordmark("ORGANIC")).logos
+    assert generic.prediction.label is None  # a generic word names nothing
+
+
+def test_text_does_not_overrule_the_vote_and_a_store_whose_text_misleads_learns_it(service):
+    # the store's human-labelled logos read "Heineken" but are labelled "Amstel": its text names are wrong
+    for n in range(12):
+        service.ingest.photo(wordmark("Heineken", 40 + n), labels=["Amstel"])
+    service.labels.import_vocabulary("Heineken\n")
+    (found,) = service.search.photo(wordmark("Heineken", 47)).logos
+    assert (found.prediction.label, found.prediction.named_by) == ("Amstel", "vote")  # the vote named it: it stays
+    precision = service.reading.precision.refresh()  # what the background worker makes after a search
+    assert (precision.right, precision.named) == (0, 12) and precision.probability < 0.7
+    assert service.reading.text_precision() == precision  # below the target: text names nothing in this store
