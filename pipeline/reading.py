@@ -162,9 +162,10 @@ class TextPrecision:
 
 
 def name_by_text(prediction: Prediction, match: TextMatch | None, precision: TextPrecision,
-                 target: float) -> Prediction:
+                 target: float, thresholds: dict[str, float] | None = None) -> Prediction:
     """The answer with the logo's text heard: a logo the vote leaves unknown is named by the label its text names
-    (even one no stored logo carries), when the store's text names are right at least ``target`` of the time;
+    (even one no stored logo carries), when the store's text names are right at least ``target`` of the time and
+    at least the threshold a person set for that label (``thresholds``: people's word wins over the text's too);
     the probability is theirs. A label the vote gives stays: text that disagrees does not overrule it.
 
     Example:
@@ -174,8 +175,11 @@ def name_by_text(prediction: Prediction, match: TextMatch | None, precision: Tex
         ('Lavie', 0.95, 'text', 'Aquafina')
         >>> name_by_text(unknown, TextMatch("Lavie", 1.0, "lavie"), TextPrecision(), 0.99).label is None
         True
+        >>> name_by_text(unknown, TextMatch("Lavie", 1.0, "lavie"), TextPrecision(), 0.9, {"Lavie": 1.0}).label
     """
-    if prediction.label is not None or match is None or precision.probability < target:
+    if prediction.label is not None or match is None:
+        return prediction
+    if precision.probability < max(target, (thresholds or {}).get(match.label, 0.0)):
         return prediction
     return replace(prediction, label=match.label, confidence=precision.probability, named_by="text")
 

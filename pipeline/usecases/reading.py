@@ -112,4 +112,5 @@ class Reading:
         if not any(matches):
             return list(predictions)
         precision, target = self.text_precision(), self.parts.settings.target_precision
-        return [name_by_text(p, m, precision, target) for p, m in zip(predictions, matches, strict=True)]
+        thresholds = self.parts.store.thresholds()  # a label's threshold set by a person holds for text too
+        return [name_by_text(p, m, precision, target, thresholds) for p, m in zip(predictions, matches, strict=True)]

@@ -58,9 +58,13 @@ def test_known_logos_get_a_high_calibrated_confidence(calibrated):
     answers = {brand: _answer(calibrated, _files(brand)[3]) for brand in ["KFC", "Lidl", "Starbucks", "Red Bull"]}
     named = {brand: confidence for brand, (label, confidence) in answers.items() if label is not None}
     assert all(answers[brand][0] == brand for brand in named), answers  # never a wrong name
-    # a photo of a brand whose other two gallery photos are in other print colours may fall under the threshold
-    # (Red Bull's, at 0.74 with the second-stage embedder): "unknown", never wrong
-    assert len(named) >= 3 and all(confidence >= 0.8 for confidence in named.values()), answers
+    # a photo of a brand whose other two gallery photos are in other print colours gets less (Red Bull's: 0.72
+    # with the shape-first embedder, over this store's threshold; 0.74 and unknown with the one before): the
+    # others are named with confidence, and none under the store's threshold
+    calibrator = calibrated.calibration.current()
+    assert len(named) >= 3 and sum(confidence >= 0.95 for confidence in named.values()) >= 3, answers
+    assert all(confidence >= calibrator.thresholds.get(brand, calibrator.min_probability)
+               for brand, confidence in named.items()), (answers, calibrator.min_probability)
 
 
 def test_unseen_brands_are_unknown_with_their_neighbours_still_listed(calibrated):
