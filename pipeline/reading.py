@@ -93,11 +93,12 @@ class Vocabulary:
         names: ``(label, aliases)`` pairs (:class:`pipeline.vocabulary.VocabularyEntry` fields).
     """
 
-    def __init__(self, names: dict[str, str]) -> None:
+    def __init__(self, names: dict[str, str], pictured: frozenset[str] = frozenset()) -> None:
         self.names = names  # folded name -> label
+        self.pictured = pictured  # the labels the store holds logos of
 
     @classmethod
-    def of(cls, entries: Iterable[tuple[str, Sequence[str]]]) -> Vocabulary:
+    def of(cls, entries: Iterable[tuple[str, Sequence[str]]], pictured: Iterable[str] = ()) -> Vocabulary:
         names: dict[str, str] = {}
         for label, aliases in entries:
             for name in (label, *aliases):
@@ -105,7 +106,7 @@ class Vocabulary:
                 if folded and folded not in GENERIC_WORDS:
                     names.setdefault(folded, label)
                     names.setdefault(folded.replace(" ", ""), label)  # "coca cola" read as "cocacola"
-        return cls(names)
+        return cls(names, frozenset(pictured))
 
     def __len__(self) -> int:
         return len(set(self.names.values()))
@@ -161,12 +162,16 @@ class TextPrecision:
         return (self.right + PRIOR_RIGHT) / (self.named + PRIOR_NAMED)
 
 
-def name_by_text(prediction: Prediction, match: TextMatch | None, precision: TextPrecision,
-                 target: float, thresholds: dict[str, float] | None = None) -> Prediction:
-    """The answer with the logo's text heard: a logo the vote leaves unknown is named by the label its text names
-    (even one no stored logo carries), when the store's text names are right at least ``target`` of the time and
-    at least the threshold a person set for that label (``thresholds``: people's word wins over the text's too);
-    the probability is theirs. A label the vote gives stays: text that disagrees does not overrule it.
+def name_by_text(prediction: Prediction, match: TextMatch | None, precision: TextPrecision, target: float,
+                 thresholds: dict[str, float] | None = None, pictured: frozenset[str] = frozenset()) -> Prediction:
+    """The answer with the logo's text heard: a logo the vote leaves unknown is named by the label its text names,
+    when the store's text names are right at least ``target`` of the time and at least the threshold a person set
+    for that label (``thresholds``: people's word wins over the text's too); the probability is theirs.
+
+    Text names what the store has never seen (a label with no stored logo: a brand with no picture) or confirms
+    the vote's best guess; it never names a ``pictured`` label against the vote, whose neighbours know that
+    label's logos and did not find it ("Apple juice" printed beside a logo is no Apple logo). A label the vote
+    gives stays: text that disagrees does not overrule it.
 
     Example:
         >>> unknown = Prediction(None, 0.3, guess="Aquafina", guess_probability=0.3)
@@ -176,8 +181,15 @@ def name_by_text(prediction: Prediction, match: TextMatch | None, precision: Tex
         >>> name_by_text(unknown, TextMatch("Lavie", 1.0, "lavie"), TextPrecision(), 0.99).label is None
         True
         >>> name_by_text(unknown, TextMatch("Lavie", 1.0, "lavie"), TextPrecision(), 0.9, {"Lavie": 1.0}).label
+        >>> name_by_text(unknown, TextMatch("Lavie", 1.0, "lavie"), TextPrecision(), 0.9,
+        ...              pictured=frozenset({"Lavie"})).label  # Lavie's logos are stored, and the vote is elsewhere
+        >>> name_by_text(unknown, TextMatch("Aquafina", 1.0, "aquafina"), TextPrecision(), 0.9,
+        ...              pictured=frozenset({"Aquafina"})).label  # the text confirms the vote's guess
+        'Aquafina'
     """
     if prediction.label is not None or match is None:
+        return prediction
+    if match.label in pictured and match.label != prediction.guess:
         return prediction
     if precision.probability < max(target, (thresholds or {}).get(match.label, 0.0)):
         return prediction

@@ -31,7 +31,9 @@ class VocabularyResult(Derived[Vocabulary]):
         return f"{store.labels_version()}|{store.vocabulary_version()}"
 
     def make(self) -> Vocabulary:
-        return Vocabulary.of((entry.label, entry.aliases) for entry in self.parts.store.vocabulary())
+        entries = self.parts.store.vocabulary()
+        return Vocabulary.of(((entry.label, entry.aliases) for entry in entries),
+                             pictured=(entry.label for entry in entries if entry.logos))
 
 
 class TextPrecisionResult(Derived[TextPrecision]):
@@ -113,4 +115,6 @@ class Reading:
             return list(predictions)
         precision, target = self.text_precision(), self.parts.settings.target_precision
         thresholds = self.parts.store.thresholds()  # a label's threshold set by a person holds for text too
-        return [name_by_text(p, m, precision, target, thresholds) for p, m in zip(predictions, matches, strict=True)]
+        pictured = self.vocabulary.refresh().pictured
+        return [name_by_text(p, m, precision, target, thresholds, pictured)
+                for p, m in zip(predictions, matches, strict=True)]
