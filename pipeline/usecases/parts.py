@@ -21,13 +21,13 @@ from pipeline.embedders import Embedder
 from pipeline.errors import StoreError
 from pipeline.images import ImageSource, crop, load_image
 from pipeline.index import LogoIndex
-from pipeline.vector_backends import IndexConfig
 from pipeline.progress import BuildTracker
-from pipeline.reading import TextReader
 from pipeline.projection import LogoMap
+from pipeline.reading import TextReader
 from pipeline.search_links import SearchLinks
 from pipeline.store import LogoStore
 from pipeline.types import Box, LabelSource
+from pipeline.vector_backends import IndexConfig
 
 MAX_LOGO_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot name a stored logo
 

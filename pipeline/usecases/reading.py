@@ -15,6 +15,7 @@ from pipeline.types import LabelSource, Prediction
 from pipeline.usecases.parts import Parts
 
 TEXT_SAMPLE = 300  # human-labelled logos read to measure how often text names a logo right (about 10 s)
+READ_CHUNK = 8  # thumbnails read per turn of the shared reader
 
 
 class VocabularyResult(Derived[Vocabulary]):
@@ -64,8 +65,11 @@ class TextPrecisionResult(Derived[TextPrecision]):
                 ids.append(logo_id)
                 images.append(Image.open(io.BytesIO(webp)))
         labels = dict(zip(human.id.tolist(), human.label.tolist(), strict=True))
+        texts = []  # a few at a time: searches share the reader, and wait for at most one chunk
+        for start in range(0, len(images), READ_CHUNK):
+            texts += self.parts.reader.read(images[start:start + READ_CHUNK])
         right = named = 0
-        for logo_id, text in zip(ids, self.parts.reader.read(images), strict=True):
+        for logo_id, text in zip(ids, texts, strict=True):
             match = vocabulary.match(text)
             if match is not None:
                 named += 1
