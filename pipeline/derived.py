@@ -39,9 +39,11 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -52,6 +54,27 @@ from pipeline.errors import BadInputError, StoreError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+EXIT_WAIT_S = 3.0  # how long a process that ends waits for running makes to reach a stop point
+_EXITING = threading.Event()
+_WORKING: weakref.WeakSet[Derived] = weakref.WeakSet()  # results whose worker may be running
+
+
+class Stopped(Exception):
+    """The process is ending: a make gives up at its next :meth:`Derived.stop_point`."""
+
+
+@atexit.register
+def _stop_workers() -> None:
+    """Let running makes stop before the interpreter goes: a worker thread still inside ONNX Runtime or SQLite
+    while the process is torn down aborts it (a CLI search that asked for a result in the background would exit
+    with SIGABRT instead of 0)."""
+    _EXITING.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for result in list(_WORKING):
+        worker = result._worker
+        if worker is not None:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)
@@ -197,15 +220,28 @@ class Derived(ABC, Generic[T]):
         """How far a running :meth:`make` is (0-1) and what it does: read by status lines."""
         self.progress, self.message = progress, message
 
+    @staticmethod
+    def stop_point() -> None:
+        """A place where a long :meth:`make` may give up because the process is ending.
+
+        Raises:
+            Stopped: the process is ending.
+        """
+        if _EXITING.is_set():
+            raise Stopped("the process is ending")
+
     def request(self, force: bool = False) -> None:
         """Make the result in the background if it is stale (or ``force``); never blocks the caller.
 
         Requests while a run is going are coalesced into one more run after it.
         """
+        if _EXITING.is_set():
+            return
         self._forced = self._forced or force
         self._wanted.set()
         with self._worker_lock:
             if self._worker is None:
+                _WORKING.add(self)
                 self._worker = threading.Thread(target=self._work, name=f"derived-{self.name}", daemon=True)
                 self._worker.start()
 
@@ -228,7 +264,9 @@ class Derived(ABC, Generic[T]):
         force, self._forced = self._forced, False
         try:
             self.refresh(force)
-        except BadInputError as exc:
+        except Stopped:
+            self._wanted.clear()
+        except self.expected as exc:  # kept as the answer for these inputs (see refresh)
             log.info("no %s yet: %s", self.name, exc)
         except Exception as exc:  # the last result stays in use; the next request tries again
             log.exception("making the %s failed", self.name)

@@ -67,6 +67,7 @@ class TextPrecisionResult(Derived[TextPrecision]):
         labels = dict(zip(human.id.tolist(), human.label.tolist(), strict=True))
         texts = []  # a few at a time: searches share the reader, and wait for at most one chunk
         for start in range(0, len(images), READ_CHUNK):
+            self.stop_point()
             texts += self.parts.reader.read(images[start:start + READ_CHUNK])
         right = named = 0
         for logo_id, text in zip(ids, texts, strict=True):

@@ -133,3 +133,34 @@ def test_a_result_on_disk_is_read_as_it_is_now(tmp_path):
     assert other_process.fresh() == 10 and not other_process.is_stale()  # read, not made again
     path.write_text(json.dumps({"fingerprint": "another", "value": 99}))  # rewritten elsewhere
     assert first.is_stale() and first.current() == 99 and first.fresh() is None
+
+
+def test_an_expected_problem_in_the_background_is_no_failure():
+    total = Total([])
+    total.request()
+    total.wait(10)
+    assert total.state() == "none" and total.failure is None and total.problem() == "nothing to add up"
+
+
+def test_a_make_stops_at_its_stop_point_when_the_process_ends():
+    import pipeline.derived as derived
+
+    class Long(Total):
+        def make(self) -> int:
+            for _ in range(1000):
+                self.stop_point()  # where a long make may give up
+                time.sleep(0.01)
+            return 0
+
+    long = Long([1])
+    long.request()
+    time.sleep(0.05)
+    started = time.monotonic()
+    derived._stop_workers()  # what the interpreter runs at exit
+    try:
+        assert time.monotonic() - started < 1.0 and long._worker is None  # it stopped, well before 10 s of work
+        assert long.state() == "none" and long.failure is None  # stopping is no failure
+        long.request()
+        assert long._worker is None  # and nothing new starts once the process is ending
+    finally:
+        derived._EXITING.clear()  # this process goes on: the other tests' workers must run
