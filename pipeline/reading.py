@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -35,8 +34,6 @@ from PIL import Image
 
 from pipeline.errors import ConfigError
 from pipeline.types import Prediction
-
-log = logging.getLogger(__name__)
 
 MIN_READ_SIDE = 64  # px: a crop's shorter side is brought up to this before reading (text a few px high is lost)
 MAX_READ_SIDE = 640  # px: and its longer side down to this (reading time grows with the area)
@@ -55,12 +52,13 @@ def allowed_edits(length: int) -> int:
     """
     return 0 if length <= 5 else 1 if length <= 8 else 2
 
+
 # Words printed on packaging that never name a brand by themselves (matched after folding, see ``fold``).
 GENERIC_WORDS = frozenset("""
     new original classic organic bio natural natur light lite diet zero sugar free sugarfree fresh pure premium
     the and of for with since est established registered trade mark trademark brand quality perfect taste best
     fl oz ml cl l g kg kcal kj net wt weight water mineral sparkling still drink drinks beverage juice tea coffee
-    milk chocolate cola soda energy vitamin plus max extra original recipe made in product of made with www com
+    milk chocolate cola soda energy vitamin plus max extra recipe made in product www com
     ingredients nutrition facts per serving value limited edition family size pack can bottle
 """.split())
 
@@ -87,10 +85,8 @@ class TextMatch:
 
 
 class Vocabulary:
-    """Every name (labels and their aliases, folded) that text can match, and the label each stands for.
-
-    Args:
-        names: ``(label, aliases)`` pairs (:class:`pipeline.vocabulary.VocabularyEntry` fields).
+    """Every name (labels and their aliases, folded) that text can match, the label each stands for, and the
+    labels the store holds logos of (built by :meth:`of` from ``(label, aliases)`` pairs).
     """
 
     def __init__(self, names: dict[str, str], pictured: frozenset[str] = frozenset()) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.derived import Derived
-from pipeline.reading import TextMatch, TextPrecision, Vocabulary, name_by_text
+from pipeline.reading import TextPrecision, Vocabulary, name_by_text
 from pipeline.types import LabelSource, Prediction
 from pipeline.usecases.parts import Parts
 
@@ -39,7 +39,11 @@ class VocabularyResult(Derived[Vocabulary]):
 
 class TextPrecisionResult(Derived[TextPrecision]):
     """How often the text of the store's own human-labelled logos (a seeded sample of :data:`TEXT_SAMPLE`, read
-    from their thumbnails) names their label, among those whose text names any: what a text name is worth here."""
+    from their thumbnails) names their label, among those whose text names any: what a text name is worth here.
+
+    A logo's thumbnail never changes, so what it reads is kept by id: after a label change the sample is matched
+    again (milliseconds), and only logos new to the sample are read.
+    """
 
     name = "text precision"
 
@@ -47,6 +51,7 @@ class TextPrecisionResult(Derived[TextPrecision]):
         super().__init__()
         self.parts = parts
         self.vocabulary = vocabulary
+        self._read: dict[int, str] = {}  # logo id -> the text of its thumbnail
 
     def fingerprint(self) -> str:
         return self.vocabulary.fingerprint()
@@ -58,23 +63,20 @@ class TextPrecisionResult(Derived[TextPrecision]):
         human = frame[(frame.source == LabelSource.HUMAN.value) & frame.label.notna()]
         if len(human) > TEXT_SAMPLE:
             human = human.iloc[np.sort(np.random.default_rng(0).choice(len(human), TEXT_SAMPLE, replace=False))]
-        ids, images = [], []
-        for logo_id in human.id.tolist():
-            webp = store.thumbnail(logo_id)
-            if webp is not None:
-                ids.append(logo_id)
-                images.append(Image.open(io.BytesIO(webp)))
         labels = dict(zip(human.id.tolist(), human.label.tolist(), strict=True))
-        texts = []  # a few at a time: searches share the reader, and wait for at most one chunk
-        for start in range(0, len(images), READ_CHUNK):
+        unread = [logo_id for logo_id in labels if logo_id not in self._read]
+        for start in range(0, len(unread), READ_CHUNK):  # searches share the reader: they wait for one chunk at most
             self.stop_point()
-            texts += self.parts.reader.read(images[start:start + READ_CHUNK])
+            chunk = [(logo_id, store.thumbnail(logo_id)) for logo_id in unread[start:start + READ_CHUNK]]
+            chunk = [(logo_id, Image.open(io.BytesIO(webp))) for logo_id, webp in chunk if webp is not None]
+            texts = self.parts.reader.read([image for _, image in chunk])
+            self._read.update((logo_id, text) for (logo_id, _), text in zip(chunk, texts, strict=True))
         right = named = 0
-        for logo_id, text in zip(ids, texts, strict=True):
-            match = vocabulary.match(text)
+        for logo_id, label in labels.items():
+            match = vocabulary.match(self._read.get(logo_id, ""))
             if match is not None:
                 named += 1
-                right += match.label == labels[logo_id]
+                right += match.label == label
         return TextPrecision(right, named)
 
 
@@ -99,13 +101,6 @@ class Reading:
             texts[i] = text
         return texts
 
-    def matches(self, texts: Sequence[str]) -> list[TextMatch | None]:
-        """The vocabulary label each text names, if any (the vocabulary is rebuilt when labels change: ms)."""
-        if not any(texts):
-            return [None] * len(texts)
-        vocabulary = self.vocabulary.refresh()
-        return [vocabulary.match(text) if text else None for text in texts]
-
     def text_precision(self) -> TextPrecision:
         """What a text name is worth in this store: measured on its own logos in the background (asked for here
         when stale), the prior of :mod:`pipeline.reading` until then."""
@@ -114,12 +109,15 @@ class Reading:
         return self.precision.current() or TextPrecision()
 
     def name(self, predictions: Sequence[Prediction], texts: Sequence[str]) -> list[Prediction]:
-        """Each prediction with its logo's text heard (:func:`pipeline.reading.name_by_text`)."""
-        matches = self.matches(texts)
+        """Each prediction with its logo's text heard (:func:`pipeline.reading.name_by_text`); the vocabulary is
+        rebuilt when labels change (milliseconds)."""
+        if not any(texts):
+            return list(predictions)
+        vocabulary = self.vocabulary.refresh()
+        matches = [vocabulary.match(text) if text else None for text in texts]
         if not any(matches):
             return list(predictions)
         precision, target = self.text_precision(), self.parts.settings.target_precision
         thresholds = self.parts.store.thresholds()  # a label's threshold set by a person holds for text too
-        pictured = self.vocabulary.refresh().pictured
-        return [name_by_text(p, m, precision, target, thresholds, pictured)
+        return [name_by_text(p, m, precision, target, thresholds, vocabulary.pictured)
                 for p, m in zip(predictions, matches, strict=True)]

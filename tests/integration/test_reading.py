@@ -70,3 +70,10 @@ def test_text_does_not_overrule_the_vote_and_a_store_whose_text_misleads_learns_
     precision = service.reading.precision.refresh()  # what the background worker makes after a search
     assert (precision.right, precision.named) == (0, 12) and precision.probability < 0.7
     assert service.reading.text_precision() == precision  # below the target: text names nothing in this store
+    reads = []
+    read = service._parts.reader.read
+    service._parts.reader.read = lambda crops: reads.append(len(crops)) or read(crops)
+    ids = [int(n.id) for n in found.neighbours if n.label == "Amstel"][:12]
+    service.labels.bulk(ids, "Heineken")  # a person fixes the labels: the text was right after all
+    relabelled = service.reading.precision.refresh()
+    assert (relabelled.right, relabelled.named) == (len(ids), 12) and reads == []  # matched again, not read again
