@@ -26,6 +26,15 @@ of brands it does not hold assumed (``LOGOS_OPEN_SET_SHARE``), and estimated fro
 the queries' answers, as a deployment estimates it from the logos it imports
 (``pipeline.leave_one_out.open_set_share_of``).
 
+``--read``: each query crop is also read (``pipeline.reading.TextReader``), and
+every store answers twice more, with its text heard (``pipeline.text_evidence``:
+text that names the vote's guess raises its probability, text that names another
+label lowers it, by the likelihood ratios the store measures on a sample of its
+own logos' thumbnails): rows "assumed, text" and "estimated, text", to hold
+against the vote alone at precision 0.95. The vocabulary is the store's own
+labels (real-drinks: with the brand names as printed, ``benchmarks/read.py``),
+so held-out brands' text names nothing.
+
 ``--collections real-drinks`` (with ``--dataset``): brand-held-out on real
 photos. Each of the five brands is held out in turn; the store holds the
 train-split crops of the other four, and the test-split crops of all five are
@@ -60,6 +69,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.make_retrieval_set import ROOT, generate  # noqa: E402
+from benchmarks.read import REAL_DRINKS_NAMES  # noqa: E402
+from pipeline.reading import TextReader  # noqa: E402
 from benchmarks.risk_coverage import aurc, cut_at, risk_coverage  # noqa: E402
 from pipeline.thresholds import expected_calibration_error, reliability_curve  # noqa: E402
 from pipeline.vote_features import vote_features  # noqa: E402
@@ -122,6 +133,22 @@ def answers(calibrator, namer, brands: list[str], neighbour_lists: list, k: int,
     return np.array(rows, dtype=float).reshape(-1, 5)
 
 
+def heard_answers(service, calibrated, brands: list[str], neighbour_lists: list, texts: list[str]) -> np.ndarray:
+    """:func:`answers`' rows with each query's text heard, as a search hears it (``Reading.name``): P(right) of
+    the winner with its text, whether a label is given, and the score (0 past the distance limit unless the
+    text named it)."""
+    service.reading.evidence.refresh()  # measured on the store's own logos (a search asks for it in the background)
+    namer = service.search.namer(calibrated)
+    rows = []
+    for brand, neighbours, text in zip(brands, neighbour_lists, texts, strict=True):
+        (heard,) = service.reading.name([namer(neighbours)], [text], calibrated)
+        inside = neighbours and min((n.distance for n in neighbours if n.label == heard.guess),
+                                    default=2.0) <= calibrated.max_distance
+        rows.append((heard.guess_probability, heard.guess == brand, heard.label is not None, heard.label == brand,
+                     heard.guess_probability if inside or heard.label is not None else 0.0))
+    return np.array(rows, dtype=float).reshape(-1, 5)
+
+
 def summary(rows: np.ndarray, brands: list[str], known_brand: np.ndarray, intervals: bool = True) -> dict[str, object]:
     """Every figure of a set of answered queries (:func:`answers`)."""
     probabilities, right, given, given_right, scores = rows.T
@@ -151,9 +178,11 @@ def traffic_of(neighbour_lists: list, machine_weight: float) -> np.ndarray:
     return np.array([vote_features(neighbours, machine_weight)[1] for neighbours in neighbour_lists])
 
 
-def run(collection: str, settings: Settings, embedder, seed: int, queries_per_brand: int) -> list[dict[str, object]]:
+def run(collection: str, settings: Settings, embedder, seed: int, queries_per_brand: int,
+        read: bool = False) -> list[dict[str, object]]:
     """The set's store calibrated twice: with the open-set share assumed (the setting), and estimated from the
-    queries' answers (the traffic a deployment would see: half of them of held-out brands here)."""
+    queries' answers (the traffic a deployment would see: half of them of held-out brands here); with ``read``,
+    each answered again with the queries' text heard."""
     data = generate(set_dir(collection), 200, 3, queries_per_brand, seed, ROOT / ".cache", collection)
     results = []
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
@@ -165,7 +194,9 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
         import_folder(service, gallery, progress=False)
         service.maintenance.build_index()
         queries = labelled_files(data / "query")
-        neighbour_lists = service.search.crops([service.search.load(path) for path, _ in queries], settings.k)
+        crops = [service.search.load(path) for path, _ in queries]
+        neighbour_lists = service.search.crops(crops, settings.k)
+        texts = TextReader().read(crops) if read else []
         brands = [brand for _, brand in queries]
         known_brand = np.array([known(b) for b in brands])
         estimated = traffic_of(neighbour_lists, settings.machine_label_weight)
@@ -175,10 +206,14 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
                            settings.machine_label_weight)
             results.append({"collection": collection, "open set": how, "store": service.insight.count(),
                             **_calibration(calibrator), **summary(rows, brands, known_brand)})
+            if read:
+                rows = heard_answers(service, service.search.calibrated(), brands, neighbour_lists, texts)
+                results.append({"collection": collection, "open set": f"{how}, text", "store": service.insight.count(),
+                                **_calibration(calibrator), **summary(rows, brands, known_brand)})
     return results
 
 
-def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[str, object]]:
+def run_real_drinks(dataset: Path, settings: Settings, embedder, read: bool = False) -> list[dict[str, object]]:
     """Brand-held-out on real photos: each of real-drinks' five brands held out in turn; the store holds the
     train-split crops of the other four (calibrated on them), and the test-split crops of all five are named.
     The open-set share assumed, then estimated from the test crops' answers (a fifth of them held out).
@@ -196,16 +231,21 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[st
             digest = image_sha256(image)
             crops[split] += [(a.label, digest, loader.ingest.logo_crop(image, a.box)) for a in photo.annotations]
     vectors = {split: embedder.embed([crop for _, _, crop in rows]) for split, rows in crops.items()}
+    texts = TextReader().read([crop for _, _, crop in crops["test"]]) if read else []
     brands = sorted({label for label, _, _ in crops["train"]})
     truth = [label for label, _, _ in crops["test"]]
-    pooled: dict[str, list[tuple[np.ndarray, np.ndarray, dict[str, object]]]] = {"assumed": [], "estimated": []}
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray, dict[str, object]]]] = {
+        how: [] for how in ("assumed", "estimated", *(("assumed, text", "estimated, text") if read else ()))}
     for held_out in brands:
         with tempfile.TemporaryDirectory(prefix="real-drinks-fold-") as tmp:
             fold = LogoService(settings.replace(data_dir=Path(tmp)), embedder=embedder)
             keep = [n for n, (label, _, _) in enumerate(crops["train"]) if label != held_out]
-            fold._parts.store.add([NewLogo(label=crops["train"][n][0], label_source=LabelSource.HUMAN,
-                                    image_hash=crops["train"][n][1]) for n in keep],
-                           vectors["train"][keep], embedder.model_id)
+            fold._parts.store.add([NewLogo(crop=crops["train"][n][2], label=crops["train"][n][0],
+                                           label_source=LabelSource.HUMAN, image_hash=crops["train"][n][1])
+                                   for n in keep], vectors["train"][keep], embedder.model_id)
+            if read:  # the brand names as printed; the held-out brand's is not in the store's vocabulary
+                fold.labels.import_vocabulary("".join(f"{label}\t{'|'.join(REAL_DRINKS_NAMES[label])}\n"
+                                                      for label in REAL_DRINKS_NAMES if label != held_out))
             fold.maintenance.build_index()
             neighbour_lists = [fold.search.embedding(vector, settings.k) for vector in vectors["test"]]
             known_brand = np.array([label != held_out for label in truth])
@@ -215,6 +255,10 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder) -> list[dict[st
                 rows = answers(calibrator, fold.search.namer(), truth, neighbour_lists, settings.k,
                                settings.machine_label_weight)
                 pooled[how].append((rows, known_brand, {**_calibration(calibrator), "store": fold.insight.count()}))
+                if read:
+                    rows = heard_answers(fold, fold.search.calibrated(), truth, neighbour_lists, texts)
+                    pooled[f"{how}, text"].append((rows, known_brand,
+                                                   {**_calibration(calibrator), "store": fold.insight.count()}))
     results = []
     for how, folds in pooled.items():  # every fold's answers, each named by its own store's calibration
         means = {key: float(np.mean([meta[key] for _, _, meta in folds])) for key in folds[0][2]}
@@ -262,6 +306,7 @@ def main() -> None:
     parser.add_argument("--embedder", help="default: the app's (LOGOS_EMBEDDER)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--queries", type=int, default=10, help="query crops per brand (default 10)")
+    parser.add_argument("--read", action="store_true", help="also answer with each query's text heard")
     parser.add_argument("--picture", type=Path, help="save the reliability diagrams and risk-coverage curves")
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "datasets" / "real-drinks",
                         help="real-drinks, for the collection 'real-drinks' (brand-held-out on real photos)")
@@ -271,32 +316,32 @@ def main() -> None:
     if args.queries < 1:
         parser.error("--queries must be at least 1")
     results = [result for name in args.collections.split(",") if name != "real-drinks"
-               for result in run(name, settings, embedder, args.seed, args.queries)]
+               for result in run(name, settings, embedder, args.seed, args.queries, args.read)]
     if "real-drinks" in args.collections.split(","):
         if not (args.dataset / "labels").is_dir():
             raise SystemExit(f"real-drinks not found at {args.dataset} (the public GitHub repository "
                              "hxtruong6/brand-detection, YOLO layout; see benchmarks/real_photos.py)")
-        results += run_real_drinks(args.dataset, settings, embedder)
+        results += run_real_drinks(args.dataset, settings, embedder, args.read)
     print(f"embedder {settings.embedder}; half the brands of each set held out of the store (real-drinks: one "
           "of five, in turn); [95 % interval, brands drawn again]; open set: the share of queries of brands the "
           "store does not hold, assumed (LOGOS_OPEN_SET_SHARE) or estimated from the queries' answers")
     names = ("ECE", "precision", "held-out unknown", "known named right")
-    print(f"{'set':<14} {'open set':<15} {'store':>6} {'queries':>8} " + " ".join(f"{n:>24}" for n in names)
+    print(f"{'set':<14} {'open set':<21} {'store':>6} {'queries':>8} " + " ".join(f"{n:>24}" for n in names)
           + f" {'threshold':>10} {'max dist':>9}")
     for r in results:
         values = (r["ece"], r["precision"], r["held_out_unknown"], r["known_named_right"])
         cells = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(values, *r["interval"], strict=True)]
         share = f"{r['open set']} {r['open_set_share']:.2f}"
-        print(f"{r['collection']:<14} {share:<15} {r['store']:>6} {r['queries']:>8} "
+        print(f"{r['collection']:<14} {share:<21} {r['store']:>6} {r['queries']:>8} "
               + " ".join(f"{c:>24}" for c in cells) + f" {r['threshold']:>10.2f} {r['max_distance']:>9.3f}")
     print("\nrisk-coverage of the calibrated P(right) (0 past the distance limit), every cut: the most queries a "
           "cut answers at precision 0.95 / 0.90, held-out brands' queries included (never right), and the share "
           "of known brands' queries named right there; AURC (lower is better)")
-    print(f"{'set':<14} {'open set':<15} {'coverage@0.95':>14} {'known@0.95':>11} {'coverage@0.90':>14} "
+    print(f"{'set':<14} {'open set':<21} {'coverage@0.95':>14} {'known@0.95':>11} {'coverage@0.90':>14} "
           f"{'known@0.90':>11} {'AURC':>7} {'answered at its threshold':>26}")
     for r in results:
         share = f"{r['open set']} {r['open_set_share']:.2f}"
-        print(f"{r['collection']:<14} {share:<15} {r['coverage@0.95']:>14.3f} {r['known named@0.95']:>11.3f} "
+        print(f"{r['collection']:<14} {share:<21} {r['coverage@0.95']:>14.3f} {r['known named@0.95']:>11.3f} "
               f"{r['coverage@0.90']:>14.3f} {r['known named@0.90']:>11.3f} {r['aurc']:>7.3f} {r['answered']:>26.3f}")
     if args.picture:
         plot(results, args.picture)

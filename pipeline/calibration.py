@@ -175,6 +175,10 @@ class Calibrator:
         """Probability that one answer is right (see :meth:`probabilities`)."""
         return float(self.probabilities(features)[0])
 
+    def threshold(self, label: str) -> float:
+        """The probability ``label`` needs to be given: its own threshold, else the default."""
+        return self.thresholds.get(label, self.min_probability)
+
     def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
         """The calibrated answer for a query: like :func:`pipeline.knn.predict_label`, confidence = P(right).
 
@@ -191,7 +195,7 @@ class Calibrator:
         probability = self.probability(features)
         if features[NEAREST_SAME] > self.max_distance:
             return Prediction(None, 0.0, guess=vote.label, guess_probability=probability)
-        if probability < self.thresholds.get(vote.label, self.min_probability):
+        if probability < self.threshold(vote.label):
             return Prediction(None, probability, vote.scores, vote.label, probability)
         return Prediction(vote.label, probability, vote.scores, vote.label, probability)
 

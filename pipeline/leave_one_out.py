@@ -114,8 +114,7 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         raise StoreError(f"need at least {MIN_SAMPLES} human-labelled logos of 2+ labels to calibrate; "
                          f"the store has {int(human.sum())} of {len(human_labels)} label(s)")
 
-    codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
-    codes = np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
+    codes = _label_codes(labels)
     photo_codes = _photo_codes(photos)
     answers: dict[bool, list[tuple[np.ndarray, int, str]]] = {False: [], True: []}  # by open set
     nearest_same: list[float] = []
@@ -135,6 +134,31 @@ def leave_one_out(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | N
         open_set=np.repeat([False, True], [len(answers[False]), len(answers[True])]),
         nearest_same=np.array(nearest_same, dtype=np.float64),
     )
+
+
+def sample_answers(ids: np.ndarray, vectors: np.ndarray, labels: Sequence[str | None],
+                   sources: Sequence[LabelSource | None], queries: np.ndarray, k: int, machine_weight: float,
+                   photos: Sequence[str | None] | None = None) -> list[tuple[int, str | None, bool]]:
+    """The leave-one-out answers of some human-labelled logos, as :func:`leave_one_out` gets them: for each row
+    of ``queries``, ``(row, winner, False)`` searched among the others (its photo left out) and
+    ``(row, winner, True)`` with its whole label left out too; ``winner`` is None when no neighbour is labelled.
+
+    For what is measured on a sample of the store's logos, each answer known by its logo (the text read on it:
+    :class:`pipeline.usecases.reading.TextEvidenceResult`).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    photos = [None] * len(ids) if photos is None else list(photos)
+    codes = _label_codes(labels)
+    return [(query, vote_features(neighbours, machine_weight)[0], is_open) for query, neighbours, is_open, _ in
+            _searches(ids, vectors, labels, sources, np.asarray(queries, dtype=np.int64), _photo_codes(photos), k,
+                      codes)]
+
+
+def _label_codes(labels: Sequence[str | None]) -> np.ndarray:
+    """One integer per label; -1 for an unlabelled logo."""
+    codes_of = {label: code for code, label in enumerate(sorted({label for label in labels if label}))}
+    return np.array([codes_of[label] if label else -1 for label in labels], dtype=np.int64)
 
 
 def _photo_codes(photos: Sequence[str | None]) -> np.ndarray:

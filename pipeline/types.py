@@ -98,8 +98,8 @@ class Prediction:
     ``guess`` is the vote's winner whether or not it was given (None only when no neighbour is labelled),
     with ``guess_probability`` its probability of being right (calibrated when the store is): an unknown
     logo still has a best guess for a person to confirm, kept apart from a named one. ``named_by`` says what
-    gave the label: ``vote`` (the neighbours) or ``text`` (the logo's text named a label of the vocabulary that
-    the vote did not name: :func:`pipeline.reading.name_by_text`).
+    gave the label: ``vote`` (the neighbours) or ``text`` (the logo's text named a label that the vote alone
+    did not give: :func:`pipeline.text_evidence.hear`, :func:`pipeline.reading.name_by_text`).
     """
 
     label: str | None

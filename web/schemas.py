@@ -115,9 +115,10 @@ class SearchLogoOut(BaseModel):
     neighbours: list[SearchNeighbourOut]
     text: str = Field("", description="the text read on the logo, its lines joined by a space (empty when none "
                                       "was read, for logos past LOGOS_READ_TEXT, or with reading off)")
-    named_by: str | None = Field(None, description="'text' when the logo's text named a vocabulary label the vote "
-                                                   "did not give (its confidence: how often text names right in "
-                                                   "this store); absent when the vote named it")
+    named_by: str | None = Field(None, description="'text' when the logo's text named a label the vote alone "
+                                                   "did not give: text that agreed with the vote's guess raised "
+                                                   "its probability past the threshold, or text named a label "
+                                                   "with no stored logo; absent when the vote named it")
     guess: GuessOut | None = Field(None, description="only for an unknown logo with labelled neighbours: the "
                                                      "vote's winner, not given")
 

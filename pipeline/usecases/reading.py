@@ -10,7 +10,11 @@ import numpy as np
 from PIL import Image
 
 from pipeline.derived import Derived
-from pipeline.reading import TextPrecision, Vocabulary, name_by_text
+from pipeline.calibration import Calibrator
+from pipeline.errors import StoreError
+from pipeline.leave_one_out import sample_answers
+from pipeline.reading import TextMatch, TextPrecision, Vocabulary, name_by_text
+from pipeline.text_evidence import TextEvidence, hear
 from pipeline.types import LabelSource, Prediction
 from pipeline.usecases.parts import Parts
 
@@ -37,15 +41,17 @@ class VocabularyResult(Derived[Vocabulary]):
                              pictured=(entry.label for entry in entries if entry.logos))
 
 
-class TextPrecisionResult(Derived[TextPrecision]):
-    """How often the text of the store's own human-labelled logos (a seeded sample of :data:`TEXT_SAMPLE`, read
-    from their thumbnails) names their label, among those whose text names any: what a text name is worth here.
+class TextEvidenceResult(Derived[TextEvidence]):
+    """What text is worth in this store, measured on a seeded sample of :data:`TEXT_SAMPLE` of its human-labelled
+    logos, read from their thumbnails: how often their text alone names their label (the precision of a text
+    name), and how much more often it agrees with the vote's leave-one-out answer when that is right than when it
+    is wrong (:class:`pipeline.text_evidence.TextEvidence`).
 
-    A logo's thumbnail never changes, so what it reads is kept by id: after a label change the sample is matched
-    again (milliseconds), and only logos new to the sample are read.
+    A logo's thumbnail never changes, so what it reads is kept by id: after a label change or an import the sample
+    is matched and searched again (milliseconds to a second), and only logos new to the sample are read.
     """
 
-    name = "text precision"
+    name = "text evidence"
 
     def __init__(self, parts: Parts, vocabulary: VocabularyResult) -> None:
         super().__init__()
@@ -54,30 +60,65 @@ class TextPrecisionResult(Derived[TextPrecision]):
         self._read: dict[int, str] = {}  # logo id -> the text of its thumbnail
 
     def fingerprint(self) -> str:
-        return self.vocabulary.fingerprint()
+        settings = self.parts.settings
+        return (f"{self.vocabulary.fingerprint()}|{self.parts.store.content_version()}|{settings.k}|"
+                f"{settings.machine_label_weight}|{settings.open_set_share}")
 
-    def make(self) -> TextPrecision:
-        store = self.parts.store
+    def make(self) -> TextEvidence:
         vocabulary = self.vocabulary.refresh()
-        frame = store.label_frame()
-        human = frame[(frame.source == LabelSource.HUMAN.value) & frame.label.notna()]
-        if len(human) > TEXT_SAMPLE:
-            human = human.iloc[np.sort(np.random.default_rng(0).choice(len(human), TEXT_SAMPLE, replace=False))]
-        labels = dict(zip(human.id.tolist(), human.label.tolist(), strict=True))
-        unread = [logo_id for logo_id in labels if logo_id not in self._read]
-        for start in range(0, len(unread), READ_CHUNK):  # searches share the reader: they wait for one chunk at most
+        try:
+            data = self.parts.store_vectors()
+        except StoreError:  # an empty store: nothing to measure
+            return TextEvidence()
+        rows = np.array([n for n, (label, source) in enumerate(zip(data.labels, data.sources, strict=True))
+                         if label and source is LabelSource.HUMAN], dtype=np.int64)
+        if len(rows) > TEXT_SAMPLE:
+            rows = np.sort(np.random.default_rng(0).choice(rows, TEXT_SAMPLE, replace=False))
+        self._read_thumbnails([int(data.ids[row]) for row in rows])
+        matches = {int(row): vocabulary.match(self._read.get(int(data.ids[row]), "")) for row in rows}
+        named = [(match.label, data.labels[row]) for row, match in matches.items() if match is not None]
+        precision = TextPrecision(sum(said == label for said, label in named), len(named))
+        if len({data.labels[row] for row in rows}) < 2:  # no vote to weigh text against
+            return TextEvidence(precision=precision)
+        settings = self.parts.settings
+        answers = sample_answers(data.ids, data.vectors, data.labels, data.sources, rows, settings.k,
+                                 settings.machine_label_weight, data.photos)
+        return tally(answers, matches, data.labels, settings.open_set_share, precision)
+
+    def _read_thumbnails(self, logo_ids: list[int]) -> None:
+        """Read the thumbnails of ``logo_ids`` not read yet, a chunk at a time: searches share the reader, and wait
+        for one chunk at most."""
+        unread = [logo_id for logo_id in logo_ids if logo_id not in self._read]
+        for start in range(0, len(unread), READ_CHUNK):
             self.stop_point()
-            chunk = [(logo_id, store.thumbnail(logo_id)) for logo_id in unread[start:start + READ_CHUNK]]
+            chunk = [(logo_id, self.parts.store.thumbnail(logo_id)) for logo_id in unread[start:start + READ_CHUNK]]
             chunk = [(logo_id, Image.open(io.BytesIO(webp))) for logo_id, webp in chunk if webp is not None]
             texts = self.parts.reader.read([image for _, image in chunk])
             self._read.update((logo_id, text) for (logo_id, _), text in zip(chunk, texts, strict=True))
-        right = named = 0
-        for logo_id, label in labels.items():
-            match = vocabulary.match(self._read.get(logo_id, ""))
-            if match is not None:
-                named += 1
-                right += match.label == label
-        return TextPrecision(right, named)
+
+
+def tally(answers: Sequence[tuple[int, str | None, bool]], matches: dict[int, TextMatch | None],
+          labels: Sequence[str | None], open_set_share: float, precision: TextPrecision) -> TextEvidence:
+    """Count the sample's leave-one-out answers (:func:`pipeline.leave_one_out.sample_answers`) by right or
+    wrong and by what their logo's text names, open-set answers weighed to ``open_set_share`` of the total.
+
+    An open-set answer stands for a logo of a brand the store does not hold, whose name the vocabulary does not
+    hold either: its text naming its own label counts as naming nothing.
+    """
+    answered = [(row, winner, is_open) for row, winner, is_open in answers if winner is not None]
+    n_open = sum(is_open for _, _, is_open in answered)
+    n_closed = len(answered) - n_open
+    weight = {False: (1 - open_set_share) * len(answered) / max(n_closed, 1),
+              True: open_set_share * len(answered) / max(n_open, 1)}
+    counts = dict.fromkeys(("right", "right_agree", "right_disagree", "wrong", "wrong_agree", "wrong_disagree"), 0.0)
+    for row, winner, is_open in answered:
+        kind = "wrong" if is_open or winner != labels[row] else "right"
+        match = matches.get(row)
+        said = None if match is None or (is_open and match.label == labels[row]) else match.label
+        counts[kind] += weight[is_open]
+        if said is not None:
+            counts[f"{kind}_agree" if said == winner else f"{kind}_disagree"] += weight[is_open]
+    return TextEvidence(**counts, precision=precision)
 
 
 class Reading:
@@ -86,7 +127,7 @@ class Reading:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
         self.vocabulary = VocabularyResult(parts)
-        self.precision = TextPrecisionResult(parts, self.vocabulary)
+        self.evidence = TextEvidenceResult(parts, self.vocabulary)
 
     def read(self, crops: Sequence[Image.Image]) -> list[str]:
         """The text on each crop, for the ``settings.read_text`` largest; "" for the rest.
@@ -101,23 +142,37 @@ class Reading:
             texts[i] = text
         return texts
 
-    def text_precision(self) -> TextPrecision:
-        """What a text name is worth in this store: measured on its own logos in the background (asked for here
-        when stale), the prior of :mod:`pipeline.reading` until then."""
-        if self.precision.is_stale():
-            self.precision.request()
-        return self.precision.current() or TextPrecision()
+    def text_evidence(self) -> TextEvidence:
+        """What text is worth in this store: measured on its own logos in the background (asked for here when
+        stale); until then, no evidence for the vote and the prior of :mod:`pipeline.reading` for a text name."""
+        if self.evidence.is_stale():
+            self.evidence.request()
+        return self.evidence.current() or TextEvidence()
 
-    def name(self, predictions: Sequence[Prediction], texts: Sequence[str]) -> list[Prediction]:
-        """Each prediction with its logo's text heard (:func:`pipeline.reading.name_by_text`); the vocabulary is
-        rebuilt when labels change (milliseconds)."""
+    def name(self, predictions: Sequence[Prediction], texts: Sequence[str],
+             calibrated: Calibrator | None = None) -> list[Prediction]:
+        """Each prediction with its logo's text heard; the vocabulary is rebuilt when labels change (milliseconds).
+
+        With the store calibrated (``calibrated``, the thresholds people set included), text that names the
+        vote's guess raises its probability and text that names another label lowers it
+        (:func:`pipeline.text_evidence.hear`). Text that names a label with no stored logo may name a logo the
+        vote leaves unknown, as may text that confirms an uncalibrated vote's guess
+        (:func:`pipeline.reading.name_by_text`).
+        """
         if not any(texts):
             return list(predictions)
         vocabulary = self.vocabulary.refresh()
         matches = [vocabulary.match(text) if text else None for text in texts]
         if not any(matches):
             return list(predictions)
-        precision, target = self.text_precision(), self.parts.settings.target_precision
+        evidence, target = self.text_evidence(), self.parts.settings.target_precision
         thresholds = self.parts.store.thresholds()  # a label's threshold set by a person holds for text too
-        return [name_by_text(p, m, precision, target, thresholds, vocabulary.pictured)
-                for p, m in zip(predictions, matches, strict=True)]
+        named = []
+        for prediction, match in zip(predictions, matches, strict=True):
+            if calibrated is not None and match is not None:
+                prediction = hear(prediction, match, evidence, calibrated.threshold)
+                if match.label in vocabulary.pictured:  # the vote has heard it; a label with no logo may still name
+                    named.append(prediction)
+                    continue
+            named.append(name_by_text(prediction, match, evidence.precision, target, thresholds, vocabulary.pictured))
+        return named

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from pipeline.calibration import Calibrator
 from pipeline.detectors import GivenBoxesDetector
 from pipeline.errors import BadInputError, LogoNotFoundError, NotReadyError
 from pipeline.images import ImageSource
@@ -41,31 +42,38 @@ class Search:
         return VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight,
                           self.parts.store.thresholds())
 
-    def namer(self) -> Callable[[Sequence[Neighbour]], Prediction]:
+    def calibrated(self) -> Calibrator | None:
+        """The store's calibration with the thresholds people set winning over its own; None: uncalibrated."""
+        calibrator = self.calibration.current()
+        if calibrator is None:
+            return None
+        return replace(calibrator, thresholds={**calibrator.thresholds, **self.parts.store.thresholds()})
+
+    def namer(self, calibrated: Calibrator | None = None) -> Callable[[Sequence[Neighbour]], Prediction]:
         """How the store names a query now, from its neighbours (the first ``settings.k`` vote).
 
         With a calibration of the store, the confidence is the probability that the label is right and a logo
         unlike any labelled one is unknown; without one, the plain vote share of :mod:`pipeline.knn`.
         Per-label thresholds set by people win over suggested ones in both cases. The calibration and
-        thresholds are read once here, so name every logo of a photo with one namer.
+        thresholds are read once here (or given: :meth:`calibrated`), so name every logo of a photo with one
+        namer.
         """
         voters = self.parts.settings.k
-        calibrator = self.calibration.current()
-        if calibrator is None:
+        calibrated = calibrated or self.calibrated()
+        if calibrated is None:
             config = self.vote_config()
             return lambda neighbours: predict_label(list(neighbours)[:voters], config)
-        calibrated = replace(calibrator, thresholds={**calibrator.thresholds, **self.parts.store.thresholds()})
         return lambda neighbours: calibrated.predict(list(neighbours)[:voters])
 
     def predict(self, neighbours: Sequence[Neighbour]) -> Prediction:
         """The label of one query from its neighbours (see :meth:`namer`)."""
         return self.namer()(neighbours)
 
-    def name(self, neighbour_lists: list[list[Neighbour]],
-             k: int | None) -> list[tuple[Prediction, list[Neighbour]]]:
+    def name(self, neighbour_lists: list[list[Neighbour]], k: int | None,
+             calibrated: Calibrator | None = None) -> list[tuple[Prediction, list[Neighbour]]]:
         """Each query's prediction (from ``settings.k`` voters, whatever ``k``) and its first ``k`` neighbours."""
         shown = self.k(k)
-        name = self.namer()
+        name = self.namer(calibrated)
         return [(name(neighbours), neighbours[:shown]) for neighbours in neighbour_lists]
 
     # -- searching -----------------------------------------------------------------------
@@ -146,8 +154,9 @@ class Search:
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
         texts = self.reading.read(crops)
-        named = self.name(neighbour_lists, k)
-        predictions = self.reading.name([prediction for prediction, _ in named], texts)
+        calibrated = self.calibrated()
+        named = self.name(neighbour_lists, k, calibrated)
+        predictions = self.reading.name([prediction for prediction, _ in named], texts, calibrated)
         logos = [LogoMatch(d.box, prediction, neighbours, d.score, text)
                  for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
         return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))

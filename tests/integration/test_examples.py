@@ -21,6 +21,7 @@ def full_demo(tmp_path_factory, embedder) -> LogoService:
     service = LogoService(Settings(data_dir=tmp_path_factory.mktemp("full-demo")), embedder=embedder)
     build_demo(service, size="full", progress=False)
     service.calibration.fit()
+    service.reading.evidence.refresh()  # what text is worth here: measured in the background after the first search
     return service
 
 
@@ -47,7 +48,7 @@ def test_every_placed_example_logo_is_found_and_named_right_or_left_unknown(full
     named = sum(p.label == label for label, p in answers.values())
     # 6 of 10 before the calibration stopped counting a brand's logos nearby, 7 before the shape-first embedder,
     # 8 before the logos' text could confirm the vote's best guess (the snack box's Coca-Cola reads "CocaCola")
-    assert named >= 9, answers
+    assert named >= 9, (answers, full_demo.reading.evidence.current())
 
 
 def test_the_real_coca_cola_cans_are_named_and_the_lavie_bottle_gets_no_label(full_demo):

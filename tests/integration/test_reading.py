@@ -67,13 +67,30 @@ def test_text_does_not_overrule_the_vote_and_a_store_whose_text_misleads_learns_
     service.labels.import_vocabulary("Heineken\n")
     (found,) = service.search.photo(wordmark("Heineken", 47)).logos
     assert (found.prediction.label, found.prediction.named_by) == ("Amstel", "vote")  # the vote named it: it stays
-    precision = service.reading.precision.refresh()  # what the background worker makes after a search
+    precision = service.reading.evidence.refresh().precision  # what the background worker makes after a search
     assert (precision.right, precision.named) == (0, 12) and precision.probability < 0.7
-    assert service.reading.text_precision() == precision  # below the target: text names nothing in this store
+    assert service.reading.text_evidence().precision == precision  # below the target: text names nothing in this store
     reads = []
     read = service._parts.reader.read
     service._parts.reader.read = lambda crops: reads.append(len(crops)) or read(crops)
     ids = [int(n.id) for n in found.neighbours if n.label == "Amstel"][:12]
     service.labels.bulk(ids, "Heineken")  # a person fixes the labels: the text was right after all
-    relabelled = service.reading.precision.refresh()
+    relabelled = service.reading.evidence.refresh().precision
     assert (relabelled.right, relabelled.named) == (len(ids), 12) and reads == []  # matched again, not read again
+
+
+def test_in_a_calibrated_store_text_that_agrees_with_the_vote_raises_its_probability(service):
+    """Text as evidence (pipeline/text_evidence.py): measured on the store's own thumbnails, then heard by a search."""
+    for size in range(36, 60, 2):
+        service.ingest.photo(wordmark("Heineken", size), labels=["Heineken"])
+        service.ingest.photo(wordmark("Amstel", size), labels=["Amstel"])
+    service.calibration.fit()
+    evidence = service.reading.evidence.refresh()  # what the background worker makes after a search
+    assert evidence.right_agree > 0.8 * evidence.right and evidence.wrong_agree == 0
+    assert evidence.ratio(agrees=True) > 10 and evidence.precision.named >= 20
+    query = wordmark("Heineken", 51)
+    heard = service.search.photo(query).logos[0].prediction
+    service._parts.settings = service.settings.replace(read_text=0)
+    vote = service.search.photo(query).logos[0].prediction
+    assert heard.guess == vote.guess == "Heineken"
+    assert heard.guess_probability > vote.guess_probability and heard.label == "Heineken"
