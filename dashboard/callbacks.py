@@ -56,6 +56,19 @@ def _entry(kind: str, index: Any, text: str) -> html.Button:
                               "background": "#fff", "border": "1px solid #eee", "cursor": "pointer"})
 
 
+def _text_search_note(service: LogoService, text: str) -> tuple[np.ndarray, str]:
+    """The logos reading ``text`` and what to say of them: how many, and how much of the store is read yet."""
+    if not text.strip():
+        return np.zeros(0, np.int64), ""
+    found = service.reading.find_text(text)
+    note = f"{len(found.ids)} logos reading '{text.strip()}'"
+    if service.settings.read_text == 0:
+        return np.asarray(found.ids, np.int64), note + " (reading is off: LOGOS_READ_TEXT=0)."
+    if found.read < found.readable:
+        note += f" among the {found.read:,} of {found.readable:,} logos read so far (the rest are being read)"
+    return np.asarray(found.ids, np.int64), note + "."
+
+
 def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one closure per callback
                        auth: AdminAuth) -> None:
     settings = service.settings
@@ -291,14 +304,16 @@ def register_callbacks(app: dash.Dash, service: LogoService,  # noqa: C901 - one
     # discard the answer to a click on "Show my search" still being computed.
     @app.callback(Output("map", "figure", allow_duplicate=True), Output("highlight-note", "children"),
                   Output("highlighted", "data"),
-                  Input("label-search", "value"), Input("show-last", "n_clicks"),
+                  Input("label-search", "value"), Input("text-search", "value"), Input("show-last", "n_clicks"),
                   State("map-meta", "data"), State("url", "search"), prevent_initial_call=True)
-    def highlight(label: str | None, _: int | None, meta: dict | None, query: str | None):
+    def highlight(label: str | None, text: str | None, _: int | None, meta: dict | None, query: str | None):
         if (meta or {}).get("traces", 0) < 2:
             return no_update, no_update, no_update  # no map yet
         if ctx.triggered_id == "label-search":
             ids = service.labels.ids_with(label)
             return show(meta, ids, f"{len(ids)} logos labelled '{label}'." if label else "")
+        if ctx.triggered_id == "text-search":
+            return show(meta, *_text_search_note(service, text or ""))
         search_id = parse_qs((query or "").lstrip("?")).get("search", [None])[0]
         if search_id is None:
             return no_update, "Search a photo in the Search tab first, then open the map from its link.", no_update

@@ -77,6 +77,10 @@ def build_layout(service: LogoService) -> html.Div:
                 html.Div([
                     dcc.Dropdown(labels, id="label-search", placeholder="Find a label on the map...",
                                  clearable=True, style={"flex": "1"}),
+                    html.Span(dcc.Input(id="text-search", type="search", debounce=True,
+                                        placeholder="Find logos reading...", style={"width": "13rem"}),
+                              title="logos whose text has words starting so (\"bio\", \"coca cola\"), case and "
+                                    "accents aside; press Enter"),
                     html.Button("Show my search", id="show-last",
                                 title="the logos of the photo you searched in the Search tab, as stars"),
                 ], style={"display": "flex", "gap": "0.5rem", "alignItems": "center"}),

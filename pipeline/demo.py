@@ -145,6 +145,7 @@ def start_demo(service: LogoService, size: str, *, progress: bool = True) -> thr
         service.calibration.request()  # if the labels changed since the last calibration
         service.insight.start_map()  # or read from its cache
         service.insight.request_health()  # cluster health's neighbours; again after each change
+        service.reading.read_store()  # the logos' text, for the map's "find logos reading..."
 
     thread = threading.Thread(target=run, name="store-build", daemon=True)
     thread.start()

@@ -30,6 +30,7 @@ from PIL import Image
 from pipeline.errors import StoreError
 from pipeline.label_log import LabelLog
 from pipeline.labels import clean_label
+from pipeline.logo_texts import SCHEMA as TEXT_SCHEMA, LogoTexts
 from pipeline.types import Box, LabelSource, LogoRecord, StoreStats
 from pipeline.util import chunked
 from pipeline.vector_file import VectorFile
@@ -129,7 +130,7 @@ def _thumbnail(crop: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-class LogoStore(LabelLog, VectorFile):
+class LogoStore(LabelLog, LogoTexts, VectorFile):
     """Logos, their labels and vectors under one data directory.
 
     Safe to share between threads (one SQLite connection per thread) and
@@ -152,7 +153,7 @@ class LogoStore(LabelLog, VectorFile):
         self._map_lock = threading.Lock()
         self._map: tuple[str, int, np.memmap] | None = None
         conn = self._conn()
-        conn.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
+        conn.executescript(_SCHEMA + TEXT_SCHEMA)  # idempotent; executescript manages its own transaction
         columns = {row[1] for row in conn.execute("PRAGMA table_info(logos)")}
         if "external_id" not in columns:
             conn.execute("ALTER TABLE logos ADD COLUMN external_id INTEGER")  # a store made before external ids

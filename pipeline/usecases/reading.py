@@ -4,7 +4,8 @@ worth in this store (:mod:`pipeline.reading`)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -47,8 +48,9 @@ class TextEvidenceResult(Derived[TextEvidence]):
     name), and how much more often it agrees with the vote's leave-one-out answer when that is right than when it
     is wrong (:class:`pipeline.text_evidence.TextEvidence`).
 
-    A logo's thumbnail never changes, so what it reads is kept by id: after a label change or an import the sample
-    is matched and searched again (milliseconds to a second), and only logos new to the sample are read.
+    A logo's thumbnail never changes, so what it reads is kept in the store (:func:`read_logos`): after a label
+    change or an import the sample is matched and searched again (milliseconds to a second), and only logos new to
+    the sample are read.
     """
 
     name = "text evidence"
@@ -57,7 +59,6 @@ class TextEvidenceResult(Derived[TextEvidence]):
         super().__init__()
         self.parts = parts
         self.vocabulary = vocabulary
-        self._read: dict[int, str] = {}  # logo id -> the text of its thumbnail
 
     def fingerprint(self) -> str:
         settings = self.parts.settings
@@ -74,8 +75,8 @@ class TextEvidenceResult(Derived[TextEvidence]):
                          if label and source is LabelSource.HUMAN], dtype=np.int64)
         if len(rows) > TEXT_SAMPLE:
             rows = np.sort(np.random.default_rng(0).choice(rows, TEXT_SAMPLE, replace=False))
-        self._read_thumbnails([int(data.ids[row]) for row in rows])
-        matches = {int(row): vocabulary.match(self._read.get(int(data.ids[row]), "")) for row in rows}
+        texts = read_logos(self.parts, [int(data.ids[row]) for row in rows], self.stop_point)
+        matches = {int(row): vocabulary.match(texts.get(int(data.ids[row]), "")) for row in rows}
         named = [(match.label, data.labels[row]) for row, match in matches.items() if match is not None]
         precision = TextPrecision(sum(said == label for said, label in named), len(named))
         if len({data.labels[row] for row in rows}) < 2:  # no vote to weigh text against
@@ -85,16 +86,51 @@ class TextEvidenceResult(Derived[TextEvidence]):
                                  settings.machine_label_weight, data.photos)
         return tally(answers, matches, data.labels, settings.open_set_share, precision)
 
-    def _read_thumbnails(self, logo_ids: list[int]) -> None:
-        """Read the thumbnails of ``logo_ids`` not read yet, a chunk at a time: searches share the reader, and wait
-        for one chunk at most."""
-        unread = [logo_id for logo_id in logo_ids if logo_id not in self._read]
-        for start in range(0, len(unread), READ_CHUNK):
-            self.stop_point()
-            chunk = [(logo_id, self.parts.store.thumbnail(logo_id)) for logo_id in unread[start:start + READ_CHUNK]]
-            chunk = [(logo_id, Image.open(io.BytesIO(webp))) for logo_id, webp in chunk if webp is not None]
-            texts = self.parts.reader.read([image for _, image in chunk])
-            self._read.update((logo_id, text) for (logo_id, _), text in zip(chunk, texts, strict=True))
+
+
+class StoreTexts(Derived[int]):
+    """The text of every stored logo, read from its thumbnail in the background a chunk at a time and kept in the
+    store (:mod:`pipeline.logo_texts`), new logos as they come: what the map finds logos by. Its value is how
+    many logos the last run read; a run stopped midway keeps what it read."""
+
+    name = "store texts"
+
+    def __init__(self, parts: Parts) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def fingerprint(self) -> str:
+        return self.parts.store.content_version()
+
+    def make(self) -> int:
+        read = 0
+        while unread := self.parts.store.unread_ids(READ_CHUNK):
+            read += len(read_logos(self.parts, unread, self.stop_point))
+        return read
+
+
+def read_logos(parts: Parts, logo_ids: Sequence[int], stop_point: Callable[[], None]) -> dict[int, str]:
+    """What the thumbnails of ``logo_ids`` read: from the store where read before, else read now, a chunk of
+    :data:`READ_CHUNK` at a time (searches share the reader and wait for one chunk at most; ``stop_point`` between
+    chunks), and kept in the store. A logo with no thumbnail is left out; one that cannot be decoded reads ""."""
+    texts = parts.store.texts(logo_ids)
+    unread = [int(logo_id) for logo_id in logo_ids if int(logo_id) not in texts]
+    for start in range(0, len(unread), READ_CHUNK):
+        stop_point()
+        chunk = [(logo_id, parts.store.thumbnail(logo_id)) for logo_id in unread[start:start + READ_CHUNK]]
+        images, blank = [], []
+        for logo_id, webp in chunk:
+            if webp is None:
+                continue
+            try:
+                images.append((logo_id, Image.open(io.BytesIO(webp)).convert("RGB")))
+            except (OSError, ValueError):  # a damaged thumbnail: nothing to read on it
+                blank.append((logo_id, ""))
+        read = list(zip((logo_id for logo_id, _ in images), parts.reader.read([image for _, image in images]),
+                        strict=True)) + blank
+        parts.store.save_texts(read)
+        texts.update(read)
+    return texts
 
 
 def tally(answers: Sequence[tuple[int, str | None, bool]], matches: dict[int, TextMatch | None],
@@ -121,6 +157,16 @@ def tally(answers: Sequence[tuple[int, str | None, bool]], matches: dict[int, Te
     return TextEvidence(**counts, precision=precision)
 
 
+@dataclass(frozen=True)
+class TextSearch:
+    """The stored logos whose text reads ``query`` (ids), and how many of the logos with a thumbnail were read."""
+
+    query: str
+    ids: list[int]
+    read: int
+    readable: int
+
+
 class Reading:
     """Read searched logos and let their text name what the vote leaves unknown."""
 
@@ -128,6 +174,20 @@ class Reading:
         self.parts = parts
         self.vocabulary = VocabularyResult(parts)
         self.evidence = TextEvidenceResult(parts, self.vocabulary)
+        self.store_texts = StoreTexts(parts)
+
+    def read_store(self) -> None:
+        """Read the text of stored logos not read yet, in the background (unless reading is off:
+        ``settings.read_text`` 0); never blocks a caller."""
+        if self.parts.settings.read_text > 0 and self.store_texts.is_stale():
+            self.store_texts.request()
+
+    def find_text(self, query: str) -> TextSearch:
+        """The stored logos whose text reads ``query`` (:meth:`pipeline.logo_texts.LogoTexts.find_text`), among
+        those read so far; asks for the rest to be read."""
+        self.read_store()
+        read, readable = self.parts.store.text_progress()
+        return TextSearch(query, self.parts.store.find_text(query), read, readable)
 
     def read(self, crops: Sequence[Image.Image]) -> list[str]:
         """The text on each crop, for the ``settings.read_text`` largest; "" for the rest.

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from PIL import Image, ImageDraw, ImageFont
 
+from fastapi.testclient import TestClient
+
+from app import create_app
 from pipeline import shapes
 from pipeline.reading import TextReader, Vocabulary, fold
-from tests.conftest import ROOT
+from tests.conftest import ROOT, dash_callback
 
 LAVIE = ROOT / "assets/examples/real-Lavie-0009.jpg"
 
@@ -94,3 +97,29 @@ def test_in_a_calibrated_store_text_that_agrees_with_the_vote_raises_its_probabi
     vote = service.search.photo(query).logos[0].prediction
     assert heard.guess == vote.guess == "Heineken"
     assert heard.guess_probability > vote.guess_probability and heard.label == "Heineken"
+
+
+def test_the_stored_logos_text_is_read_once_in_the_background_and_the_map_finds_logos_by_it(service):
+    heineken = service.ingest.photo(wordmark("Heineken"), labels=["Heineken"])
+    organic = service.ingest.photo(wordmark("Lait BIO"))
+    service.ingest.photo(Image.new("RGB", (90, 60), (200, 30, 30)))  # reads nothing
+    assert service.reading.store_texts.refresh() == 3
+    assert service.reading.find_text("heine").ids == heineken and service.reading.find_text("bio").ids == organic
+    assert service.reading.find_text("nothing").ids == [] and service.reading.find_text("bio").read == 3
+    reads = []
+    read = service._parts.reader.read
+    service._parts.reader.read = lambda crops: reads.append(len(crops)) or read(crops)
+    assert service.reading.evidence.refresh().precision.named == 1  # the sample's text comes from the store
+    added = service.ingest.photo(wordmark("Biologique"))
+    assert service.reading.store_texts.refresh() == 1 and reads == [1]  # only the new logo is read
+    assert service.reading.find_text("BIO").ids == organic + added
+
+    client = TestClient(create_app(service))
+    response = dash_callback(
+        client, [("map", "figure"), ("highlight-note", "children"), ("highlighted", "data")],
+        [{"id": "label-search", "property": "value", "value": None},
+         {"id": "text-search", "property": "value", "value": "bio"},
+         {"id": "show-last", "property": "n_clicks", "value": None}],
+        [{"id": "map-meta", "property": "data", "value": {"traces": 4}},
+         {"id": "url", "property": "search", "value": ""}], "text-search.value")
+    assert response["highlight-note"]["children"] == "2 logos reading 'bio'."

@@ -94,6 +94,7 @@ def _show_search(client: TestClient, query: str) -> str:
     response = _dash(
         client, [("map", "figure"), ("highlight-note", "children"), ("highlighted", "data")],
         [{"id": "label-search", "property": "value", "value": None},
+         {"id": "text-search", "property": "value", "value": None},
          {"id": "show-last", "property": "n_clicks", "value": 1}],
         [{"id": "map-meta", "property": "data", "value": {"traces": 4}},
          {"id": "url", "property": "search", "value": query}], "show-last.n_clicks")
