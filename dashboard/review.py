@@ -58,6 +58,8 @@ def _card(item: ReviewItem) -> html.Div:
         html.Img(src=THUMB.format(item.id), style={"width": "96px", "height": "96px", "objectFit": "contain",
                                                    "background": "#fff"}),
         html.Div(f"#{item.id} · {confidence}", style={"fontSize": "0.75rem"}),
+        html.Div("named by its text", title="the logo's text named this label",
+                 style={"fontSize": "0.7rem", "color": "#2a6"}) if item.proposed_by == "text" else None,
         html.Div(note, style={"fontSize": "0.7rem", "color": "#a33"}) if note else None,
         html.Div([html.Img(src=THUMB.format(ref), title=f"#{ref}", style={
             "width": "30px", "height": "30px", "objectFit": "contain", "background": "#fff",

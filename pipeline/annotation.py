@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -45,6 +45,7 @@ class ReviewItem:
         stored: True when the proposal is a machine label in the store, False when computed for this screen.
         current: The logo's label now, whoever set it (differs from ``label`` for a suspect).
         references: Ids of the nearest logos people gave ``label``, nearest first.
+        proposed_by: What proposed it: ``vote`` (the neighbours) or ``text`` (the logo's text named it).
     """
 
     id: int
@@ -53,6 +54,7 @@ class ReviewItem:
     stored: bool
     current: str | None
     references: tuple[int, ...] = ()
+    proposed_by: str = "vote"
 
 
 @dataclass(frozen=True)
@@ -130,16 +132,21 @@ def review_queue(store: LogoStore, propose: Callable[[int], Prediction], *, ids:
         raise BadInputError("a review screen shows at least one logo")
     if ids is None:
         rows = store.machine_labelled(label=label, limit=limit)
-        chosen = [ReviewItem(i, lab, conf, True, lab) for i, lab, conf in rows]
+        chosen = [ReviewItem(i, lab, conf, True, lab, proposed_by=by or "vote") for i, lab, conf, by in rows]
     else:
         chosen = []
         for record in store.get(list(dict.fromkeys(int(i) for i in ids))[: max(limit, 1) * 5]):
             if record.label_source is LabelSource.MACHINE and record.label:
-                item = ReviewItem(record.id, record.label, record.confidence, True, record.label)
+                item = ReviewItem(record.id, record.label, record.confidence, True, record.label,
+                                  proposed_by=record.proposed_by or "vote")
             else:
                 guess = propose(record.id)  # its best guess, given as a name or not: a person decides
-                item = ReviewItem(record.id, guess.guess or NO_PROPOSAL,
-                                  guess.guess_probability if guess.guess else None, False, record.label)
+                if guess.label is not None:  # named, by the vote or by its text
+                    item = ReviewItem(record.id, guess.label, guess.confidence, False, record.label,
+                                      proposed_by=guess.named_by)
+                else:
+                    item = ReviewItem(record.id, guess.guess or NO_PROPOSAL,
+                                      guess.guess_probability if guess.guess else None, False, record.label)
             if label is None or item.label == label:
                 chosen.append(item)
             if len(chosen) >= limit:
@@ -147,8 +154,7 @@ def review_queue(store: LogoStore, propose: Callable[[int], Prediction], *, ids:
     refs = _references(store, [(item.id, item.label) for item in chosen], references)
     groups: dict[str, list[ReviewItem]] = {}
     for item in chosen:
-        groups.setdefault(item.label, []).append(ReviewItem(item.id, item.label, item.confidence, item.stored,
-                                                            item.current, refs.get(item.id, ())))
+        groups.setdefault(item.label, []).append(replace(item, references=refs.get(item.id, ())))
 
     def doubt(item: ReviewItem) -> float:
         return -1.0 if item.confidence is None else item.confidence

@@ -122,12 +122,13 @@ class LabelLog:
         """How many (logo, label) pairs people rejected."""
         return int(self._conn().execute("SELECT COUNT(*) FROM rejections").fetchone()[0])
 
-    def machine_labelled(self, label: str | None = None, limit: int = 40) -> list[tuple[int, str, float | None]]:
-        """``(id, label, confidence)`` of machine-labelled logos, least confident first (unknown confidence
-        first of all), of one label or all."""
+    def machine_labelled(self, label: str | None = None,
+                         limit: int = 40) -> list[tuple[int, str, float | None, str | None]]:
+        """``(id, label, confidence, proposed_by)`` of machine-labelled logos, least confident first (unknown
+        confidence first of all), of one label or all."""
         where, args = ("AND label = ?", (label,)) if label else ("", ())
-        return [(i, lab, conf) for i, lab, conf in self._conn().execute(
-            f"SELECT id, label, confidence FROM logos WHERE label_source = 'machine' {where}"
+        return [(i, lab, conf, by) for i, lab, conf, by in self._conn().execute(
+            f"SELECT id, label, confidence, proposed_by FROM logos WHERE label_source = 'machine' {where}"
             " ORDER BY confidence IS NOT NULL, confidence, id LIMIT ?", (*args, int(limit)))]
 
     def ids_with_label(self, label: str, source: LabelSource | None = None, limit: int | None = None) -> list[int]:
@@ -150,13 +151,15 @@ class LabelLog:
                       old: Mapping[int, Label], who: str, session: str | None, undoes: str | None = None,
                       write: bool = True) -> None:
         """Write new labels (unless ``write`` is False: the rows already hold them) and their events, in the
-        caller's transaction. A label set by a person drops the machine's confidence, which no longer applies."""
+        caller's transaction. A label set by a person drops the machine's confidence and what named it, which no
+        longer apply."""
         now = time.time()
         if write:
             conn.executemany(
                 "UPDATE logos SET label = ?, label_source = ?,"
-                " confidence = CASE WHEN ? = 'machine' THEN confidence END WHERE id = ?",
-                [(label, source, source, logo_id) for logo_id, (label, source) in new.items()])
+                " confidence = CASE WHEN ? = 'machine' THEN confidence END,"
+                " proposed_by = CASE WHEN ? = 'machine' THEN proposed_by END WHERE id = ?",
+                [(label, source, source, source, logo_id) for logo_id, (label, source) in new.items()])
         conn.executemany(
             "INSERT INTO label_events (action, logo_id, old_label, old_source, new_label, new_source, who, session,"
             " undoes, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -107,6 +107,7 @@ class NewLogo:
     score: float | None = None
     external_id: int | None = None  # the client's own id (e.g. Robotoff's logo id); unique in a store
     confidence: float | None = None  # P(right) of a machine label when it was proposed
+    proposed_by: str | None = None  # what named a machine label: "vote" (the neighbours) or "text" (its text)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class LogoStore(LabelLog, LogoTexts, VectorFile):
             conn.execute("ALTER TABLE logos ADD COLUMN external_id INTEGER")  # a store made before external ids
         if "confidence" not in columns:
             conn.execute("ALTER TABLE logos ADD COLUMN confidence REAL")  # a store made before machine proposals
+        if "proposed_by" not in columns:
+            conn.execute("ALTER TABLE logos ADD COLUMN proposed_by TEXT")  # a store made before text proposals
         conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS logos_external_id ON logos(external_id)"
                      " WHERE external_id IS NOT NULL")
 
@@ -234,7 +237,7 @@ class LogoStore(LabelLog, LogoTexts, VectorFile):
             box = logo.box
             rows.append((logo.image_hash, logo.image_path, *(box.to_list() if box else (None,) * 4), label,
                          source.value if source else None, logo.score, logo.external_id,
-                         logo.confidence if label else None))
+                         logo.confidence if label else None, logo.proposed_by if label else None))
         thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
         now = time.time()
         try:
@@ -254,8 +257,8 @@ class LogoStore(LabelLog, LogoTexts, VectorFile):
             for offset, row in enumerate(rows):
                 cursor = conn.execute(
                     "INSERT INTO logos (image_hash, image_path, x0, y0, x1, y1, label, label_source, score,"
-                    " external_id, confidence, model_id, vector_row, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " external_id, confidence, proposed_by, model_id, vector_row, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*row, model_id, start + offset, now),
                 )
                 ids.append(int(cursor.lastrowid))
@@ -396,12 +399,12 @@ class LogoStore(LabelLog, LogoTexts, VectorFile):
 
 
 _RECORD_COLUMNS = ("id, image_hash, image_path, x0, y0, x1, y1, label, label_source, score, model_id, created,"
-                   " confidence")
+                   " confidence, proposed_by")
 
 
 def _record(row: tuple) -> LogoRecord:
-    logo_id, image_hash, image_path, x0, y0, x1, y1, label, source, score, model_id, created, confidence = row
+    logo_id, image_hash, image_path, x0, y0, x1, y1, label, source, score, model_id, created, confidence, by = row
     box = Box(x0, y0, x1, y1) if x0 is not None else None
     return LogoRecord(logo_id, image_hash, image_path, box, label, LabelSource(source) if source else None,
-                      score, model_id, created, confidence)
+                      score, model_id, created, confidence, by)
 

@@ -146,6 +146,7 @@ class LogoRecord:
     model_id: str
     created: float
     confidence: float | None = None  # P(right) of a machine label, when a machine proposed it
+    proposed_by: str | None = None  # what named a machine label: "vote" or "text" (None: not recorded)
 
 
 @dataclass(frozen=True)

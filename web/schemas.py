@@ -208,6 +208,8 @@ class ReviewItemOut(BaseModel):
     stored: bool
     current: str | None
     references: list[int]
+    proposed_by: str = Field("vote", description="what proposed the label: 'vote' (the neighbours) or 'text' (the "
+                                                 "logo's text named it)")
 
 
 class ReviewGroupOut(BaseModel):

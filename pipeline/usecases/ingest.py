@@ -17,11 +17,16 @@ from pipeline.usecases.search import Search
 from pipeline.util import atomic_write_bytes
 
 
-def proposal(prediction: Prediction, min_confidence: float) -> str | None:
-    """The label to propose for review: the best guess (the vote's winner) when it is at least
+def proposal(prediction: Prediction, min_confidence: float) -> tuple[str, float, str] | None:
+    """The label to propose for review, its probability and what named it: the label given (by the vote, or by
+    the logo's text: ``named_by``), else the best guess (the vote's winner) when it is at least
     ``min_confidence`` likely, even where the naming threshold or the distance limit left it unknown; None
     without labelled neighbours."""
-    return prediction.guess if prediction.guess_probability >= min_confidence else None
+    if prediction.label is not None:
+        return prediction.label, prediction.confidence, prediction.named_by
+    if prediction.guess is not None and prediction.guess_probability >= min_confidence:
+        return prediction.guess, prediction.guess_probability, "vote"
+    return None
 
 
 class Ingest:
@@ -103,13 +108,15 @@ class Ingest:
         import analyses photos on its workers and stores them here)."""
         settings = self.parts.settings
         neighbour_lists = [self.search.embedding(vector, settings.k) for vector in analysis.vectors]
+        calibrated = self.search.calibrated()
+        predictions = self.search.reading.name([p for p, _ in self.search.name(neighbour_lists, None, calibrated)],
+                                               self.search.reading.read(analysis.crops), calibrated)
         logos = []
-        for d, crop_image, (prediction, _) in zip(analysis.detections, analysis.crops,
-                                                  self.search.name(neighbour_lists, None), strict=True):
-            label = proposal(prediction, settings.propose_min)
+        for d, crop_image, prediction in zip(analysis.detections, analysis.crops, predictions, strict=True):
+            label, confidence, proposed_by = proposal(prediction, settings.propose_min) or (None, None, None)
             logos.append(NewLogo(crop=crop_image, box=d.box, image_hash=analysis.image_hash, image_path=path,
                                  label=label, label_source=LabelSource.MACHINE if label else None,
-                                 score=d.score, confidence=prediction.guess_probability if label else None))
+                                 score=d.score, confidence=confidence, proposed_by=proposed_by))
         record = PhotoRecord(analysis.image_hash, path, analysis.width, analysis.height, len(logos))
         ids = self.parts.store.add(logos, analysis.vectors, self.parts.embedder.model_id, who=who,
                                    photos=[record])

@@ -175,8 +175,12 @@ class Search:
         return self.neighbours([(i, d) for i, d in pairs if i != int(logo_id)][:k])
 
     def propose(self, logo_id: int) -> Prediction:
-        """The label a stored logo's neighbours give it now (itself left out), calibrated when possible."""
-        return self.namer()(self.logo(logo_id, self.parts.settings.k))
+        """The label a stored logo's neighbours give it now (itself left out), calibrated when possible, with
+        the text its thumbnail reads heard (when read: :class:`pipeline.usecases.reading.StoreTexts`)."""
+        calibrated = self.calibrated()
+        prediction = self.namer(calibrated)(self.logo(logo_id, self.parts.settings.k))
+        text = self.parts.store.texts([logo_id]).get(int(logo_id), "")
+        return self.reading.name([prediction], [text], calibrated)[0]
 
     # -- a search on the map -------------------------------------------------------------
     def share(self, result: PhotoSearchResult) -> str:

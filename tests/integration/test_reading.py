@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from pipeline import shapes
+from pipeline.annotation import ReviewVerdict
 from pipeline.reading import TextReader, Vocabulary, fold
 from tests.conftest import ROOT, dash_callback
 
@@ -123,3 +124,15 @@ def test_the_stored_logos_text_is_read_once_in_the_background_and_the_map_finds_
         [{"id": "map-meta", "property": "data", "value": {"traces": 4}},
          {"id": "url", "property": "search", "value": ""}], "text-search.value")
     assert response["highlight-note"]["children"] == "2 logos reading 'bio'."
+
+
+def test_an_import_proposes_what_the_text_names_and_records_so_until_a_person_decides(service):
+    service.labels.import_vocabulary("Heineken\n")  # a name, and no logo of it
+    (logo_id,) = service.ingest.annotate(wordmark("Heineken"), "heineken-photo", None)
+    (group,) = service.review.queue()
+    (item,) = group.items
+    assert (group.label, item.id, item.proposed_by, item.stored) == ("Heineken", logo_id, "text", True)
+    assert item.confidence >= service.settings.target_precision
+    service.review.apply(ReviewVerdict(accept=[logo_id]), {logo_id: "Heineken"})
+    (record,) = service._parts.store.get([logo_id])
+    assert (record.label, record.label_source.value, record.proposed_by) == ("Heineken", "human", None)

@@ -82,6 +82,9 @@ def test_the_search_json_adds_a_guess_only_when_the_logo_is_unknown():
     assert "guess" not in shapes.logo(named) and "guess" not in shapes.logo(LogoMatch(Box(0, 0, 9, 9),
                                                                                         Prediction(None, 0.0), []))
     # import-photos proposes the guess when it is likely enough, named or not
-    assert proposal(unknown.prediction, 0.4) == "acme" and proposal(unknown.prediction, 0.5) is None
+    assert proposal(unknown.prediction, 0.4) == ("acme", 0.45, "vote") and proposal(unknown.prediction, 0.5) is None
     assert proposal(Prediction(None, 0.0), 0.0) is None
+    # a label its text named (one the vote did not guess: a brand with no stored logo) is proposed as named
+    by_text = Prediction("Lavie", 0.96, guess="acme", guess_probability=0.2, named_by="text")
+    assert proposal(by_text, 0.5) == ("Lavie", 0.96, "text")
 
