@@ -14,7 +14,8 @@ from contextlib import AbstractContextManager
 
 from pipeline.reading import fold
 
-SCHEMA = "CREATE TABLE IF NOT EXISTS logo_texts (logo_id INTEGER PRIMARY KEY, text TEXT NOT NULL, folded TEXT NOT NULL);"
+SCHEMA = ("CREATE TABLE IF NOT EXISTS logo_texts"
+          " (logo_id INTEGER PRIMARY KEY, text TEXT NOT NULL, folded TEXT NOT NULL);")
 
 
 class LogoTexts:

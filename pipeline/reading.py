@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import ConfigError
-from pipeline.types import Prediction
+from pipeline.types import Box, Prediction
 
 MIN_READ_SIDE = 64  # px: a crop's shorter side is brought up to this before reading (text a few px high is lost)
 MAX_READ_SIDE = 640  # px: and its longer side down to this (reading time grows with the area)
@@ -73,6 +73,15 @@ def fold(text: str) -> str:
     plain = unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "D"))
     plain = "".join(c for c in plain if not unicodedata.combining(c)).casefold()
     return " ".join("".join(c if c.isalnum() else " " for c in plain).split())
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """A line of text found on an image: where (pixels of that image), what it reads, and the recogniser's score."""
+
+    box: Box
+    text: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -224,12 +233,24 @@ class TextReader:
                 self._engine = self._load()
             return [self._read_one(crop) for crop in crops]
 
+    def lines(self, photo: Image.Image) -> list[TextLine]:
+        """The lines of text on a whole photo, each with its box in the photo's pixels, in reading order."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._load()
+            return self._lines(photo)
+
+    def _lines(self, image: Image.Image) -> list[TextLine]:
+        sized = sized_for_reading(image)
+        found, _ = self._engine(np.asarray(sized)[:, :, ::-1])  # RapidOCR reads BGR, as OpenCV does
+        sx, sy = image.width / sized.width, image.height / sized.height
+        lines = [TextLine(Box(min(p[0] for p in quad) * sx, min(p[1] for p in quad) * sy,
+                              max(p[0] for p in quad) * sx, max(p[1] for p in quad) * sy), text.strip(), float(score))
+                 for quad, text, score in (found or []) if text.strip() and float(score) >= MIN_LINE_SCORE]
+        return sorted(lines, key=lambda line: (line.box.y0, line.box.x0))
+
     def _read_one(self, crop: Image.Image) -> str:
-        image = sized_for_reading(crop)
-        found, _ = self._engine(np.asarray(image)[:, :, ::-1])  # RapidOCR reads BGR, as OpenCV does
-        lines = [(box, text) for box, text, score in (found or []) if text.strip() and float(score) >= MIN_LINE_SCORE]
-        lines.sort(key=lambda line: (min(p[1] for p in line[0]), min(p[0] for p in line[0])))
-        return " ".join(text.strip() for _, text in lines)
+        return " ".join(line.text for line in self._lines(crop))
 
 
 def sized_for_reading(crop: Image.Image) -> Image.Image:

@@ -25,7 +25,8 @@ def neighbour(found: Neighbour) -> dict[str, Any]:
 
 def logo(match: LogoMatch) -> dict[str, Any]:
     """One logo of a photo: its box, its name (null: unknown), the confidence, its neighbours, the text read on it
-    (may be empty), ``named_by: "text"`` when its text named it (absent when the vote did), and for an unknown
+    (may be empty), ``named_by: "text"`` when its text named it (absent when the vote did), ``found_by: "text"``
+    when it is a line of text naming a label where the detector found no box (absent otherwise), and for an unknown
     logo with labelled neighbours the best guess (absent otherwise)."""
     shown: dict[str, Any] = {
         "box": match.box.to_list(),
@@ -36,6 +37,8 @@ def logo(match: LogoMatch) -> dict[str, Any]:
     }
     if match.prediction.named_by != "vote":  # named by its text: a label no neighbour gave
         shown["named_by"] = match.prediction.named_by
+    if match.found_by != "detector":  # a line of text naming a label where the detector found nothing
+        shown["found_by"] = match.found_by
     if match.prediction.label is None and match.prediction.guess is not None:  # unknown, but a best guess
         shown["guess"] = {"label": match.prediction.guess, "probability": round(match.prediction.guess_probability, 6)}
     return shown

@@ -237,7 +237,8 @@ class LogoStore(LabelLog, LogoTexts, VectorFile):
             box = logo.box
             rows.append((logo.image_hash, logo.image_path, *(box.to_list() if box else (None,) * 4), label,
                          source.value if source else None, logo.score, logo.external_id,
-                         logo.confidence if label else None, logo.proposed_by if label else None))
+                         logo.confidence if label else None,
+                         logo.proposed_by if label else None))
         thumbs = [_thumbnail(logo.crop) if logo.crop is not None else None for logo in logos]
         now = time.time()
         try:

@@ -120,6 +120,7 @@ class LogoMatch:
     neighbours: list[Neighbour]
     detection_score: float = 1.0
     text: str = ""
+    found_by: str = "detector"  # or "text": a line of text naming a vocabulary label where no box was found
 
 
 @dataclass(frozen=True)

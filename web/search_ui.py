@@ -155,13 +155,16 @@ def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch
             thumbs.append((Image.open(io.BytesIO(webp)), f"{n.label or 'unlabelled'} · d={n.distance:.2f} · #{n.id}"))
     name, probability, named = naming(logo)
     if named and logo.prediction.named_by == "text":
-        verdict = f"named by its text, {probability:.0%} likely (no stored logo of it is near)"
+        near = any(n.label == logo.prediction.label for n in logo.neighbours)
+        verdict = f"named by its text, {probability:.0%} likely" + ("" if near else " (no stored logo of it is near)")
     elif named:
         verdict = f"confidence {probability:.0%}"
     elif probability:
         verdict = f"not named: a best guess, {probability:.0%} likely; its nearest logos below"
     else:
         verdict = "not named: no labelled logo is near"
+    if logo.found_by == "text":
+        verdict += "; found by its text (the detector drew no box here)"
     return {"title": f"Logo {number}: {name}", "verdict": verdict, "named": named,
             "crop": crop(photo, logo.box), "neighbours": thumbs, "text": logo.text}
 

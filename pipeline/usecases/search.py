@@ -151,13 +151,16 @@ class Search:
         self.require_ready()
         photo = self.parts.load(image)
         detections = self.detect(photo, boxes)
+        if not boxes:  # a person's boxes are what they asked about; the detector's may miss a wordmark
+            detections += self.reading.text_regions(photo, detections)
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
         texts = self.reading.read(crops)
         calibrated = self.calibrated()
         named = self.name(neighbour_lists, k, calibrated)
         predictions = self.reading.name([prediction for prediction, _ in named], texts, calibrated)
-        logos = [LogoMatch(d.box, prediction, neighbours, d.score, text)
+        logos = [LogoMatch(d.box, prediction, neighbours, d.score, text,
+                           found_by="text" if d.kind == "text" else "detector")
                  for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
         return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
 

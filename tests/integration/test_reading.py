@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from app import create_app
 from pipeline import shapes
 from pipeline.annotation import ReviewVerdict
+from pipeline.detectors import GivenBoxesDetector
 from pipeline.reading import TextReader, Vocabulary, fold
 from tests.conftest import ROOT, dash_callback
 
@@ -136,3 +137,18 @@ def test_an_import_proposes_what_the_text_names_and_records_so_until_a_person_de
     service.review.apply(ReviewVerdict(accept=[logo_id]), {logo_id: "Heineken"})
     (record,) = service._parts.store.get([logo_id])
     assert (record.label, record.label_source.value, record.proposed_by) == ("Heineken", "human", None)
+
+
+def test_a_wordmark_the_detector_missed_is_found_by_its_text_and_named(service):
+    photo = Image.new("RGB", (640, 320), (245, 245, 240))
+    photo.paste((200, 30, 30), (20, 20, 120, 120))  # the one box the detector finds
+    photo.paste(wordmark("Heineken"), (300, 180))
+    photo.paste(wordmark("ORGANIC"), (300, 40))  # a generic word: no box
+    service._parts.detector = GivenBoxesDetector([[20, 20, 120, 120]])
+    service.labels.import_vocabulary("Heineken\n")
+    found, by_text = service.search.photo(photo).logos
+    assert found.found_by == "detector" and by_text.found_by == "text"
+    assert by_text.box.x0 >= 300 and by_text.box.y0 >= 180 and by_text.box.x1 <= 300 + wordmark("Heineken").width
+    assert (by_text.prediction.label, by_text.prediction.named_by) == ("Heineken", "text")
+    assert shapes.logo(by_text)["found_by"] == "text" and "found_by" not in shapes.logo(found)
+    assert len(service.search.photo(photo, boxes=[[20, 20, 120, 120]]).logos) == 1  # a person's boxes only
