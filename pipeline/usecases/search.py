@@ -162,7 +162,11 @@ class Search:
         logos = [LogoMatch(d.box, prediction, neighbours, d.score, text,
                            found_by="text" if d.kind == "text" else "detector")
                  for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
-        return PhotoSearchResult(photo.width, photo.height, logos, np.asarray(vectors, dtype=np.float32))
+        # a line of text is proposed, not found: kept when it names a logo (text that names a label the vote
+        # contradicts, a brand name in an ingredients list, comes back unknown and is left out)
+        kept = [n for n, logo in enumerate(logos) if logo.found_by != "text" or logo.prediction.label is not None]
+        return PhotoSearchResult(photo.width, photo.height, [logos[n] for n in kept],
+                                 np.asarray(vectors, dtype=np.float32)[kept])
 
     def logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""

@@ -152,3 +152,10 @@ def test_a_wordmark_the_detector_missed_is_found_by_its_text_and_named(service):
     assert (by_text.prediction.label, by_text.prediction.named_by) == ("Heineken", "text")
     assert shapes.logo(by_text)["found_by"] == "text" and "found_by" not in shapes.logo(found)
     assert len(service.search.photo(photo, boxes=[[20, 20, 120, 120]]).logos) == 1  # a person's boxes only
+    # a line whose crop is not named in the end (a person never lets text name Amstel) is proposed, then left out
+    service.labels.import_vocabulary("Amstel\n")
+    service._parts.store.set_threshold("Amstel", 1.0)  # (a label with no logo: the store itself)
+    photo.paste(wordmark("Amstel"), (60, 200))
+    service._parts.settings = service.settings.replace(read_text=3)  # the proposed crops are read too
+    answers = [(logo.found_by, logo.prediction.label) for logo in service.search.photo(photo).logos]
+    assert answers == [("detector", None), ("text", "Heineken")], answers
