@@ -95,6 +95,9 @@ class Parts:
         self._embedder = embedder
         self._embedder_lock = threading.Lock()
         self.reader = TextReader()  # loads its models on first use
+        # the stored logos' text is read in the background by a reader of its own on one core: a search never
+        # waits for it, and keeps the other core
+        self.background_reader = TextReader(threads=1)
 
     @property
     def embedder(self) -> Embedder:

@@ -151,11 +151,12 @@ class Search:
         self.require_ready()
         photo = self.parts.load(image)
         detections = self.detect(photo, boxes)
-        if not boxes:  # a person's boxes are what they asked about; the detector's may miss a wordmark
-            detections += self.reading.text_regions(photo, detections)
+        # a person's boxes are what they asked about; the detector's may miss a wordmark, which its text finds
+        lines = [] if boxes else self.reading.lines(photo)
+        detections += self.reading.text_regions(lines, detections)
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
-        texts = self.reading.read(crops)
+        texts = self.reading.read(crops, [d.box for d in detections], lines)
         calibrated = self.calibrated()
         named = self.name(neighbour_lists, k, calibrated)
         predictions = self.reading.name([prediction for prediction, _ in named], texts, calibrated)

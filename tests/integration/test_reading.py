@@ -76,8 +76,8 @@ def test_text_does_not_overrule_the_vote_and_a_store_whose_text_misleads_learns_
     assert (precision.right, precision.named) == (0, 12) and precision.probability < 0.7
     assert service.reading.text_evidence().precision == precision  # below the target: text names nothing in this store
     reads = []
-    read = service._parts.reader.read
-    service._parts.reader.read = lambda crops: reads.append(len(crops)) or read(crops)
+    read = service._parts.background_reader.read
+    service._parts.background_reader.read = lambda crops: reads.append(len(crops)) or read(crops)
     ids = [int(n.id) for n in found.neighbours if n.label == "Amstel"][:12]
     service.labels.bulk(ids, "Heineken")  # a person fixes the labels: the text was right after all
     relabelled = service.reading.evidence.refresh().precision
@@ -109,8 +109,8 @@ def test_the_stored_logos_text_is_read_once_in_the_background_and_the_map_finds_
     assert service.reading.find_text("heine").ids == heineken and service.reading.find_text("bio").ids == organic
     assert service.reading.find_text("nothing").ids == [] and service.reading.find_text("bio").read == 3
     reads = []
-    read = service._parts.reader.read
-    service._parts.reader.read = lambda crops: reads.append(len(crops)) or read(crops)
+    read = service._parts.background_reader.read
+    service._parts.background_reader.read = lambda crops: reads.append(len(crops)) or read(crops)
     assert service.reading.evidence.refresh().precision.named == 1  # the sample's text comes from the store
     added = service.ingest.photo(wordmark("Biologique"))
     assert service.reading.store_texts.refresh() == 1 and reads == [1]  # only the new logo is read
