@@ -26,10 +26,10 @@ from pipeline.types import Box, Detection
 
 
 def make_detector(settings: Settings) -> Detector:
-    """The configured logo detector."""
+    """The configured logo detector, down to the proposals' score (:mod:`pipeline.proposals`)."""
     return create_detector(settings.detector, config=DetectorConfig(
-        path=settings.detector_path, score_threshold=settings.detector_threshold, max_detections=settings.max_boxes,
-        threads=settings.torch_threads))
+        path=settings.detector_path, score_threshold=min(settings.detector_threshold, settings.proposal_threshold),
+        max_detections=settings.max_boxes, threads=settings.torch_threads))
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -77,8 +77,13 @@ class PhotoAnalyser:
         return load_image(source, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_upload_bytes)
 
     def analyse(self, photo: Image.Image, image_hash: str | None = None) -> PhotoAnalysis:
-        """Detect the logos of ``photo``, cut each with the configured padding, embed them in one batch."""
-        detections = tuple(self.detector.detect(photo))
+        """Detect the logos of ``photo``, cut each with the configured padding, embed them in one batch.
+
+        An import keeps the boxes the detector is sure of (``settings.detector_threshold``), not its proposals
+        (:mod:`pipeline.proposals`): a bulk run embeds a few boxes a photo, not forty.
+        """
+        threshold = self.settings.detector_threshold
+        detections = tuple(d for d in self.detector.detect(photo) if d.score >= threshold)
         crops = tuple(crop(photo, d.box, self.settings.crop_padding) for d in detections)
         vectors = (np.asarray(self.embedder.embed(list(crops)), dtype=np.float32) if crops
                    else np.zeros((0, 0), np.float32))

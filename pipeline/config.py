@@ -78,6 +78,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOGOS_DETECTOR", "detector", str, "model"),
     Variable("LOGOS_DETECTOR_PATH", "detector_path", Path, "model"),
     Variable("LOGOS_DETECTOR_THRESHOLD", "detector_threshold", float, "model", _between(0, 1)),
+    Variable("LOGOS_PROPOSAL_THRESHOLD", "proposal_threshold", float, "model", _between(0, 1)),
     Variable("LOGOS_CROP_PADDING", "crop_padding", float, "model", _between(0, 1)),
     Variable("LOGOS_BATCH_SIZE", "batch_size", int, "model", _at_least(1)),
     Variable("LOGOS_TORCH_THREADS", "torch_threads", int, "model", _at_least(0)),
@@ -132,7 +133,10 @@ class Settings:
         detector_path: ONNX file of a YOLOv8-layout detector for ``detector="onnx"``
             (e.g. Open Food Facts' universal-logo-detector); also overrides the
             bundled model's file for ``"logo-detector"``.
-        detector_threshold: Detector score below which boxes are dropped.
+        detector_threshold: Detector score from which a box is always answered, named or not.
+        proposal_threshold: Detector score from which a box is a proposal: embedded and named like any other,
+            answered only when it is named (:mod:`pipeline.proposals`); at or above ``detector_threshold``,
+            no proposals. Photos the detector never saw score their logos low.
         embed_runtime: ``onnxruntime`` (fastest on CPU) or ``torch``; same vectors.
         read_text: Most logos of one photo search whose text is read (:mod:`pipeline.reading`; the largest boxes
             first); 0 reads none. Each costs about 20-40 ms on 2 cores.
@@ -211,6 +215,7 @@ class Settings:
     detector: str = "logo-detector"
     detector_path: Path | None = None
     detector_threshold: float = 0.4
+    proposal_threshold: float = 0.1
     crop_padding: float = 0.05
     read_text: int = 12
     embed_runtime: str = "onnxruntime"

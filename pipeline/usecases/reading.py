@@ -196,21 +196,25 @@ class Reading:
         read, readable = self.parts.store.text_progress()
         return TextSearch(query, self.parts.store.find_text(query), read, readable)
 
-    def read(self, crops: Sequence[Image.Image], boxes: Sequence[Box] = (),
-             lines: Sequence[TextLine] = ()) -> list[str]:
+    def read(self, crops: Sequence[Image.Image], boxes: Sequence[Box] = (), lines: Sequence[TextLine] = (),
+             proposals: Sequence[bool] = ()) -> list[str]:
         """The text on each crop, for the ``settings.read_text`` largest; "" for the rest.
 
         A search's cost must stay bounded whatever the photo: a shelf of fifty boxes reads its biggest logos,
         where the text is legible, and leaves the others unread. Where the photo's own lines (:meth:`lines`) inside
         a crop's box (``boxes``) already name a label, they are its text and the crop is not read again (0.03 s a
-        crop); elsewhere the crop is read at its own resolution, which finds the smaller text.
+        crop); elsewhere the crop is read at its own resolution, which finds the smaller text. A proposal (a box
+        the detector is unsure of: ``proposals``) takes the photo's lines only, never a reading of its own: a
+        photo has dozens.
         """
-        chosen = sorted(range(len(crops)), key=lambda i: -crops[i].width * crops[i].height)
+        proposals = list(proposals) or [False] * len(crops)
+        chosen = sorted((i for i in range(len(crops)) if not proposals[i]),
+                        key=lambda i: -crops[i].width * crops[i].height)
         chosen = sorted(chosen[:self.parts.settings.read_text])
         texts = [""] * len(crops)
-        if lines and chosen:
+        if lines:
             vocabulary = self.vocabulary.refresh()
-            for i in chosen:
+            for i in sorted({*chosen, *(n for n, proposal in enumerate(proposals) if proposal)}):
                 inside = " ".join(line.text for line in lines if _covered(line.box, boxes[i]))
                 if inside and vocabulary.match(inside) is not None:
                     texts[i] = inside

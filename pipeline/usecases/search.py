@@ -14,6 +14,7 @@ from pipeline.detectors import GivenBoxesDetector
 from pipeline.errors import BadInputError, LogoNotFoundError, NotReadyError
 from pipeline.images import ImageSource
 from pipeline.knn import VoteConfig, predict_label
+from pipeline.proposals import answered
 from pipeline.types import Box, Detection, LogoMatch, Neighbour, PhotoSearchResult, Prediction
 from pipeline.usecases.calibration import Calibration
 from pipeline.usecases.parts import MAX_LOGO_ID, Parts
@@ -156,16 +157,17 @@ class Search:
         detections += self.reading.text_regions(lines, detections)
         crops = [self.parts.logo_crop(photo, d.box) for d in detections]
         vectors, neighbour_lists = self._embed_and_search(crops, max(self.k(k), self.parts.settings.k))
-        texts = self.reading.read(crops, [d.box for d in detections], lines)
+        threshold = self.parts.settings.detector_threshold
+        texts = self.reading.read(crops, [d.box for d in detections], lines,
+                                  [d.kind != "user" and d.score < threshold for d in detections])
         calibrated = self.calibrated()
         named = self.name(neighbour_lists, k, calibrated)
         predictions = self.reading.name([prediction for prediction, _ in named], texts, calibrated)
         logos = [LogoMatch(d.box, prediction, neighbours, d.score, text,
                            found_by="text" if d.kind == "text" else "detector")
                  for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
-        # a line of text is proposed, not found: kept when it names a logo (text that names a label the vote
-        # contradicts, a brand name in an ingredients list, comes back unknown and is left out)
-        kept = [n for n, logo in enumerate(logos) if logo.found_by != "text" or logo.prediction.label is not None]
+        # proposals (low-scored boxes, lines of text) are answered when named; one logo boxed twice, once
+        kept = answered(detections, predictions, threshold, self.parts.settings.target_precision)
         return PhotoSearchResult(photo.width, photo.height, [logos[n] for n in kept],
                                  np.asarray(vectors, dtype=np.float32)[kept])
 
