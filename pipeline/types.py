@@ -131,6 +131,8 @@ class PhotoSearchResult:
     height: int
     logos: list[LogoMatch]
     vectors: np.ndarray | None = field(default=None, repr=False, compare=False)  # one query vector per logo
+    # the proposals left out of the answer (:mod:`pipeline.proposals`): not named; shown on request, never in the JSON
+    unnamed: list[LogoMatch] = field(default_factory=list, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,10 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         legend, drawn, cards = [], [], []
         # each thumbnail is an image the page encodes and sends: many logos show fewer neighbours each
         shown = max(3, PAGE_THUMBNAILS // max(1, len(result.logos)))
+        for number, logo in enumerate(result.unnamed, len(result.logos) + 1):  # shown on request, few neighbours
+            card = _card(service, number, photo, logo, 3)
+            cards.append({**card, "proposal": True, "verdict": f"left out: the detector was unsure (score "
+                                                                 f"{logo.detection_score:.2f}) and {card['verdict']}"})
         for number, logo in enumerate(result.logos, 1):
             name, probability, named = naming(logo)
             tag = f"{number}: {name} ({probability:.0%})"
@@ -234,6 +238,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
                           "color": _colour(number, named)})
             cards.append(_card(service, number, photo, logo, shown))
+        cards.sort(key=lambda card: card.get("proposal", False))  # the answer first, then the proposals
         search_id = service.search.share(result) if result.logos else None
         if not result.logos:
             message = "No logo found on this photo. Drag a box around one and search again."
@@ -244,6 +249,9 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                        + f"\n\n{len(result.logos)} logo(s); a name with ? is a best guess, not confirmed. Drag the "
                        f"boxes to adjust them, or draw new ones, and search again. "
                        f"[See them on the map]({map_link(search_id)})")
+        if result.unnamed:
+            message += (f"\n\n{len(result.unnamed)} more box(es) the detector was unsure of and nothing named: "
+                        "tick *Show unnamed proposals* to see them.")
         return (outlined(photo, result.logos), {"image": photo, "boxes": drawn}, cards, message, shapes.search(result),
                 search_id)
 
@@ -338,9 +346,14 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             with gr.Accordion("Result as JSON (same as the API and the CLI)", open=False):
                 as_json = gr.JSON()
 
-            @gr.render(inputs=cards)
-            def show(items: list[dict[str, Any]]) -> None:
+            show_unnamed = gr.Checkbox(False, label="Show unnamed proposals (boxes the detector was unsure of, "
+                                                    "left out because nothing named them)")
+
+            @gr.render(inputs=[cards, show_unnamed])
+            def show(items: list[dict[str, Any]], unnamed: bool) -> None:
                 for item in items:
+                    if item.get("proposal") and not unnamed:
+                        continue
                     with gr.Row(equal_height=True):
                         with gr.Column(scale=1, min_width=160):
                             gr.Image(item["crop"], label=item["title"], height=160, show_label=True)

@@ -168,8 +168,9 @@ class Search:
                  for d, prediction, (_, neighbours), text in zip(detections, predictions, named, texts, strict=True)]
         # proposals (low-scored boxes, lines of text) are answered when named; one logo boxed twice, once
         kept = answered(detections, predictions, threshold, self.parts.settings.target_precision)
+        left_out = sorted(set(range(len(logos))) - set(kept))
         return PhotoSearchResult(photo.width, photo.height, [logos[n] for n in kept],
-                                 np.asarray(vectors, dtype=np.float32)[kept])
+                                 np.asarray(vectors, dtype=np.float32)[kept], [logos[n] for n in left_out])
 
     def logo(self, logo_id: int, k: int | None = None) -> list[Neighbour]:
         """Neighbours of a stored logo (itself excluded)."""
