@@ -20,7 +20,7 @@ from pipeline.types import Box, Detection, LabelSource, Prediction
 from pipeline.usecases.parts import Parts
 
 TEXT_SAMPLE = 300  # human-labelled logos read to measure how often text names a logo right (about 10 s)
-READ_CHUNK = 8  # thumbnails read per turn of the shared reader
+READ_CHUNK = 8  # thumbnails read between two stop points of a background reading
 
 
 class VocabularyResult(Derived[Vocabulary]):
@@ -62,7 +62,8 @@ class TextEvidenceResult(Derived[TextEvidence]):
 
     def fingerprint(self) -> str:
         settings = self.parts.settings
-        return (f"{self.vocabulary.fingerprint()}|{self.parts.store.content_version()}|{settings.k}|"
+        # the labels and logos (the vocabulary's fingerprint holds the labels' version), the model and the vote
+        return (f"{self.vocabulary.fingerprint()}|{self.parts.store.model_id}|{settings.k}|"
                 f"{settings.machine_label_weight}|{settings.open_set_share}")
 
     def make(self) -> TextEvidence:
@@ -85,7 +86,6 @@ class TextEvidenceResult(Derived[TextEvidence]):
         answers = sample_answers(data.ids, data.vectors, data.labels, data.sources, rows, settings.k,
                                  settings.machine_label_weight, data.photos)
         return tally(answers, matches, data.labels, settings.open_set_share, precision)
-
 
 
 class StoreTexts(Derived[int]):
