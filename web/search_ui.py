@@ -44,6 +44,7 @@ PAGE_CSS = """
 """
 PAGE_THUMBNAILS = 120  # neighbour thumbnails on one result page at most (3 a logo at least; the JSON has all)
 MAX_SHOWN = 30  # the most neighbours per logo the page shows (its slider's end)
+MAX_PROPOSALS_SHOWN = 12  # unnamed proposals the page lists on request, the detector's best-scored first
 BUILD_POLL_S = 2.0  # how often a page polls the store's build while it runs
 
 
@@ -226,7 +227,9 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         legend, drawn, cards = [], [], []
         # each thumbnail is an image the page encodes and sends: many logos show fewer neighbours each
         shown = max(3, PAGE_THUMBNAILS // max(1, len(result.logos)))
-        for number, logo in enumerate(result.unnamed, len(result.logos) + 1):  # shown on request, few neighbours
+        # the proposals nothing named, shown on request: the likeliest few, with few neighbours each
+        unnamed = sorted(result.unnamed, key=lambda logo: -logo.detection_score)[:MAX_PROPOSALS_SHOWN]
+        for number, logo in enumerate(unnamed, len(result.logos) + 1):
             card = _card(service, number, photo, logo, 3)
             cards.append({**card, "proposal": True, "verdict": f"left out: the detector was unsure (score "
                                                                  f"{logo.detection_score:.2f}) and {card['verdict']}"})
@@ -249,9 +252,10 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                        + f"\n\n{len(result.logos)} logo(s); a name with ? is a best guess, not confirmed. Drag the "
                        f"boxes to adjust them, or draw new ones, and search again. "
                        f"[See them on the map]({map_link(search_id)})")
-        if result.unnamed:
+        if unnamed:
+            which = "them" if len(unnamed) == len(result.unnamed) else f"the {len(unnamed)} it scored highest"
             message += (f"\n\n{len(result.unnamed)} more box(es) the detector was unsure of and nothing named: "
-                        "tick *Show unnamed proposals* to see them.")
+                        f"tick *Show unnamed proposals* to see {which}.")
         return (outlined(photo, result.logos), {"image": photo, "boxes": drawn}, cards, message, shapes.search(result),
                 search_id)
 
