@@ -161,7 +161,7 @@ def _card(service: LogoService, number: int, photo: Image.Image, logo: LogoMatch
     elif named:
         verdict = f"confidence {probability:.0%}"
     elif probability:
-        verdict = f"not named: a best guess, {probability:.0%} likely; its nearest logos below"
+        verdict = f"not named: a best guess, {probability:.0%} likely" + ("; its nearest logos below" if shown else "")
     else:
         verdict = "not named: no labelled logo is near"
     if logo.found_by == "text":
@@ -227,10 +227,10 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
         legend, drawn, cards = [], [], []
         # each thumbnail is an image the page encodes and sends: many logos show fewer neighbours each
         shown = max(3, PAGE_THUMBNAILS // max(1, len(result.logos)))
-        # the proposals nothing named, shown on request: the likeliest few, with few neighbours each
+        # the proposals nothing named, shown on request: the detector's best-scored few, without their neighbours
         unnamed = sorted(result.unnamed, key=lambda logo: -logo.detection_score)[:MAX_PROPOSALS_SHOWN]
         for number, logo in enumerate(unnamed, len(result.logos) + 1):
-            card = _card(service, number, photo, logo, 3)
+            card = _card(service, number, photo, logo, 0)
             cards.append({**card, "proposal": True, "verdict": f"left out: the detector was unsure (score "
                                                                  f"{logo.detection_score:.2f}) and {card['verdict']}"})
         for number, logo in enumerate(result.logos, 1):
@@ -241,7 +241,6 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             drawn.append({"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1, "label": tag,
                           "color": _colour(number, named)})
             cards.append(_card(service, number, photo, logo, shown))
-        cards.sort(key=lambda card: card.get("proposal", False))  # the answer first, then the proposals
         search_id = service.search.share(result) if result.logos else None
         if not result.logos:
             message = "No logo found on this photo. Drag a box around one and search again."
@@ -356,7 +355,7 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             @gr.render(inputs=[cards, show_unnamed])
             def show(items: list[dict[str, Any]], unnamed: bool) -> None:
                 for item in items:
-                    if item.get("proposal") and not unnamed:
+                    if item.get("proposal"):
                         continue
                     with gr.Row(equal_height=True):
                         with gr.Column(scale=1, min_width=160):
@@ -369,6 +368,14 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
                         gr.Gallery(item["neighbours"], label=f"Nearest logos to {item['title'].split(':')[0]}",
                                    columns=10, height="auto", scale=5, allow_preview=True,
                                    elem_classes=["neighbours"])
+                proposals = [item for item in items if item.get("proposal")] if unnamed else []
+                for start in range(0, len(proposals), 6):  # small, six to a row, without neighbours
+                    with gr.Row():
+                        for item in proposals[start:start + 6]:
+                            with gr.Column(min_width=140):
+                                gr.Image(item["crop"], label=item["title"], height=110, show_label=True)
+                                gr.Markdown(f"*{markdown_text(item['title'])}* {item['verdict']}",
+                                            elem_classes=["reads"])
 
             def from_map(request: gr.Request):
                 """``/?logo=ID`` (the map's "search with this logo" link) puts that logo in the photo box."""

@@ -85,7 +85,7 @@ def test_example_photo_shows_boxes_labels_and_neighbours(server, page):
     # the boxes the detector was unsure of and nothing named are out of the answer, listed on request
     playwright.expect(page.get_by_text("the detector was unsure of and nothing named")).to_be_visible()
     assert page.get_by_text("left out: the detector was unsure").count() == 0
-    page.get_by_text("Show unnamed proposals").click()
+    page.get_by_role("checkbox", name=re.compile("Show unnamed proposals")).check()
     playwright.expect(page.get_by_text("left out: the detector was unsure").first).to_be_visible(timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "search-proposals.png"), full_page=True)
 
@@ -257,6 +257,22 @@ def test_my_search_is_marked_on_my_map_and_on_nobody_elses(server, browser, page
                                                                         timeout=30_000)
     assert other.evaluate("() => document.querySelector('#map .js-plotly-plot')._fullData.at(-1).x.length") == 0
     visitor.close()
+
+
+def test_the_map_finds_logos_by_their_text(server, page):
+    _open_map(page, server)
+    note = page.locator("#highlight-note")
+    for word in ("coca", "coca", "coca", "coca", "coca", "coca"):  # the store's logos are read in the background
+        page.locator("#text-search").fill("")
+        page.locator("#text-search").fill(word)
+        page.locator("#text-search").press("Enter")
+        playwright.expect(note).to_contain_text("logos reading 'coca'", timeout=30_000)
+        if not note.inner_text().startswith("0 "):
+            break
+        page.wait_for_timeout(5_000)
+    found = int(note.inner_text().split()[0])
+    assert 1 <= found <= 8, note.inner_text()  # Coca-Cola's logos that carry its name, no other brand's
+    page.screenshot(path=str(ARTIFACTS / "map-text-search.png"))
 
 
 def test_cluster_health_lists_labels_and_highlights_one(server, page):
