@@ -349,8 +349,9 @@ def build_ui(service: LogoService, auth: AdminAuth) -> gr.Blocks:
             with gr.Accordion("Result as JSON (same as the API and the CLI)", open=False):
                 as_json = gr.JSON()
 
+            proposing = service.settings.proposal_threshold < service.settings.detector_threshold
             show_unnamed = gr.Checkbox(False, label="Show unnamed proposals (boxes the detector was unsure of, "
-                                                    "left out because nothing named them)")
+                                                    "left out because nothing named them)", visible=proposing)
 
             @gr.render(inputs=[cards, show_unnamed])
             def show(items: list[dict[str, Any]], unnamed: bool) -> None:
