@@ -25,7 +25,8 @@ channels swapped), so that one mark in any colourway is one class: shape first.
 
 Model: the registered spec: the bundled ImageNet weights, stem and first three
 blocks frozen, the later blocks fine-tuned, GeM of the last two stages, then a
-linear head to 256-d. ``--init`` starts from a shipped weights file (the grey model).
+linear head to 256-d. ``--init`` starts from a shipped weights file (the grey model). ``--device``
+trains on a GPU when there is one (the data is rendered on the CPU first, with ``--workers`` processes).
 
 Loss (pytorch-metric-learning): ArcFace over every training class (each class's
 centre competes with all others, so the nearest look-alikes dominate) plus a
@@ -238,8 +239,8 @@ def freeze_early_layers(net: EmbeddingNet) -> list[torch.nn.Module]:
 def trained_state(net: EmbeddingNet, half: bool = True) -> dict[str, torch.Tensor]:
     """The tensors training changes (fine-tuned blocks and head); in fp16 to ship in ``assets/``."""
     prefixes = tuple(f"backbone.blocks.{i}." for i in range(FROZEN_BLOCKS, len(net.backbone.blocks))) + ("head.",)
-    return {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in net.state_dict().items()
-            if k.startswith(prefixes)}
+    return {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+            for k, v in net.state_dict().items() if k.startswith(prefixes)}
 
 
 def _to_batch(images: np.ndarray) -> torch.Tensor:
@@ -252,8 +253,10 @@ def _to_batch(images: np.ndarray) -> torch.Tensor:
 
 @torch.inference_mode()
 def embed_views(net: EmbeddingNet, images: np.ndarray, batch: int = 128) -> torch.Tensor:
+    """The crops' embeddings [N, D] on the CPU, computed on whatever device ``net`` is on."""
     net.eval()
-    return torch.cat([net(_to_batch(images[i:i + batch])) for i in range(0, len(images), batch)])
+    device = next(net.parameters()).device
+    return torch.cat([net(_to_batch(images[i:i + batch]).to(device)).cpu() for i in range(0, len(images), batch)])
 
 
 class LookAlikeBatches:
@@ -276,7 +279,7 @@ class LookAlikeBatches:
         unit = torch.nn.functional.normalize(centres.detach().float(), dim=1)
         sims = unit @ unit.T
         sims.fill_diagonal_(-2.0)
-        self.nearest = sims.argmax(1).numpy()
+        self.nearest = sims.argmax(1).cpu().numpy()
 
     def next(self) -> np.ndarray:
         count = len(self.by_class)
@@ -405,11 +408,14 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     data, favoured, val, counts, shape_classes = training_data(spec, net, args)
     classes = int(data.labels.max()) + 1
 
+    device = torch.device(training_device(args.device))  # after the data: its render workers fork CUDA-free
     frozen = freeze_early_layers(net)
+    net.to(device)
     loss_arc = losses.ArcFaceLoss(num_classes=classes, embedding_size=spec.head_dim, margin=28.6, scale=32)
     if args.init and not args.resume:
         with torch.no_grad():
             loss_arc.W.copy_(class_means(net, data).T)
+    loss_arc.to(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     weights_file = out / (spec.weights.name if spec.weights else "logo-embedder.pt")
@@ -443,14 +449,14 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         for module in frozen:
             module.eval()
         index = np.sort(sampler.next())
-        batch = torch.stack([augment(x) for x in _to_batch(data.images[index])])
+        batch = torch.stack([augment(x) for x in _to_batch(data.images[index]).to(device)])
         if args.colourways and not spec.grayscale:
             ways = torch.randint(len(COLOURWAYS), (len(index),), generator=colour_rng)
             reprint = torch.rand(len(index), generator=colour_rng) < args.colourways
             ways[~(reprint & torch.as_tensor(shape_classes[data.labels[index]]))] = -1
             batch = recolour(batch, ways, colour_rng)
         batch = batch.contiguous(memory_format=torch.channels_last)
-        labels = torch.as_tensor(data.labels[index])
+        labels = torch.as_tensor(data.labels[index]).to(device)
         embeddings = net(batch)
         loss = loss_arc(embeddings, labels) + loss_pairs(embeddings, labels, miner(embeddings, labels))
         optimizer.zero_grad(set_to_none=True)
@@ -482,6 +488,18 @@ def train(args: argparse.Namespace) -> dict[str, object]:
               "history": history, "args": {k: str(v) for k, v in vars(args).items()}}
     (out / "training.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+def training_device(name: str) -> str:
+    """The torch device a run trains on: ``name``, or with ``auto`` the GPU when there is one.
+
+    Example:
+        >>> training_device("cpu")
+        'cpu'
+    """
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
 
 
 def _resume(net: EmbeddingNet, loss: torch.nn.Module, path: Path
@@ -532,6 +550,7 @@ def main() -> None:
                              "class centres are meaningful from the first step)")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda when there is one)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="processes rendering the data")
     parser.add_argument("--init", type=Path, help="shipped weights (a logo-embedder*.pt) to start from")
     parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt to continue, schedule included")
