@@ -127,7 +127,7 @@ def _write_coco(photos: list[_Photo], classes: list[str], out: Path) -> None:
             annotations.append({
                 "id": len(annotations) + 1, "image_id": number, "category_id": category[logo.label],
                 "bbox": [round(box.x0, 2), round(box.y0, 2), round(box.width, 2), round(box.height, 2)],
-                "area": round(box.width * box.height, 2), "iscrowd": 0,
+                "area": round(box.area, 2), "iscrowd": 0,
                 "attributes": {"logo_id": logo.id, "source": logo.label_source.value if logo.label_source else None,
                                "confidence": logo.confidence}})
     data = {"info": {"description": "logo annotations exported by the logo search app"},

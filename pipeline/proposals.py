@@ -80,10 +80,7 @@ def same_logo(a: Box, b: Box) -> bool:
         >>> same_logo(Box(0, 0, 100, 100), Box(10, 10, 90, 90)), same_logo(Box(0, 0, 100, 100), Box(0, 0, 20, 20))
         (True, False)
     """
-    area_a, area_b = a.width * a.height, b.width * b.height
-    small, large = min(area_a, area_b), max(area_a, area_b)
+    small, large = min(a.area, b.area), max(a.area, b.area)
     if small <= 0 or large > SAME_SCALE * small:
         return False
-    width = max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
-    height = max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
-    return width * height >= SAME_LOGO_OVERLAP * small
+    return a.overlap(b) >= SAME_LOGO_OVERLAP * small

@@ -60,6 +60,22 @@ class Box:
     def height(self) -> float:
         return self.y1 - self.y0
 
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    def overlap(self, other: Box) -> float:
+        """The area the two boxes share (0 when they are apart).
+
+        Example:
+            >>> a = Box(0.0, 0.0, 10.0, 10.0)
+            >>> a.overlap(Box(5.0, 5.0, 20.0, 20.0)), a.overlap(Box(10.0, 0.0, 20.0, 10.0))
+            (25.0, 0.0)
+        """
+        width = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        height = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        return width * height
+
     def clip(self, width: int, height: int) -> Box | None:
         """The part of the box inside a ``width`` x ``height`` image, or None if empty."""
         x0, y0 = max(0.0, self.x0), max(0.0, self.y0)

@@ -169,9 +169,7 @@ class TextSearch:
 
 def _covered(line: Box, box: Box) -> bool:
     """Whether at least half of ``line`` lies inside ``box``."""
-    width = max(0.0, min(line.x1, box.x1) - max(line.x0, box.x0))
-    height = max(0.0, min(line.y1, box.y1) - max(line.y0, box.y0))
-    return width * height >= 0.5 * max(line.width * line.height, 1e-9)
+    return line.overlap(box) >= 0.5 * max(line.area, 1e-9)
 
 
 class Reading:
