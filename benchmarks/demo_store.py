@@ -35,12 +35,6 @@ from pipeline.service import LogoService  # noqa: E402
 from pipeline.types import Box  # noqa: E402
 
 
-def _iou(a: Box, b: Box) -> float:
-    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    return inter / ((a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter)
-
-
 def examples(service: LogoService) -> dict[str, object]:
     """Each placed example logo's answer (named, or the guess), and the real photos' given labels."""
     placed = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
@@ -48,8 +42,8 @@ def examples(service: LogoService) -> dict[str, object]:
     for name, items in placed.items():
         logos = service.search.photo(EXAMPLE_PHOTOS / name).logos
         for item in items:
-            found = max(logos, key=lambda logo: _iou(logo.box, Box.from_sequence(item["box"])))
-            hit = _iou(found.box, Box.from_sequence(item["box"])) >= 0.5
+            found = max(logos, key=lambda logo: logo.box.iou(Box.from_sequence(item["box"])))
+            hit = found.box.iou(Box.from_sequence(item["box"])) >= 0.5
             answers.append({"photo": name, "truth": item["label"], "found": hit,
                             "label": found.prediction.label if hit else None,
                             "guess": found.prediction.guess if hit else None,

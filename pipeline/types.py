@@ -76,6 +76,16 @@ class Box:
         height = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
         return width * height
 
+    def iou(self, other: Box) -> float:
+        """Intersection over union: how far two boxes are one (1: the same box, 0: apart).
+
+        Example:
+            >>> round(Box(0.0, 0.0, 10.0, 10.0).iou(Box(5.0, 0.0, 15.0, 10.0)), 3)
+            0.333
+        """
+        shared = self.overlap(other)
+        return shared / (self.area + other.area - shared)
+
     def clip(self, width: int, height: int) -> Box | None:
         """The part of the box inside a ``width`` x ``height`` image, or None if empty."""
         x0, y0 = max(0.0, self.x0), max(0.0, self.y0)

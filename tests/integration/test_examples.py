@@ -25,12 +25,6 @@ def full_demo(tmp_path_factory, embedder) -> LogoService:
     return service
 
 
-def _iou(a: Box, b: Box) -> float:
-    x0, y0, x1, y1 = max(a.x0, b.x0), max(a.y0, b.y0), min(a.x1, b.x1), min(a.y1, b.y1)
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    return inter / ((a.x1 - a.x0) * (a.y1 - a.y0) + (b.x1 - b.x0) * (b.y1 - b.y0) - inter)
-
-
 def test_every_placed_example_logo_is_found_and_named_right_or_left_unknown(full_demo):
     placed = json.loads((EXAMPLE_PHOTOS / "examples.json").read_text())
     answers = {}
@@ -38,8 +32,8 @@ def test_every_placed_example_logo_is_found_and_named_right_or_left_unknown(full
         logos = full_demo.search.photo(EXAMPLE_PHOTOS / name).logos
         for item in items:
             truth = Box.from_sequence(item["box"])
-            found = max(logos, key=lambda logo: _iou(logo.box, truth))
-            assert _iou(found.box, truth) >= 0.5, f"{name}: {item['label']} not found"
+            found = max(logos, key=lambda logo: logo.box.iou(truth))
+            assert found.box.iou(truth) >= 0.5, f"{name}: {item['label']} not found"
             answers[f"{name}: {item['label']}"] = (item["label"], found.prediction)
     wrong = {key: p.label for key, (label, p) in answers.items() if p.label not in (None, label)}
     assert not wrong, wrong
