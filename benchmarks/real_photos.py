@@ -2,6 +2,7 @@
 
     python benchmarks/real_photos.py --dataset ../shared/datasets/real-drinks [--detector-path M.onnx]
                                      [--threshold T] [--sheet extra-boxes.png] [--review pending.json]
+                                     [--brands Lavie,VinhHao]
 
 1. Gallery: the labelled boxes of the dataset's ``train`` split, imported into a
    fresh store with ``python -m pipeline import-dataset --split train
@@ -29,6 +30,10 @@
    store is calibrated), from the neighbours each answer lists: what the calibrated
    confidence and its "unknown" change on the same boxes.
 
+``--brands A,B`` scores only the test photos that show those brands: with ``--detector-path`` a detector
+trained without their photos (``python -m pipeline.training.detector --hold-out A,B``), these are the figures of
+a detector on brands it never saw, the store still holding their labelled logos (brand-held-out).
+
 real-drinks: 739 photos of drinks packaging with logo boxes of 5 brands, from
 the public GitHub repository hxtruong6/brand-detection (MIT); see its README in
 ``../shared/datasets/real-drinks`` for the split and the caveats.
@@ -40,6 +45,7 @@ import argparse
 import json
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 import socket
 import subprocess
@@ -58,7 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.risk_coverage import aurc, cut_at  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
-from pipeline.datasets import load_yolo  # noqa: E402
+from pipeline.datasets import DatasetPhoto, load_yolo  # noqa: E402
 from pipeline.knn import VoteConfig, predict_label  # noqa: E402
 from pipeline.types import LabelSource, Neighbour  # noqa: E402
 
@@ -135,11 +141,18 @@ def _verdict(box: list[float], label: str, reviewed: list[tuple[list[float], str
     return "logo" if reviewed[best][1] == label else "wrong"
 
 
-def answers_of(dataset: Path, url: str) -> tuple[dict[str, list[dict]], list[float]]:
-    """``POST /api/v1/search`` of every test photo: its logos by photo file name, and the latencies."""
+def scored_photos(dataset: Path, brands: Sequence[str] = ()) -> tuple[DatasetPhoto, ...]:
+    """The dataset's ``test`` photos; with ``brands``, only those that show one of them (brand-held-out)."""
+    test = load_yolo(dataset, skip_empty_boxes=True).split("test")
+    return (test.showing(brands) if brands else test).photos
+
+
+def answers_of(dataset: Path, url: str, brands: Sequence[str] = ()) -> tuple[dict[str, list[dict]], list[float]]:
+    """``POST /api/v1/search`` of every test photo (of ``brands``): its logos by photo file name, and the
+    latencies."""
     answers, latencies = {}, []
     with httpx.Client(timeout=120) as client:
-        for photo in load_yolo(dataset, skip_empty_boxes=True).split("test").photos:
+        for photo in scored_photos(dataset, brands):
             started = time.perf_counter()
             answer = client.post(url + "/api/v1/search", files={"file": (photo.path.name, photo.path.read_bytes(),
                                                                           "image/jpeg")})
@@ -150,10 +163,10 @@ def answers_of(dataset: Path, url: str) -> tuple[dict[str, list[dict]], list[flo
 
 
 def score(dataset: Path, answers: dict[str, list[dict]], reviewed: dict[str, list[tuple[list[float], str | None]]],
-          extras: list[Extra] | None = None) -> dict[str, float]:
-    """The figures of the module docstring; ``extras`` (if given) receives every extra labelled box of the
-    app's answers and of the plain vote."""
-    photos = load_yolo(dataset, skip_empty_boxes=True).split("test").photos
+          extras: list[Extra] | None = None, brands: Sequence[str] = ()) -> dict[str, float]:
+    """The figures of the module docstring, on the test photos of ``brands`` (all when empty); ``extras`` (if
+    given) receives every extra labelled box of the app's answers and of the plain vote."""
+    photos = scored_photos(dataset, brands)
     settings = Settings.from_env()
     config = VoteConfig(settings.max_distance, settings.min_confidence, settings.machine_label_weight)
     count: Counter[str] = Counter()
@@ -246,10 +259,14 @@ def main() -> None:
                         help="list the extra labelled boxes nobody has reviewed, with a numbered sheet beside it")
     parser.add_argument("--save-answers", type=Path, help="keep the API's answers (JSON) to score them again")
     parser.add_argument("--answers", type=Path, help="score answers kept by --save-answers instead of running the app")
+    parser.add_argument("--brands", default="", metavar="BRAND,BRAND",
+                        help="score only the test photos showing these brands (with --detector-path a detector "
+                             "trained without them: brand-held-out)")
     args = parser.parse_args()
     if not (args.dataset / "labels").is_dir():
         parser.error(f"{args.dataset}: no YOLO dataset there (real-drinks: ../shared/datasets/real-drinks; the "
                      "public original is GitHub hxtruong6/brand-detection)")
+    brands = tuple(b for b in args.brands.split(",") if b)
     env = {}
     if args.detector_path:
         env["LOGOS_DETECTOR_PATH"] = str(args.detector_path.resolve())
@@ -266,14 +283,14 @@ def main() -> None:
             calibration = _cli(data, "calibrate")
             process, url = _serve(data, env)
             try:
-                answers, latencies = answers_of(args.dataset, url)
+                answers, latencies = answers_of(args.dataset, url, brands)
             finally:
                 process.terminate()
                 process.wait(timeout=60)
         if args.save_answers:
             args.save_answers.write_text(json.dumps(answers))
     extras: list[Extra] = []
-    figures = score(args.dataset, answers, load_reviewed(args.reviewed), extras)
+    figures = score(args.dataset, answers, load_reviewed(args.reviewed), extras, brands)
     if latencies:
         figures["search_p50_ms"] = 1000 * sorted(latencies)[len(latencies) // 2]
     if args.sheet:

@@ -106,6 +106,24 @@ class DetectionDataset:
             photos = tuple(photo for photo in self.photos if split_of(photo.path.stem) in wanted)
         return replace(self, photos=photos)
 
+    def showing(self, labels: Iterable[str], *, only: bool = True) -> DetectionDataset:
+        """The photos with a box of one of ``labels`` (``only=False``: the photos with none of them).
+
+        A brand-held-out protocol trains on the photos of some brands and judges on the others': a photo
+        that shows a held-out brand anywhere stays out of training whole, or the model learns that brand
+        from it (as a logo, or, unboxed, as background).
+
+        Example:
+            >>> from pipeline.types import Box
+            >>> photo = DatasetPhoto(Path("a.jpg"), 640, 480, (Annotation(Box(0.0, 0.0, 9.0, 9.0), "Lavie"),))
+            >>> data = DetectionDataset(Path("."), "yolo", ("Lavie", "Coca"), (photo,))
+            >>> len(data.showing(["Lavie"]).photos), len(data.showing(["Lavie"], only=False).photos)
+            (1, 0)
+        """
+        wanted = set(labels)
+        return replace(self, photos=tuple(photo for photo in self.photos
+                                          if any(a.label in wanted for a in photo.annotations) == only))
+
 
 def load_yolo(root: Path, classes: Sequence[str] | None = None, *, skip_empty_boxes: bool = False) -> DetectionDataset:
     """Read a YOLO dataset: ``images/``, ``labels/`` and class names, flat or in split folders.

@@ -25,6 +25,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -208,15 +209,32 @@ def freeze_early_backbone(model: FCOS) -> None:
             module.eval()
 
 
+def training_photos(real: Path, hold_out: Sequence[str] = ()) -> list[DatasetPhoto]:
+    """The photos of a YOLO dataset's ``train`` split that have boxes, less every photo that shows a ``hold_out``
+    brand anywhere (brand-held-out: a benchmark then judges the model on those brands' ``test`` photos).
+
+    Raises:
+        ValueError: a ``hold_out`` name is not one of the dataset's classes (a typo would hold out nothing).
+    """
+    dataset = load_yolo(real, skip_empty_boxes=True)
+    unknown = set(hold_out) - set(dataset.classes)
+    if unknown:
+        raise ValueError(f"hold-out brands {sorted(unknown)} are not classes of {real} ({', '.join(dataset.classes)})")
+    return [photo for photo in dataset.split("train").showing(hold_out, only=False).photos if photo.annotations]
+
+
 def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] = (448, 336), lr: float = 1e-3,
           seed: int = 0, cache_dir: Path = Path(".cache"), resume: Path | None = None, real: Path | None = None,
-          real_share: float = 0.5, checkpoint_minutes: float = 5.0) -> dict[str, object]:
+          real_share: float = 0.5, checkpoint_minutes: float = 5.0, hold_out: Sequence[str] = ()
+          ) -> dict[str, object]:
     """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON).
 
     Args:
         real: A YOLO-layout dataset of real photos (e.g. real-drinks); only its
             ``train`` split is used (:func:`pipeline.datasets.real_drinks_split`),
             mixed with generated scenes at ``real_share``.
+        hold_out: Brands (``real``'s class names) whose photos are left out of training whole, so that a
+            benchmark can judge the model on brands it never saw (``benchmarks/detector.py --hold-out``).
         resume: Continue from a saved ``logo-detector.pt`` (a new warm-up and cosine decay).
         checkpoint_minutes: How often ``out/logo-detector.pt`` is saved, so a
             killed run resumes from where it was.
@@ -226,7 +244,7 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     stream: torch.utils.data.IterableDataset = SceneStream(icons, size, seed)
     real_photos: list[DatasetPhoto] = []
     if real is not None:
-        real_photos = [p for p in load_yolo(real, skip_empty_boxes=True).split("train").photos if p.annotations]
+        real_photos = training_photos(real, hold_out)
         stream = Mixed([stream, RealPhotoStream(real_photos, seed)], [1 - real_share, real_share], seed)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=1,
                                          collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
@@ -271,6 +289,7 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     record = {"steps": step, "images": step * batch_size, "minutes": round((time.perf_counter() - started) / 60, 1),
               "batch_size": batch_size, "train_size": list(size), "lr": lr, "seed": seed,
               "training_icons": len(icons), "real_photos": len(real_photos), "real_share": real_share if real else 0,
+              "held_out_brands": sorted(hold_out),
               "resumed_from": str(resume) if resume else None, "history": history}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
@@ -293,16 +312,21 @@ def main() -> None:
     parser.add_argument("--real", type=Path, help="YOLO dataset of real photos to mix in (its train split), "
                                                   "e.g. ../shared/datasets/real-drinks")
     parser.add_argument("--real-share", type=float, default=0.5, help="share of real photos in each batch")
+    parser.add_argument("--hold-out", default="", metavar="BRAND,BRAND",
+                        help="leave the photos of these --real brands out (brand-held-out: judge on them after)")
     parser.add_argument("--size", type=int, nargs=2, default=(448, 336), metavar=("LONG", "SHORT"),
                         help="training input size (longest and shortest side)")
     args = parser.parse_args()
     if args.real is not None and not (args.real / "labels").is_dir():
         parser.error(f"--real {args.real}: no YOLO dataset there (the real-drinks photos come from the public "
                      "GitHub repository hxtruong6/brand-detection; see its README in ../shared/datasets/real-drinks)")
+    if args.hold_out and args.real is None:
+        parser.error("--hold-out names brands of --real: give the dataset too")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     record = train(args.out, args.minutes, args.batch_size, size=tuple(args.size), lr=args.lr, resume=args.resume,
-                   real=args.real, real_share=args.real_share)
+                   real=args.real, real_share=args.real_share,
+                   hold_out=tuple(b for b in args.hold_out.split(",") if b))
     print(json.dumps({k: v for k, v in record.items() if k != "history"}))
 
 
