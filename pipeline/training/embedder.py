@@ -174,6 +174,29 @@ def real_crop_views(root: Path, split: str, views: int, transform: Transform, si
 COLOURWAYS = ("inverted", "grey", "grey inverted", "hue turned", "channels swapped", "figure and ground swapped")
 
 
+def shift_and_scale(batch: torch.Tensor, generator: torch.Generator, translate: float = 0.06,
+                    scale: tuple[float, float] = (0.85, 1.1)) -> torch.Tensor:
+    """Each crop of ``batch`` [N, C, S, S] moved by up to ``translate`` of its side and scaled within ``scale``, a
+    draw of its own per crop, in one grid sample on the batch's device; pixels it uncovers are 0 (mid grey).
+
+    One call for the whole batch: a loop of per-crop transforms held a GPU step to the speed of the CPU issuing it.
+
+    Example:
+        >>> square = -torch.ones(2, 1, 8, 8); square[:, :, 2:6, 2:6] = 1.0
+        >>> moved = shift_and_scale(square, torch.Generator().manual_seed(0))
+        >>> moved.shape, bool((moved != square).any()), bool(moved.abs().max() <= 1.0)
+        (torch.Size([2, 1, 8, 8]), True, True)
+    """
+    count = batch.shape[0]
+    factor = torch.empty(count).uniform_(*scale, generator=generator)
+    shift = (torch.rand(count, 2, generator=generator) * 2 - 1) * 2 * translate  # the side spans 2 in grid units
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor  # output -> input coordinates
+    theta[:, :, 2] = -shift / factor[:, None]
+    grid = torch.nn.functional.affine_grid(theta.to(batch.device), list(batch.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``batch`` [N, 3, S, S] in [-1, 1] with crop i reprinted in colourway ``ways[i]`` (an index into
     :data:`COLOURWAYS`, -1: unchanged).
@@ -243,9 +266,10 @@ def trained_state(net: EmbeddingNet, half: bool = True) -> dict[str, torch.Tenso
             for k, v in net.state_dict().items() if k.startswith(prefixes)}
 
 
-def _to_batch(images: np.ndarray) -> torch.Tensor:
-    """uint8 crops (grey [N, S, S] or colour [N, 3, S, S]) -> the network's [-1, 1] input [N, 3, S, S]."""
-    batch = torch.from_numpy(np.array(images, dtype=np.float32)).div_(127.5).sub_(1.0)
+def _to_batch(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 crops (grey [N, S, S] or colour [N, 3, S, S]) -> the network's [-1, 1] input [N, 3, S, S] on ``device``
+    (moved as bytes, a quarter of the floats)."""
+    batch = torch.from_numpy(np.array(images, dtype=np.uint8)).to(device).float().div_(127.5).sub_(1.0)
     if batch.dim() == 3:
         batch = batch.unsqueeze(1).expand(-1, 3, -1, -1)
     return batch.contiguous(memory_format=torch.channels_last)
@@ -256,7 +280,7 @@ def embed_views(net: EmbeddingNet, images: np.ndarray, batch: int = 128) -> torc
     """The crops' embeddings [N, D] on the CPU, computed on whatever device ``net`` is on."""
     net.eval()
     device = next(net.parameters()).device
-    return torch.cat([net(_to_batch(images[i:i + batch]).to(device)).cpu() for i in range(0, len(images), batch)])
+    return torch.cat([net(_to_batch(images[i:i + batch], device)).cpu() for i in range(0, len(images), batch)])
 
 
 class LookAlikeBatches:
@@ -431,7 +455,6 @@ def train(args: argparse.Namespace) -> dict[str, object]:
               {"params": loss_arc.parameters(), "lr": args.lr * 50, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    augment = v2.RandomAffine(degrees=0, translate=(0.06, 0.06), scale=(0.85, 1.1))
     colour_rng = torch.Generator().manual_seed(args.seed + step)
     sampler = LookAlikeBatches(data.labels, args.classes_per_batch, args.per_class, args.seed + step, favoured)
     # from --init weights the class centres are meaningful at once (class means), so look-alike batches are too
@@ -449,7 +472,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         for module in frozen:
             module.eval()
         index = np.sort(sampler.next())
-        batch = torch.stack([augment(x) for x in _to_batch(data.images[index]).to(device)])
+        batch = shift_and_scale(_to_batch(data.images[index], device), colour_rng)
         if args.colourways and not spec.grayscale:
             ways = torch.randint(len(COLOURWAYS), (len(index),), generator=colour_rng)
             reprint = torch.rand(len(index), generator=colour_rng) < args.colourways
