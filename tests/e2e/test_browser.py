@@ -84,7 +84,7 @@ def test_example_photo_shows_boxes_labels_and_neighbours(server, page):
 
 def test_unnamed_proposals_are_out_of_the_answer_and_listed_on_request(browser, tmp_path_factory):
     data = tmp_path_factory.mktemp("proposals")
-    with running_app(data, {"LOGOS_PROPOSAL_THRESHOLD": "0.1"}) as url:  # proposals on (off by default)
+    with running_app(data, {"LOGOS_PROPOSAL_THRESHOLD": "0.1"}) as url:  # proposals down to 0.1 (0.25 by default)
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         _open(page, url)
         _pick_example(page, 0)
