@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.calibration import known, set_dir  # noqa: E402
 from benchmarks.make_retrieval_set import ROOT, generate  # noqa: E402
 from benchmarks.risk_coverage import coverage_at  # noqa: E402
+from pipeline.calibration import distance_limit  # noqa: E402
 from pipeline.config import Settings  # noqa: E402
 from pipeline.datasets import load_yolo  # noqa: E402
 from pipeline.embedders import Embedder, create_embedder  # noqa: E402
@@ -120,7 +121,7 @@ def judge(fold: Fold, fit: Fit) -> dict[str, float]:
     own = stored @ stored.T
     np.fill_diagonal(own, -2.0)
     same = np.where(stored_labels[:, None] == stored_labels[None, :], own, -2.0).max(axis=1)
-    limit = np.quantile(angular_from_cosine(same[same > -2.0]), 0.95)
+    limit = distance_limit(angular_from_cosine(same[same > -2.0]), 0.95)
     return {"top-1": float(right[held].mean()), "coverage@0.95": coverage_at(-distance, right, 0.95),
             "AUROC": float(roc_auc_score(held, -distance)) if (~held).any() else float("nan"),
             "kept right": float(np.mean((distance[held] <= limit) & right[held])),

@@ -116,6 +116,15 @@ def latency(detector: OnnxDetector, photo: Image.Image, runs: int = 30) -> tuple
     return float(p50), float(p95)
 
 
+def save_sheet(photos: list[Image.Image], out: Path, tile: tuple[int, int], columns: int) -> None:
+    """``photos`` shrunk to fit ``tile`` and laid out ``columns`` to a row, saved as a JPEG."""
+    sheet = Image.new("RGB", (tile[0] * columns, tile[1] * ((len(photos) + columns - 1) // columns)), "white")
+    for i, photo in enumerate(photos):
+        photo.thumbnail(tile)
+        sheet.paste(photo, ((i % columns) * tile[0], (i // columns) * tile[1]))
+    sheet.save(out, quality=80)
+
+
 def picture(detector: OnnxDetector, photos: list[Image.Image], out: Path) -> None:
     tiles = []
     for photo in photos:
@@ -124,13 +133,8 @@ def picture(detector: OnnxDetector, photos: list[Image.Image], out: Path) -> Non
         for d in detector.detect(photo):
             draw.rectangle(d.box.to_list(), outline=(255, 0, 60), width=5)
             draw.text((d.box.x0 + 4, d.box.y0 + 2), f"{d.score:.2f}", fill=(255, 0, 60))
-        shown.thumbnail((512, 384))
         tiles.append(shown)
-    columns = 3
-    sheet = Image.new("RGB", (512 * columns, 384 * ((len(tiles) + columns - 1) // columns)), "white")
-    for i, tile in enumerate(tiles):
-        sheet.paste(tile, ((i % columns) * 512, (i // columns) * 384))
-    sheet.save(out, quality=80)
+    save_sheet(tiles, out, (512, 384), columns=3)
 
 
 FOUND, MISSED, FALSE = (0, 170, 70), (230, 0, 40), (255, 150, 0)
@@ -157,13 +161,8 @@ def contact_sheet(detector: OnnxDetector, scenes: list[Scene], operating: float,
                 counts["false"] += 1
                 draw.rectangle(d.box.to_list(), outline=FALSE, width=width)
                 draw.text((d.box.x0 + 4, d.box.y0 + 2), f"{d.score:.2f}", fill=FALSE)
-        shown.thumbnail(tile)
         tiles.append(shown)
-    columns = 6
-    sheet = Image.new("RGB", (tile[0] * columns, tile[1] * ((len(tiles) + columns - 1) // columns)), "white")
-    for i, image in enumerate(tiles):
-        sheet.paste(image, ((i % columns) * tile[0], (i // columns) * tile[1]))
-    sheet.save(out, quality=80)
+    save_sheet(tiles, out, tile, columns=6)
     return counts
 
 
