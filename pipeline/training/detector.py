@@ -39,7 +39,9 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork, box_convert
 
 from pipeline.datasets import DatasetPhoto, load_yolo
+from pipeline.training.scenes import paste_marks
 from pipeline.training.synth import Icon, fetch_simple_icons, held_out, load_icons, logo_card
+from pipeline.types import Box
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +154,15 @@ class RealPhotoStream(torch.utils.data.IterableDataset):
     Each photo is zoomed in (an SSD-style IoU crop, so logos grow and edges of
     the frame go) or out (logos shrink on a wider canvas), then colour-jittered:
     real shelf photos vary in framing and light far more than 492 photos show.
+
+    With ``icons`` and ``paste`` > 0, that share of the photos first gets one to four of those logos printed
+    on it (:func:`pipeline.training.scenes.paste_marks`): the real scenes then show many marks, not five brands.
     """
 
-    def __init__(self, photos: list[DatasetPhoto], seed: int, max_side: int = 1024) -> None:
+    def __init__(self, photos: list[DatasetPhoto], seed: int, max_side: int = 1024,
+                 icons: Sequence[Icon] = (), paste: float = 0.0) -> None:
         self.photos, self.seed, self.max_side = photos, seed, max_side
+        self.icons, self.paste = list(icons), paste if icons else 0.0
 
     def __iter__(self):
         from torchvision import tv_tensors
@@ -173,12 +180,30 @@ class RealPhotoStream(torch.utils.data.IterableDataset):
             image = Image.open(photo.path).convert("RGB")
             image.thumbnail((self.max_side, self.max_side))
             scale = image.width / photo.width
-            boxes = tv_tensors.BoundingBoxes([[v * scale for v in a.box.to_list()] for a in photo.annotations],
-                                             format="XYXY", canvas_size=(image.height, image.width))
+            found = [Box(*(v * scale for v in a.box.to_list())) for a in photo.annotations]
+            if rng.random() < self.paste:
+                image, found = paste_marks(image, found, [self._mark(rng) for _ in range(int(rng.integers(1, 5)))],
+                                           rng)
+            boxes = tv_tensors.BoundingBoxes([b.to_list() for b in found], format="XYXY",
+                                             canvas_size=(image.height, image.width))
             picture, target = transform(tv_tensors.Image(v2.functional.pil_to_tensor(image)),
                                         {"boxes": boxes, "labels": torch.zeros(len(boxes), dtype=torch.int64)})
             yield picture.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor),
                                                       "labels": target["labels"]}
+
+
+    def _mark(self, rng: np.random.Generator) -> Image.Image:
+        """A logo as printed straight on the surface (ink only, in a packaging colour scheme) or on a label."""
+        icon = self.icons[int(rng.integers(len(self.icons)))]
+        size = int(rng.integers(100, 260))
+        if rng.random() < 0.6:
+            card = logo_card(icon, rng, size=size)
+            inked = card.convert("RGBA")
+            bright = np.asarray(card.convert("L"), dtype=np.int16)
+            paper = int(np.median(np.r_[bright[0], bright[-1], bright[:, 0], bright[:, -1]]))
+            inked.putalpha(Image.fromarray((np.abs(bright - paper) > 24).astype(np.uint8) * 255))
+            return inked
+        return logo_card(icon, rng, size=size).convert("RGBA")
 
 
 class Mixed(torch.utils.data.IterableDataset):
@@ -225,9 +250,9 @@ def training_photos(real: Path, hold_out: Sequence[str] = ()) -> list[DatasetPho
 
 def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] = (448, 336), lr: float = 1e-3,
           seed: int = 0, cache_dir: Path = Path(".cache"), resume: Path | None = None, real: Path | None = None,
-          real_share: float = 0.5, checkpoint_minutes: float = 5.0, hold_out: Sequence[str] = ()
-          ) -> dict[str, object]:
-    """Train for ``minutes`` of wall time, then export; returns the training record (also saved as JSON).
+          real_share: float = 0.5, checkpoint_minutes: float = 5.0, hold_out: Sequence[str] = (),
+          paste: float = 0.0, steps: int | None = None) -> dict[str, object]:
+    """Train for ``minutes`` of wall time (or ``steps``), then export; returns the training record (also saved as JSON).
 
     Args:
         real: A YOLO-layout dataset of real photos (e.g. real-drinks); only its
@@ -235,6 +260,9 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
             mixed with generated scenes at ``real_share``.
         hold_out: Brands (``real``'s class names) whose photos are left out of training whole, so that a
             benchmark can judge the model on brands it never saw (``benchmarks/detector.py --hold-out``).
+        paste: Share of the real photos that get training logos printed on them (:class:`RealPhotoStream`).
+        steps: Train this many steps, the learning rate's schedule following them, whatever the wall time: two
+            runs on a machine shared with other work then differ only by their recipe.
         resume: Continue from a saved ``logo-detector.pt`` (a new warm-up and cosine decay).
         checkpoint_minutes: How often ``out/logo-detector.pt`` is saved, so a
             killed run resumes from where it was.
@@ -245,7 +273,8 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     real_photos: list[DatasetPhoto] = []
     if real is not None:
         real_photos = training_photos(real, hold_out)
-        stream = Mixed([stream, RealPhotoStream(real_photos, seed)], [1 - real_share, real_share], seed)
+        stream = Mixed([stream, RealPhotoStream(real_photos, seed, icons=icons, paste=paste)],
+                       [1 - real_share, real_share], seed)
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=1,
                                          collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
     model = build_model(pretrained=resume is None, min_size=min(size), max_size=max(size))
@@ -263,9 +292,9 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     out.mkdir(parents=True, exist_ok=True)
     for images, targets in loader:
         elapsed = time.perf_counter() - started
-        if elapsed > budget:
+        if (step >= steps) if steps else (elapsed > budget):
             break
-        progress = elapsed / budget  # warm-up, then cosine decay over the time budget
+        progress = step / steps if steps else elapsed / budget  # warm-up, then cosine decay over the budget
         scale = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
         for group, base in zip(optimiser.param_groups, (lr * 0.3, lr), strict=True):
             group["lr"] = base * max(scale, 0.02)
@@ -289,6 +318,7 @@ def train(out: Path, minutes: float, batch_size: int = 8, size: tuple[int, int] 
     record = {"steps": step, "images": step * batch_size, "minutes": round((time.perf_counter() - started) / 60, 1),
               "batch_size": batch_size, "train_size": list(size), "lr": lr, "seed": seed,
               "training_icons": len(icons), "real_photos": len(real_photos), "real_share": real_share if real else 0,
+              "pasted_share": paste if real else 0,
               "held_out_brands": sorted(hold_out),
               "resumed_from": str(resume) if resume else None, "history": history}
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -316,6 +346,9 @@ def main() -> None:
                         help="leave the photos of these --real brands out (brand-held-out: judge on them after)")
     parser.add_argument("--size", type=int, nargs=2, default=(448, 336), metavar=("LONG", "SHORT"),
                         help="training input size (longest and shortest side)")
+    parser.add_argument("--paste", type=float, default=0.0, metavar="SHARE",
+                        help="share of the --real photos that get training logos printed on them")
+    parser.add_argument("--steps", type=int, help="train this many steps, whatever the wall time (not --minutes)")
     args = parser.parse_args()
     if args.real is not None and not (args.real / "labels").is_dir():
         parser.error(f"--real {args.real}: no YOLO dataset there (the real-drinks photos come from the public "
@@ -326,7 +359,7 @@ def main() -> None:
     torch.set_num_threads(2)
     record = train(args.out, args.minutes, args.batch_size, size=tuple(args.size), lr=args.lr, resume=args.resume,
                    real=args.real, real_share=args.real_share,
-                   hold_out=tuple(b for b in args.hold_out.split(",") if b))
+                   hold_out=tuple(b for b in args.hold_out.split(",") if b), paste=args.paste, steps=args.steps)
     print(json.dumps({k: v for k, v in record.items() if k != "history"}))
 
 

@@ -202,3 +202,62 @@ def _glare(photo: Image.Image, rng: np.random.Generator, strength: float) -> Ima
     spot = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius ** 2))[..., None] * rng.uniform(0.3, 0.8)
     array = np.asarray(photo).astype(np.float32)
     return Image.fromarray(np.clip(array + spot * (255 - array), 0, 255).astype(np.uint8))
+
+
+def paste_marks(photo: Image.Image, boxes: list[Box], marks: list[Image.Image], rng: np.random.Generator,
+                logo_fraction: tuple[float, float] = (0.05, 0.3)) -> tuple[Image.Image, list[Box]]:
+    """Print more logos onto a real photo, clear of the logos it already shows (copy-paste augmentation).
+
+    Why: a detector trained on the photos of five brands learns those five marks; the same photos carrying
+    hundreds of other marks, in their light and on their surfaces, teach "a logo" (Ghiasi et al., 2021, Simple
+    Copy-Paste). Each mark is tilted a little, takes the light of the spot it lands on (its colours scaled by
+    that region's brightness) and the photo's softness, so its edges are not the giveaway; a mark whose ink
+    hardly differs from that spot is left out (its box would ask the model to find a blank).
+
+    Args:
+        photo: The real photo (RGB).
+        boxes: Its logos' boxes; a mark never covers more than a tenth of one.
+        marks: RGBA marks (e.g. :func:`pipeline.training.synth.render_icon`, or a printed card made RGBA).
+        logo_fraction: Range of a mark's longer side as a share of the photo's shorter side.
+
+    Returns:
+        The photo with the marks printed on it, and every box: the old ones, then one per mark placed.
+
+    Example:
+        >>> import numpy as np
+        >>> mark = Image.new("RGBA", (40, 20), (200, 0, 0, 255))
+        >>> photo, boxes = paste_marks(Image.new("RGB", (320, 240), "white"), [], [mark], np.random.default_rng(0))
+        >>> len(boxes), 0.04 * 240 <= max(boxes[0].width, boxes[0].height) <= 0.35 * 240
+        (1, True)
+    """
+    photo = photo.copy()
+    placed = list(boxes)
+    colour = np.asarray(photo, dtype=np.float32)
+    for mark in marks:
+        side = rng.uniform(*logo_fraction) * min(photo.size)
+        factor = side / max(mark.size)
+        mark = mark.resize((max(6, int(mark.width * factor)), max(6, int(mark.height * factor))), Image.LANCZOS)
+        mark = mark.rotate(float(rng.uniform(-12, 12)), resample=Image.BICUBIC, expand=True)
+        bbox = mark.getchannel("A").getbbox()
+        if bbox is None or mark.width >= photo.width or mark.height >= photo.height:
+            continue
+        mark = mark.crop(bbox)
+        for _ in range(30):
+            x = int(rng.integers(0, photo.width - mark.width))
+            y = int(rng.integers(0, photo.height - mark.height))
+            box = Box(x, y, x + mark.width, y + mark.height)
+            if all(box.overlap(other) < 0.1 * min(box.area, other.area) for other in placed):
+                break
+        else:
+            continue
+        spot = colour[y:y + mark.height, x:x + mark.width].reshape(-1, 3).mean(axis=0)
+        alpha = np.asarray(mark.getchannel("A"), dtype=np.float32)[..., None] / 255
+        ink = (np.asarray(mark.convert("RGB"), dtype=np.float32) * alpha).reshape(-1, 3).sum(0) / max(alpha.sum(), 1)
+        if np.linalg.norm(ink - spot) < 60:  # white ink on a white spot: a box around nothing teaches nothing
+            continue
+        rgb = np.asarray(mark.convert("RGB"), dtype=np.float32) * (0.55 + 0.6 * float(spot.mean()) / 255)
+        shaded = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).convert("RGBA")
+        shaded.putalpha(mark.getchannel("A").filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 0.8)))))
+        photo.paste(shaded, (x, y), shaded)
+        placed.append(box)
+    return photo, placed

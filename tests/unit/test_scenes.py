@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from pipeline.training.scenes import compose_scene, packaging
+from pipeline.training.scenes import compose_scene, packaging, paste_marks
+from pipeline.types import Box
 
 
 def _card(colour: str) -> Image.Image:
@@ -40,3 +41,25 @@ def test_packaging_is_deterministic_for_a_seed():
     one = np.asarray(packaging((200, 150), np.random.default_rng(9)))
     two = np.asarray(packaging((200, 150), np.random.default_rng(9)))
     assert one.shape == (150, 200, 3) and np.array_equal(one, two)
+
+
+def test_marks_printed_on_a_photo_keep_its_logos_and_land_clear_of_them():
+    photo = Image.new("RGB", (400, 300), (200, 190, 180))
+    logo = Box(20.0, 20.0, 180.0, 140.0)  # the photo's own logo
+    mark = Image.new("RGBA", (60, 40), (10, 40, 160, 255))
+    printed, boxes = paste_marks(photo, [logo], [mark] * 3, np.random.default_rng(1), logo_fraction=(0.2, 0.25))
+    assert boxes[0] == logo and len(boxes) == 4
+    pixels = np.asarray(printed).astype(int)
+    for box in boxes[1:]:
+        assert box.overlap(logo) < 0.1 * box.area  # never over the photo's own logo
+        x0, y0, x1, y1 = (int(v) for v in box.to_list())
+        centre = pixels[(y0 + y1) // 2, (x0 + x1) // 2]
+        assert centre[2] > centre[0] + 60  # the blue mark is under its box, darkened or lit by the spot
+    assert np.array_equal(pixels[30:130, 30:170], np.asarray(photo).astype(int)[30:130, 30:170])
+
+
+def test_a_mark_that_would_not_show_on_its_spot_is_left_out():
+    white = Image.new("RGB", (300, 200), "white")
+    printed, boxes = paste_marks(white, [], [Image.new("RGBA", (50, 50), (250, 250, 250, 255))],
+                                 np.random.default_rng(0))
+    assert boxes == [] and np.array_equal(np.asarray(printed), np.asarray(white))
