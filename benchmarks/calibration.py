@@ -249,9 +249,9 @@ def run_real_drinks(dataset: Path, settings: Settings, embedder, read: bool = Fa
         with tempfile.TemporaryDirectory(prefix="real-drinks-fold-") as tmp:
             fold = LogoService(settings.replace(data_dir=Path(tmp)), embedder=embedder)
             keep = [n for n, (label, _, _) in enumerate(crops["train"]) if label != held_out]
-            fold._parts.store.add([NewLogo(crop=crops["train"][n][2], label=crops["train"][n][0],
-                                           label_source=LabelSource.HUMAN, image_hash=crops["train"][n][1])
-                                   for n in keep], vectors["train"][keep], embedder.model_id)
+            fold.ingest.crops([NewLogo(crop=crops["train"][n][2], label=crops["train"][n][0],
+                                       label_source=LabelSource.HUMAN, image_hash=crops["train"][n][1])
+                               for n in keep], compact=False, vectors=vectors["train"][keep])
             if read:  # the brand names as printed; the held-out brand's is not in the store's vocabulary
                 fold.labels.import_vocabulary("".join(f"{label}\t{'|'.join(REAL_DRINKS_NAMES[label])}\n"
                                                       for label in REAL_DRINKS_NAMES if label != held_out))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from pipeline.analysis import PhotoAnalysis
@@ -37,13 +38,17 @@ class Ingest:
         self.search = search
 
     def crops(self, logos: Sequence[NewLogo], *, compact: bool = True, who: str = "local",
-              photos: Sequence[PhotoRecord] = ()) -> list[int]:
+              photos: Sequence[PhotoRecord] = (), vectors: np.ndarray | None = None) -> list[int]:
         """Embed the crops of ``logos`` and store them; searchable at once (no rebuild needed).
 
         With ``compact``, a background rebuild folds the new logos into the index once enough have piled up
         (:meth:`pipeline.usecases.maintenance.Maintenance.compact_when_due`); a bulk import that rebuilds at its
         end passes False. ``who`` is written into the label history of the labelled ones; ``photos`` are
-        recorded as done in the same transaction.
+        recorded as done in the same transaction. ``vectors``: the crops' embeddings by this store's embedder,
+        when the caller has them already (a benchmark that builds several stores from one set of crops).
+
+        Raises:
+            BadInputError: A logo without its crop, or ``vectors`` not one row of the embedder's width a logo.
         """
         store = self.parts.store
         if not logos:
@@ -52,7 +57,11 @@ class Ingest:
         if any(logo.crop is None for logo in logos):
             raise BadInputError("every logo to add needs its crop")
         embedder = self.parts.embedder
-        vectors = embedder.embed([logo.crop for logo in logos])
+        if vectors is None:
+            vectors = embedder.embed([logo.crop for logo in logos])
+        elif np.shape(vectors) != (len(logos), embedder.dim):
+            raise BadInputError(f"vectors of shape {np.shape(vectors)} for {len(logos)} logos of "
+                                f"{embedder.dim}-d embeddings")
         ids = store.add(logos, vectors, embedder.model_id, who=who, photos=photos)
         if compact:
             self.parts.signals.grew()
