@@ -8,7 +8,9 @@ losses, box coder and post-processing) on a feature pyramid
 ``tf_efficientnet_lite0`` stages at strides 8, 16 and 32, initialised from the
 bundled ImageNet weights. It trains on product scenes generated on the fly by
 :mod:`pipeline.training.scenes` from npm ``simple-icons`` logos, except the held-out
-tenth (:func:`pipeline.training.synth.held_out`) that the benchmark uses.
+tenth (:func:`pipeline.training.synth.held_out`) that the benchmark uses, and with ``--real`` on the photos
+of a detection dataset's ``train`` split (``--hold-out`` leaves some brands' photos out, to judge on them;
+``--paste`` prints training logos onto a share of those photos).
 
 The export wraps the trained model so that its ONNX graph has Open Food Facts'
 universal-logo-detector layout: input ``images`` [1, 3, 640, 640] (RGB in
