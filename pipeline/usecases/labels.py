@@ -55,10 +55,16 @@ class Labels:
         return change
 
     def set_threshold(self, label: str, threshold: float | None) -> None:
-        """Set (or with None remove) the confidence ``label`` needs to be given as an answer."""
+        """Set (or with None remove) the confidence ``label`` needs to be given as an answer, by the vote or by
+        the logo's text: any label the store knows, a vocabulary name with no logo yet included (1.0: text never
+        names it on its own).
+
+        Raises:
+            NotFoundError: neither a logo nor the vocabulary carries ``label``.
+        """
         label = clean_label(label) or ""
-        if label not in self.parts.store.label_counts():
-            raise NotFoundError(f"no logo carries the label {label!r}")
+        if label not in {entry.label for entry in self.parts.store.vocabulary()}:
+            raise NotFoundError(f"the store knows no label {label!r}: no logo carries it and the vocabulary lacks it")
         self.parts.store.set_threshold(label, threshold)
 
     def import_vocabulary(self, data: bytes | str) -> tuple[int, int]:

@@ -3,6 +3,7 @@ label from the vocabulary alone, and a search gives each logo its text, for the 
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from app import create_app
 from pipeline import shapes
 from pipeline.annotation import ReviewVerdict
 from pipeline.detectors import GivenBoxesDetector
+from pipeline.errors import NotFoundError
 from pipeline.reading import TextReader, Vocabulary, fold
 from tests.conftest import ROOT, dash_callback
 
@@ -154,7 +156,10 @@ def test_a_wordmark_the_detector_missed_is_found_by_its_text_and_named(service):
     assert len(service.search.photo(photo, boxes=[[20, 20, 120, 120]]).logos) == 1  # a person's boxes only
     # a line whose crop is not named in the end (a person never lets text name Amstel) is proposed, then left out
     service.labels.import_vocabulary("Amstel\n")
-    service._parts.store.set_threshold("Amstel", 1.0)  # (a label with no logo: the store itself)
+    service.labels.set_threshold("Amstel", 1.0)  # a vocabulary name with no logo yet
+    assert service.labels.thresholds()["set"]["Amstel"] == 1.0
+    with pytest.raises(NotFoundError, match="knows no label"):
+        service.labels.set_threshold("Grolsch", 0.9)  # neither a logo's label nor the vocabulary's
     photo.paste(wordmark("Amstel"), (60, 200))
     service._parts.settings = service.settings.replace(read_text=3)  # the proposed crops are read too
     answers = [(logo.found_by, logo.prediction.label) for logo in service.search.photo(photo).logos]
