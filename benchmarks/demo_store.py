@@ -7,7 +7,8 @@ brand colour, plus the 43 bundled brands: 7,020 logos) in a temporary folder, ca
 reports:
 
 - its leave-one-out figures on its own labels (``python -m pipeline evaluate --store``: each logo named by the
-  others): top-1, and how many labels score 0 (neither colourway of a mark finds the other). Most of these
+  others): top-1, and how many labels score 0 (neither colourway of a mark finds the other; each with the labels
+  given instead). Most of these
   brands are in the embedder's training collection: this is **fit**, not generalisation;
 - the five nearest stored logos of the real Coca-Cola can of ``assets/examples/real-CocaCola-0003.jpg``;
 - the placed example logos (``assets/examples/examples.json``) named right, and the real photos' answers.
@@ -75,6 +76,9 @@ def main() -> None:
             "build_s": round(built, 1), "leave_one_out_top1": round(evaluation.top1, 4),
             "labels": len(evaluation.labels), "labels_at_0": sum(1 for a in evaluation.labels if a.top1 == 0),
             "confused": [list(c) for c in evaluation.confused[:10]],
+            # each label at 0 with the labels its logos were given instead: one mark under two names, or colour
+            "at_0_given": {a.label: sorted({given for true, given, _ in evaluation.confused if true == a.label})
+                           for a in evaluation.labels if a.top1 == 0},
             "coca_cola_can_nearest": [n.label for n in biggest.neighbours[:5]],
             "examples": examples(service),
         }
