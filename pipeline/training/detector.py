@@ -193,7 +193,6 @@ class RealPhotoStream(torch.utils.data.IterableDataset):
             yield picture.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor),
                                                       "labels": target["labels"]}
 
-
     def _mark(self, rng: np.random.Generator) -> Image.Image:
         """A logo as printed straight on the surface (ink only, in a packaging colour scheme) or on a label."""
         icon = self.icons[int(rng.integers(len(self.icons)))]
