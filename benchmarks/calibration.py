@@ -194,11 +194,12 @@ def run(collection: str, settings: Settings, embedder, seed: int, queries_per_br
     results = []
     with tempfile.TemporaryDirectory(prefix="calibration-") as tmp:
         gallery = Path(tmp) / "gallery"
-        for entry in sorted((data / "gallery").iterdir()):  # devicon's mark and wordmark: one brand's folder
-            if known(brand_of(entry.name)):
-                (gallery / brand_of(entry.name)).mkdir(parents=True, exist_ok=True)
+        for entry in sorted((data / "gallery").iterdir()):
+            folder = gallery / brand_of(entry.name)  # devicon's mark and wordmark: one brand's folder
+            if known(folder.name):
+                folder.mkdir(parents=True, exist_ok=True)
                 for crop in entry.iterdir():
-                    shutil.copyfile(crop, gallery / brand_of(entry.name) / f"{entry.name}-{crop.name}")
+                    shutil.copyfile(crop, folder / f"{entry.name}-{crop.name}")
         service = LogoService(settings.replace(data_dir=Path(tmp) / "store"), embedder=embedder)
         import_folder(service, gallery, progress=False)
         service.maintenance.build_index()

@@ -220,8 +220,9 @@ class Insight:
             self.health.request()
         return report
 
-    def evaluate(self, k: int = 10, max_queries: int | None = None) -> StoreEvaluation:
-        """Leave-one-out accuracy of the store on its human labels (:func:`pipeline.store_evaluation.evaluate_store`).
+    def evaluate(self, k: int = 10, max_queries: int | None = None, confused: int = 20) -> StoreEvaluation:
+        """Leave-one-out accuracy of the store on its human labels (:func:`pipeline.store_evaluation.evaluate_store`),
+        with its ``confused`` most frequent (label, label given instead) pairs.
 
         Raises:
             BadInputError: the store is empty, or no label has two human-labelled logos.
@@ -229,7 +230,7 @@ class Insight:
         if not self.parts.store.count():
             raise BadInputError("the store is empty")
         return evaluate_store(self.parts.store_vectors(), machine_weight=self.parts.settings.machine_label_weight,
-                              k=k, max_queries=max_queries)
+                              k=k, confused=confused, max_queries=max_queries)
 
     def store_evaluation(self, *, wait: bool = True) -> StoreEvaluation | None:
         """The store's leave-one-out accuracy at ``settings.k`` (:class:`StoreEvaluationResult`), shared by every

@@ -238,6 +238,7 @@ def test_the_store_evaluates_itself(reviewed):
     assert 0.5 <= figures["top1"] <= 1.0 and figures["recall@5"] >= figures["top1"]
     assert {a["label"] for a in figures["labels"]} >= set(BRANDS)
     assert figures["queries"] == sum(a["logos"] for a in figures["labels"])
+    assert service.insight.evaluate(k=5, confused=1).confused == report.confused[:1]  # the most frequent pairs
 
 
 def test_cli_export_history_and_evaluate_store(reviewed, tmp_path, capsys):
