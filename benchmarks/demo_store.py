@@ -68,7 +68,7 @@ def main() -> None:
         build_demo(service, size="full", progress=False)
         built = time.perf_counter() - started
         service.calibration.fit()
-        evaluation = service.insight.evaluate(k=service.settings.k, confused=service.insight.count())  # every pair
+        evaluation = service.insight.evaluate(k=service.settings.k, confused=None)  # every pair
         can = service.search.photo(EXAMPLE_PHOTOS / "real-CocaCola-0003.jpg").logos
         biggest = max(can, key=lambda logo: logo.box.width * logo.box.height)
         figures = {

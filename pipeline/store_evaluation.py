@@ -44,7 +44,7 @@ class StoreEvaluation:
     model: str
 
 
-def evaluate_store(data: StoreVectors, *, machine_weight: float, k: int = 10, confused: int = 20,
+def evaluate_store(data: StoreVectors, *, machine_weight: float, k: int = 10, confused: int | None = 20,
                    max_queries: int | None = None) -> StoreEvaluation:
     """Leave-one-out kNN accuracy of the store on its human labels, per label and overall.
 
@@ -55,6 +55,7 @@ def evaluate_store(data: StoreVectors, *, machine_weight: float, k: int = 10, co
 
     With ``max_queries``, a seeded random sample of that many logos is searched (each still among all the
     others): the cost grows with queries x logos, and the background report of a big store must end.
+    ``confused`` caps the (label, label given instead) pairs kept, most frequent first; None keeps every one.
 
     Raises:
         BadInputError: No label has two human-labelled logos.

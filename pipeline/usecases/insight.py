@@ -220,9 +220,9 @@ class Insight:
             self.health.request()
         return report
 
-    def evaluate(self, k: int = 10, max_queries: int | None = None, confused: int = 20) -> StoreEvaluation:
+    def evaluate(self, k: int = 10, max_queries: int | None = None, confused: int | None = 20) -> StoreEvaluation:
         """Leave-one-out accuracy of the store on its human labels (:func:`pipeline.store_evaluation.evaluate_store`),
-        with its ``confused`` most frequent (label, label given instead) pairs.
+        with its ``confused`` most frequent (label, label given instead) pairs (None: every one).
 
         Raises:
             BadInputError: the store is empty, or no label has two human-labelled logos.

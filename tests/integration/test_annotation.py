@@ -239,6 +239,8 @@ def test_the_store_evaluates_itself(reviewed):
     assert {a["label"] for a in figures["labels"]} >= set(BRANDS)
     assert figures["queries"] == sum(a["logos"] for a in figures["labels"])
     assert service.insight.evaluate(k=5, confused=1).confused == report.confused[:1]  # the most frequent pairs
+    every = service.insight.evaluate(k=5, confused=None).confused  # None: every pair, however many
+    assert every == service.insight.evaluate(k=5, confused=10**6).confused
 
 
 def test_cli_export_history_and_evaluate_store(reviewed, tmp_path, capsys):
