@@ -9,8 +9,9 @@ from PIL import Image
 
 from pipeline.datasets import load_yolo
 from pipeline.embedders import TRAINED_EMBEDDER, build_net, get_spec
-from pipeline.training.embedder import (FROZEN_BLOCKS, LogoViews, LookAlikeBatches, _to_batch, class_means,
-                                        embed_views, network_input, real_crop_views, serving_transform, trained_state)
+from pipeline.training.embedder import (FROZEN_BLOCKS, LogoViews, LookAlikeBatches, _to_batch, autocontrast_grey,
+                                        class_means, embed_views, network_input, real_crop_views, serving_transform,
+                                        trained_state, two_view_targets)
 from pipeline.training.metrics import retrieval_figures
 from pipeline.training.synth import Icon, split_of
 from tests.conftest import FIXTURES
@@ -116,3 +117,26 @@ def test_real_photo_boxes_become_labelled_crops(tmp_path):
     assert sorted(classes[i] for i in views.labels[::2]) == sorted(a.label for a in boxes)
     again, _ = real_crop_views(root, "test", 2, transform, size, False, 0, tmp_path)  # from the cache
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(views.images))
+
+
+def test_the_grey_view_in_training_is_the_grey_crop_serving_feeds():
+    spec = get_spec(TRAINED_EMBEDDER)
+    transform, _ = serving_transform(spec, build_net(spec, trained=False))
+    logo = Image.open(next((FIXTURES / "colour-logos").glob("*.png"))).convert("RGB").resize((120, 60))
+    made = autocontrast_grey(_to_batch(network_input(logo, transform, grey=False)[None]))
+    served = _to_batch(network_input(logo, transform, grey=True)[None])
+    assert made.shape == served.shape
+    assert float((made - served).abs().mean()) < 0.02 and float((made - served).abs().max()) < 0.25
+    assert float(made[0, :, 0, 80].abs().max()) == 0.0  # the padding above a wide logo stays mid grey
+
+
+def test_distillation_targets_are_the_colour_and_grey_passes_summed():
+    net = build_net(get_spec(TRAINED_EMBEDDER)).eval()
+    rng = np.random.default_rng(0)
+    batch = _to_batch(rng.integers(0, 256, (2, 3, 160, 160), dtype=np.uint8))
+    targets = two_view_targets(net, batch)
+    with torch.no_grad():
+        summed = net(batch) + net(autocontrast_grey(batch))
+    assert torch.allclose(targets, torch.nn.functional.normalize(summed, dim=1), atol=1e-5)
+    with torch.no_grad():
+        assert float((targets * net(batch)).sum(1).min()) < 0.9999  # the grey pass moves it: not the colour one
