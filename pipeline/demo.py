@@ -5,8 +5,10 @@ Two sizes (``LOGOS_DEMO``):
 * ``full`` (default): every brand of simple-icons (CC0, from the PyPI package
   ``simple-icons-pack``; 3,000+ brands), each printed twice (brand colour on
   white, white on the brand colour), plus the 43 bundled brands of
-  ``assets/logos`` with their photographed variants. A visitor's photo of a
-  well-known brand then finds it, and the map has thousands of labels to explore.
+  ``assets/logos`` with their card and photographed variants. A visitor's photo
+  of a well-known brand then finds it, and the map has thousands of labels to explore.
+  The bundled brands get the two prints too: they are the brands people photograph
+  most, and a can prints its mark white on its colour.
 * ``small``: the 43 bundled brands only (172 images, seconds to build; tests use it).
 
 On first start the app builds it in the background while it serves
@@ -59,18 +61,17 @@ def _printed(svg: str, hex_colour: str) -> Iterator[Image.Image]:
         yield card
 
 
-def _simple_icons(skip_titles: set[str]) -> list[Any]:
-    """The simple-icons brands whose title is not in ``skip_titles``, by slug."""
+def _simple_icons() -> list[Any]:
+    """Every simple-icons brand, by slug."""
     import simple_icons_pack
 
-    return sorted((icon for name in dir(simple_icons_pack) if name.startswith("SI_")
-                   for icon in [getattr(simple_icons_pack, name)] if icon.title not in skip_titles),
+    return sorted((getattr(simple_icons_pack, name) for name in dir(simple_icons_pack) if name.startswith("SI_")),
                   key=lambda icon: icon.slug)
 
 
-def simple_icons_logos(skip_titles: set[str], progress: bool = True) -> Iterator[NewLogo]:
-    """Two printed views of every simple-icons brand whose title is not in ``skip_titles``."""
-    for icon in tqdm(_simple_icons(skip_titles), desc="demo: simple-icons brands", unit="brand",
+def simple_icons_logos(progress: bool = True) -> Iterator[NewLogo]:
+    """Two printed views of every simple-icons brand."""
+    for icon in tqdm(_simple_icons(), desc="demo: simple-icons brands", unit="brand",
                      disable=not progress):
         for card in _printed(icon.svg, icon.hex):
             yield NewLogo(label=icon.title, crop=card)
@@ -106,14 +107,13 @@ def build_demo(service: LogoService, logos_dir: Path = DEMO_LOGOS, *, size: str 
         if size == "none":
             return {"built": False, "logos": 0}
         log.info("building the %s demo store (first start only)", size)
-        bundled = {folder.name for folder in logos_dir.iterdir() if folder.is_dir()}
-        icons = _simple_icons(bundled) if size == "full" else []
+        icons = _simple_icons() if size == "full" else []
         tracker.start(len(labelled_files(logos_dir)) + 2 * len(icons), "importing the bundled logos")
         report = import_folder(service, logos_dir, progress=progress, advance=tracker.advance)
         if icons:
             service.maintenance.build_index()  # searchable now on the bundled brands; the rest join the exact delta
             tracker.say("adding every simple-icons brand")
-            logos = simple_icons_logos(bundled, progress)
+            logos = simple_icons_logos(progress)
             while chunk := list(islice(logos, 256)):
                 service.ingest.crops(chunk, compact=False)  # one index build at the end
                 tracker.advance(len(chunk))

@@ -37,6 +37,11 @@ batches also bring one real-photo brand. The ``val`` splits (simple-icons and
 colour graphics) pick the checkpoint; the learning rate follows a time-based
 warm-up and cosine so that a run fits a wall-clock budget, and ``--resume``
 continues a run where its last checkpoint left it, schedule included.
+
+``--distil`` trains on the same crops with another loss: a frozen copy of the ``--init``
+network is the teacher, and the student learns to give in one pass what the teacher gives in
+two (:func:`two_view_targets`: each crop in colour and in grey, the vectors summed), which
+names one mark in other colourways better but would cost serving a second pass.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The app's own examples on the default (full) demo store, searched as a visitor searches them.
 
-Built once for this module (every simple-icons brand in two colourways plus the 43 bundled brands: 7,020
-logos, about two minutes on 2 cores), then calibrated as the app calibrates it.
+Built once for this module (every simple-icons brand in two colourways plus the 43 bundled brands' cards and
+photographs: 7,106 logos, about two minutes on 2 cores), then calibrated as the app calibrates it.
 """
 
 from __future__ import annotations
