@@ -3,8 +3,8 @@
     python benchmarks/demo_store.py [--candidate WEIGHTS] [--json]
 
 Builds the full demo store (every simple-icons brand in two colourways, brand colour on white and white on the
-brand colour, plus the 43 bundled brands' cards and photographs: 7,106 logos) in a temporary folder, calibrates it as the app does, and
-reports:
+brand colour, plus the 43 bundled brands' cards and photographs: 7,106 logos) in a temporary folder, calibrates it
+as the app does, and reports:
 
 - its leave-one-out figures on its own labels (``python -m pipeline evaluate --store``: each logo named by the
   others): top-1, and how many labels score 0 (neither colourway of a mark finds the other; each with the labels

@@ -203,6 +203,11 @@ def shift_and_scale(batch: torch.Tensor, generator: torch.Generator, translate: 
     return torch.nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def luminance(batch: torch.Tensor) -> torch.Tensor:
+    """The grey [N, S, S] of crops [N, 3, S, S]: PIL's "L" weights (ITU-R 601), as serving's grey crops are made."""
+    return 0.299 * batch[:, 0] + 0.587 * batch[:, 1] + 0.114 * batch[:, 2]
+
+
 def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """``batch`` [N, 3, S, S] in [-1, 1] with crop i reprinted in colourway ``ways[i]`` (an index into
     :data:`COLOURWAYS`, -1: unchanged).
@@ -219,7 +224,7 @@ def recolour(batch: torch.Tensor, ways: torch.Tensor, generator: torch.Generator
         ([-1.0, 1.0, 1.0], [1.0, -1.0, -1.0])
     """
     out = batch.clone()
-    grey = (0.299 * batch[:, 0] + 0.587 * batch[:, 1] + 0.114 * batch[:, 2]).unsqueeze(1).expand_as(batch)
+    grey = luminance(batch).unsqueeze(1).expand_as(batch)
     for i in torch.nonzero(ways >= 0).flatten().tolist():
         way = COLOURWAYS[int(ways[i])]
         if way == "inverted":
@@ -266,7 +271,7 @@ def autocontrast_grey(batch: torch.Tensor) -> torch.Tensor:
         >>> autocontrast_grey(dark)[0, 0, 0].tolist()  # -0.9 -> -1, -0.5 -> 1, the padding kept
         [-1.0, -1.0, 1.0, 0.0]
     """
-    lum = 0.299 * batch[:, 0] + 0.587 * batch[:, 1] + 0.114 * batch[:, 2]
+    lum = luminance(batch)
     pad = (batch.abs() < 0.01).all(dim=1)
     low = lum.masked_fill(pad, float("inf")).flatten(1).min(dim=1).values
     high = lum.masked_fill(pad, float("-inf")).flatten(1).max(dim=1).values
@@ -621,7 +626,8 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help="a run's checkpoint.pt to continue, schedule included")
     parser.add_argument("--distil", action="store_true",
                         help="instead of the metric losses, teach the one pass what two passes of the --init network "
-                             "see (each crop in colour and in grey, the vectors summed): shape first at one pass's cost")
+                             "see (each crop in colour and in grey, the vectors summed): shape first at one pass's "
+                             "cost")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.minutes <= 0 or args.steps < 0:
